@@ -1,0 +1,65 @@
+"""Building a Relax module for a target with tvm.compile, and inspecting what was built."""
+
+from __future__ import annotations
+
+import re
+
+import tvm
+from tvm import relax
+
+from ember.backends.tvm.lower import lower_to_relax
+from ember.backends.tvm.targets import TargetSpec
+from ember.errors import EmberError
+from ember.ir.graph import Graph
+
+_CODEGEN = {"cuda": "target.build.cuda", "opencl": "target.build.opencl", "vulkan": "target.build.vulkan"}
+SOURCE_SUFFIX = {"cuda": ".cu", "opencl": ".cl"}
+
+
+def relax_pipeline(spec: TargetSpec):
+    """The Relax pipeline for a target: TVM's fusing default (GPU targets add dlight schedules)."""
+    return relax.get_default_pipeline(spec.target)
+
+
+def build(graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None):
+    """Lower (unless `mod` is given) and compile; returns TVM's VM executable."""
+    func = _CODEGEN.get(spec.device)
+    if func and tvm.get_global_func(func, True) is None:
+        raise EmberError(
+            f"target '{spec.name}' needs TVM's {spec.device} code generator, which this TVM build lacks",
+            hint=f"install an apache-tvm built with USE_{spec.device.upper()}=ON",
+        )
+    mod = lower_to_relax(graph) if mod is None else mod
+    try:
+        return tvm.compile(mod, spec.target, relax_pipeline=relax_pipeline(spec))
+    except tvm.TVMError as e:
+        last = str(e).strip().splitlines()[-1][:300]
+        raise EmberError(f"TVM failed to compile for '{spec.name}': {last}") from None
+
+
+def device_sources(executable) -> dict[str, str]:
+    """Kernel sources of the device modules in an executable (e.g. {'cuda': '...'})."""
+    found: dict[str, str] = {}
+
+    def walk(mod) -> None:
+        for sub in mod.imports:
+            if sub.kind in SOURCE_SUFFIX:
+                found[sub.kind] = found.get(sub.kind, "") + sub.inspect_source()
+            walk(sub)
+
+    walk(executable.mod)
+    return found
+
+
+def count_kernels(executable) -> int:
+    """Number of distinct compiled kernels the VM calls (host kernels or GPU kernels)."""
+    sources = device_sources(executable)
+    if sources:
+        names = set()
+        for src in sources.values():
+            names |= set(re.findall(r"(?:__global__|__kernel)\s+void\s+(?:__launch_bounds__\(\d+\)\s+)?(\w+)\(", src))
+        return len(names)
+    stats = executable.stats()
+    m = re.search(r"Globals \(#\d+\): \[([^\]]*)\]", stats)
+    names = [s.strip() for s in m.group(1).split(",")] if m else []
+    return sum(1 for s in names if s and s != "main" and not s.startswith("vm.builtin"))

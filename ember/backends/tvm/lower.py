@@ -1,0 +1,74 @@
+"""Lowering Ember IR to a Relax IRModule: one rule per op, weights as constants."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from ember.errors import EmberError
+from ember.ir import dtypes
+from ember.ir.graph import Graph, Value
+from ember.backends.tvm.rules import RULES, Lowering
+
+
+def _struct(v: Value, syms: dict[str, tvm.tirx.Var]) -> relax.TensorType:
+    dims = []
+    for d in v.shape:
+        if isinstance(d, int):
+            dims.append(d)
+        elif d == "?":
+            raise EmberError(f"value '{v.name}' has an unknown dim", hint="pass --input-shape to fix dynamic dims")
+        else:
+            dims.append(syms.setdefault(d, tvm.tirx.Var(d, "int64")))
+    return relax.TensorType(dims, dtypes.to_tvm(v.dtype))
+
+
+def unsupported_ops(graph: Graph) -> dict[str, str]:
+    """Ops in `graph` with no lowering rule, each with the first node that uses it."""
+    missing: dict[str, str] = {}
+    for n in graph.nodes:
+        if n.op not in RULES:
+            missing.setdefault(n.op, n.name)
+    return missing
+
+
+def lower_to_relax(graph: Graph) -> tvm.IRModule:
+    """Build the Relax module `main(inputs...) -> (outputs...)` for `graph`."""
+    missing = unsupported_ops(graph)
+    if missing:
+        listing = ", ".join(f"{op} (node '{name}')" for op, name in missing.items())
+        raise EmberError(f"no TVM lowering for ops: {listing}")
+    bb = relax.BlockBuilder()
+    syms: dict[str, tvm.tirx.Var] = {}
+    params = [relax.Var(v.name, _struct(v, syms)) for v in graph.inputs]
+    lowering = Lowering(bb)
+    env: dict[int, relax.Expr] = {id(v): p for v, p in zip(graph.inputs, params)}
+
+    def arg(v: Value | None):
+        if v is None:
+            return None
+        if v.is_const:
+            return env.setdefault(id(v), lowering.const(v.const))
+        return env[id(v)]
+
+    with bb.function("main", params):
+        with bb.dataflow():
+            for node in graph.nodes:
+                try:
+                    result = RULES[node.op](lowering, node, [arg(v) for v in node.inputs])
+                    results = result if isinstance(result, list) else [result]
+                    for out, expr in zip(node.outputs, results):
+                        env[id(out)] = bb.emit(expr, name_hint=_hint(out.name))
+                except EmberError as e:
+                    raise EmberError(e.message, node=node.name, op=node.op, hint=e.hint) from None
+                except (tvm.TVMError, ValueError, TypeError, AttributeError) as e:
+                    msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+                    raise EmberError(f"TVM rejected the lowering: {msg}", node=node.name, op=node.op) from None
+            outs = bb.emit_output(relax.Tuple([arg(v) for v in graph.outputs]))
+        bb.emit_func_output(outs)
+    return bb.get()
+
+
+def _hint(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"v_{cleaned}"

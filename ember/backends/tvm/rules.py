@@ -1,0 +1,362 @@
+"""Lowering rules: one function per Ember op, building Relax expressions with a BlockBuilder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from tvm import relax, topi
+from tvm.relax import op as R
+
+from ember.errors import EmberError
+from ember.ir import dtypes
+from ember.ir.graph import Node
+
+Rule = Callable[["Lowering", Node, list], object]
+RULES: dict[str, Rule] = {}
+
+
+class Lowering:
+    """State of one lowering: the BlockBuilder and helpers rules share."""
+
+    def __init__(self, bb: relax.BlockBuilder):
+        self.bb = bb
+
+    def const(self, array, dtype: str | None = None) -> relax.Constant:
+        arr = np.asarray(array, dtype=None if dtype is None else dtypes.to_numpy(dtype))
+        return relax.const(arr, dtypes.to_tvm(dtypes.from_numpy(arr.dtype)))
+
+    def scalar(self, value: float, dtype: str) -> relax.Constant:
+        return relax.const(np.asarray(value, dtype=dtypes.to_numpy(dtype)), dtypes.to_tvm(dtype))
+
+
+def rule(*ops: str):
+    def wrap(fn: Rule) -> Rule:
+        for o in ops:
+            RULES[o] = fn
+        return fn
+
+    return wrap
+
+
+def _shape(node: Node, i: int = 0) -> list[int]:
+    shape = node.outputs[i].shape
+    if not all(isinstance(d, int) for d in shape):
+        raise EmberError(f"output shape {list(shape)} is not static", node=node.name, op=node.op,
+                         hint="pass --input-shape to fix dynamic dims")
+    return list(shape)
+
+
+_UNARY = {
+    "relu": R.nn.relu, "sigmoid": R.sigmoid, "tanh": R.tanh, "exp": R.exp, "log": R.log, "sqrt": R.sqrt,
+    "erf": R.erf, "neg": R.negative, "abs": R.abs, "floor": R.floor, "ceil": R.ceil, "round": R.round,
+    "sign": R.sign, "sin": R.sin, "cos": R.cos, "not": R.logical_not, "silu": R.nn.silu,
+}
+_BINARY = {
+    "add": R.add, "sub": R.subtract, "mul": R.multiply, "pow": R.power, "max": R.maximum, "min": R.minimum,
+    "equal": R.equal, "less": R.less, "greater": R.greater, "less_equal": R.less_equal,
+    "greater_equal": R.greater_equal, "and": R.logical_and, "or": R.logical_or, "xor": R.logical_xor,
+}
+for _name, _fn in _UNARY.items():
+    RULES[_name] = lambda L, n, a, _fn=_fn: _fn(a[0])
+for _name, _fn in _BINARY.items():
+    RULES[_name] = lambda L, n, a, _fn=_fn: _fn(a[0], a[1])
+
+
+@rule("identity")
+def _identity(L, n, a):
+    return a[0]
+
+
+@rule("div")
+def _div(L, n, a):
+    if dtypes.is_float(n.inputs[0].dtype):
+        return R.divide(a[0], a[1])
+    q = R.divide(R.astype(a[0], "float64"), R.astype(a[1], "float64"))
+    return R.astype(R.trunc(q), dtypes.to_tvm(n.output.dtype))
+
+
+@rule("mod")
+def _mod(L, n, a):
+    if dtypes.is_float(n.inputs[0].dtype):
+        return R.subtract(a[0], R.multiply(R.trunc(R.divide(a[0], a[1])), a[1]))
+    return R.subtract(a[0], R.multiply(_div(L, n, a), a[1]))
+
+
+@rule("reciprocal")
+def _reciprocal(L, n, a):
+    return R.divide(L.scalar(1.0, n.output.dtype), a[0])
+
+
+@rule("softplus")
+def _softplus(L, n, a):
+    return R.log(R.add(L.scalar(1.0, n.output.dtype), R.exp(a[0])))
+
+
+@rule("gelu")
+def _gelu(L, n, a):
+    return R.nn.gelu_tanh(a[0]) if n.attrs["approximate"] == "tanh" else R.nn.gelu(a[0])
+
+
+def _clip(L, x, lo: float, hi: float, dtype: str):
+    info = np.finfo(dtypes.to_numpy(dtype)) if dtypes.is_float(dtype) else np.iinfo(dtypes.to_numpy(dtype))
+    lo, hi = max(lo, float(info.min)), min(hi, float(info.max))
+    return R.clip(x, lo, hi)
+
+
+@rule("clip")
+def _clip_rule(L, n, a):
+    return _clip(L, a[0], n.attrs["min"], n.attrs["max"], n.output.dtype)
+
+
+@rule("hard_sigmoid")
+def _hard_sigmoid(L, n, a):
+    dt = n.output.dtype
+    y = R.add(R.multiply(a[0], L.scalar(n.attrs["alpha"], dt)), L.scalar(n.attrs["beta"], dt))
+    return _clip(L, y, 0.0, 1.0, dt)
+
+
+@rule("hard_swish")
+def _hard_swish(L, n, a):
+    dt = n.output.dtype
+    gate = _clip(L, R.add(R.multiply(a[0], L.scalar(1 / 6, dt)), L.scalar(0.5, dt)), 0.0, 1.0, dt)
+    return R.multiply(a[0], gate)
+
+
+@rule("leaky_relu")
+def _leaky_relu(L, n, a):
+    return R.nn.leakyrelu(a[0], n.attrs["alpha"])
+
+
+@rule("elu")
+def _elu(L, n, a):
+    dt = n.output.dtype
+    neg = R.multiply(L.scalar(n.attrs["alpha"], dt), R.subtract(R.exp(a[0]), L.scalar(1.0, dt)))
+    return R.where(R.greater_equal(a[0], L.scalar(0.0, dt)), a[0], neg)
+
+
+@rule("where")
+def _where(L, n, a):
+    return R.where(a[0], a[1], a[2])
+
+
+@rule("cast")
+def _cast(L, n, a):
+    return R.astype(a[0], dtypes.to_tvm(n.attrs["to"]))
+
+
+@rule("conv2d")
+def _conv2d(L, n, a):
+    at = n.attrs
+    y = R.nn.conv2d(a[0], a[1], strides=at["strides"], padding=at["pads"], dilation=at["dilations"],
+                    groups=at["group"])
+    return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, -1, 1, 1)))
+
+
+@rule("conv2d_transpose")
+def _conv2d_transpose(L, n, a):
+    at = n.attrs
+    y = R.nn.conv2d_transpose(a[0], a[1], strides=at["strides"], padding=at["pads"],
+                              output_padding=at["output_padding"], dilation=at["dilations"], groups=at["group"])
+    return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, -1, 1, 1)))
+
+
+@rule("max_pool2d", "avg_pool2d")
+def _pool(L, n, a):
+    at = n.attrs
+    kw = dict(pool_size=at["kernel"], strides=at["strides"], padding=at["pads"], dilation=at["dilations"],
+              ceil_mode=bool(at["ceil_mode"]))
+    if n.op == "max_pool2d":
+        return R.nn.max_pool2d(a[0], **kw)
+    return R.nn.avg_pool2d(a[0], count_include_pad=bool(at["count_include_pad"]), **kw)
+
+
+@rule("global_avg_pool", "global_max_pool")
+def _global_pool(L, n, a):
+    axes = list(range(2, n.inputs[0].rank))
+    return (R.mean if n.op == "global_avg_pool" else R.max)(a[0], axis=axes, keepdims=True)
+
+
+@rule("batch_norm")
+def _batch_norm(L, n, a):
+    x, scale, bias, mean, var = n.inputs
+    shape = (1, -1) + (1,) * (x.rank - 2)
+    eps = n.attrs["epsilon"]
+    if all(v.is_const for v in (scale, bias, mean, var)):
+        inv = scale.const.astype(np.float64) / np.sqrt(var.const.astype(np.float64) + eps)
+        shift = bias.const - mean.const * inv
+        mul = L.const(inv.reshape(shape).astype(scale.const.dtype))
+        return R.add(R.multiply(a[0], mul), L.const(shift.reshape(shape).astype(scale.const.dtype)))
+    dt = x.dtype
+    inv = R.divide(a[1], R.sqrt(R.add(a[4], L.scalar(eps, dt))))
+    y = R.multiply(R.subtract(a[0], R.reshape(a[3], shape)), R.reshape(inv, shape))
+    return R.add(y, R.reshape(a[2], shape))
+
+
+@rule("lrn")
+def _lrn(L, n, a):
+    at = n.attrs
+    return L.bb.emit_te(topi.nn.lrn, a[0], at["size"], 1, at["alpha"], at["beta"], at["bias"])
+
+
+@rule("softmax")
+def _softmax(L, n, a):
+    return R.nn.softmax(a[0], axis=n.attrs["axis"])
+
+
+@rule("log_softmax")
+def _log_softmax(L, n, a):
+    return R.nn.log_softmax(a[0], axis=n.attrs["axis"])
+
+
+@rule("layer_norm")
+def _layer_norm(L, n, a):
+    x = n.inputs[0]
+    axes = list(range(n.attrs["axis"] % x.rank, x.rank))
+    bias = a[2] if len(a) > 2 and a[2] is not None else L.const(np.zeros(n.inputs[1].shape, dtypes.to_numpy(x.dtype)))
+    return R.nn.layer_norm(a[0], a[1], bias, axes=axes, epsilon=n.attrs["epsilon"])
+
+
+@rule("matmul")
+def _matmul(L, n, a):
+    return R.matmul(a[0], a[1])
+
+
+@rule("dense")
+def _dense(L, n, a):
+    w = n.inputs[1]
+    wt = L.const(np.ascontiguousarray(w.const.T)) if w.is_const else R.permute_dims(a[1], [1, 0])
+    y = R.matmul(a[0], wt)
+    return y if len(a) < 3 or a[2] is None else R.add(y, a[2])
+
+
+@rule("reshape", "flatten", "squeeze", "unsqueeze")
+def _reshape(L, n, a):
+    return R.reshape(a[0], _shape(n))
+
+
+@rule("expand")
+def _expand(L, n, a):
+    return R.broadcast_to(a[0], _shape(n))
+
+
+@rule("constant_of_shape")
+def _constant_of_shape(L, n, a):
+    dt = n.attrs["dtype"]
+    return R.full(_shape(n), L.scalar(n.attrs["value"], dt), dtypes.to_tvm(dt))
+
+
+@rule("transpose")
+def _transpose(L, n, a):
+    return R.permute_dims(a[0], list(n.attrs["perm"]))
+
+
+@rule("concat")
+def _concat(L, n, a):
+    return R.concat(a, axis=n.attrs["axis"])
+
+
+@rule("split")
+def _split(L, n, a):
+    cuts = np.cumsum(n.attrs["sizes"])[:-1].tolist()
+    parts = L.bb.emit(R.split(a[0], [int(c) for c in cuts] or 1, axis=n.attrs["axis"]))
+    return [relax.TupleGetItem(parts, i) for i in range(len(n.outputs))]
+
+
+@rule("slice")
+def _slice(L, n, a):
+    from ember.ir.ops.tensor import slice_params
+
+    x = n.inputs[0]
+    ints = lambda v: None if v is None else [int(i) for i in np.asarray(v.const).reshape(-1)]  # noqa: E731
+    for v in n.inputs[1:]:
+        if v is not None and not v.is_const:
+            raise EmberError("slice bounds must be constants to lower", node=n.name, op=n.op)
+    extra = n.inputs[3:] + [None] * (5 - len(n.inputs))
+    slices = slice_params(_shape_of(x, n), ints(n.inputs[1]), ints(n.inputs[2]), ints(extra[0]), ints(extra[1]))
+    y = a[0]
+    for axis, sl in enumerate(slices):
+        start, stop, step = sl.indices(x.shape[axis])
+        if (start, stop, step) == (0, x.shape[axis], 1):
+            continue
+        idx = np.arange(start, stop, step, dtype=np.int64)
+        if step > 0 and len(idx):
+            y = R.strided_slice(y, [axis], [start], [int(idx[-1]) + 1], [step])
+        else:
+            y = R.take(y, L.const(idx), axis=axis)
+    return y
+
+
+def _shape_of(v, n: Node) -> list[int]:
+    if not v.is_static:
+        raise EmberError(f"operand shape {list(v.shape)} is not static", node=n.name, op=n.op,
+                         hint="pass --input-shape to fix dynamic dims")
+    return list(v.shape)
+
+
+@rule("gather")
+def _gather(L, n, a):
+    x, idx = n.inputs
+    axis = n.attrs["axis"] % x.rank
+    if idx.is_const:
+        norm = np.where(idx.const < 0, idx.const + x.shape[axis], idx.const).astype(np.int64)
+        return R.take(a[0], L.const(norm), axis=axis)
+    dim = L.scalar(x.shape[axis], idx.dtype)
+    fixed = R.where(R.less(a[1], L.scalar(0, idx.dtype)), R.add(a[1], dim), a[1])
+    return R.take(a[0], fixed, axis=axis)
+
+
+@rule("shape")
+def _shape_rule(L, n, a):
+    return L.const(np.array(_shape_of(n.inputs[0], n)[n.attrs["start"] : n.attrs["end"]], dtype=np.int64))
+
+
+@rule("range")
+def _range(L, n, a):
+    if not all(v.is_const for v in n.inputs):
+        raise EmberError("range bounds must be constants to lower", node=n.name, op=n.op)
+    s, lim, d = (v.const.item() for v in n.inputs)
+    return L.const(np.arange(s, lim, d, dtype=n.inputs[0].const.dtype))
+
+
+@rule("tile")
+def _tile(L, n, a):
+    return R.tile(a[0], [int(i) for i in n.inputs[1].const.reshape(-1)])
+
+
+@rule("pad")
+def _pad(L, n, a):
+    at = n.attrs
+    if min(at["pads"]) < 0:
+        raise EmberError("negative pads are not supported by the TVM lowering", node=n.name, op=n.op)
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "edge"}[at["mode"]]
+    r = n.inputs[0].rank
+    width = [v for i in range(r) for v in (at["pads"][i], at["pads"][i + r])]
+    return R.nn.pad(a[0], width, pad_mode=mode, pad_value=at["value"])
+
+
+@rule("resize2d")
+def _resize2d(L, n, a):
+    at = n.attrs
+    method = {"nearest": "nearest_neighbor", "linear": "linear", "cubic": "cubic"}[at["mode"]]
+    rounding = {"round_prefer_floor": "round_prefer_floor", "round_prefer_ceil": "round_prefer_ceil",
+                "floor": "floor", "ceil": "ceil"}[at["nearest_mode"]] if method == "nearest_neighbor" else ""
+    return R.image.resize2d(a[0], tuple(at["sizes"]), roi=(0.0, 0.0, 0.0, 0.0), method=method,
+                            coordinate_transformation_mode=at["coordinate_transformation_mode"],
+                            rounding_method=rounding, cubic_alpha=at["cubic_coeff_a"])
+
+
+_REDUCE = {"reduce_mean": R.mean, "reduce_sum": R.sum, "reduce_max": R.max, "reduce_min": R.min,
+           "reduce_prod": R.prod}
+
+
+@rule(*_REDUCE)
+def _reduce(L, n, a):
+    axes = list(n.attrs["axes"]) or None
+    return _REDUCE[n.op](a[0], axis=axes, keepdims=bool(n.attrs["keepdims"]))
+
+
+@rule("argmax", "argmin")
+def _arg(L, n, a):
+    fn = R.argmax if n.op == "argmax" else R.argmin
+    return fn(a[0], axis=n.attrs["axis"], keepdims=bool(n.attrs["keepdims"]))

@@ -1,0 +1,93 @@
+"""ONNX frontend: ONNX files or ModelProtos -> Ember IR, through onnx-graphsurgeon."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from ember.errors import EmberError
+from ember.frontends.onnx.importer import MAX_NODES, Importer, apply_input_shapes, input_dims, read_model
+from ember.frontends.onnx.ops import ONNX_OPS
+from ember.ir import dtypes
+from ember.ir.graph import Graph
+
+__all__ = ["ONNX_OPS", "load", "read_model"]
+
+
+def _dtype_of(t: gs.Tensor) -> str:
+    import numpy as np
+
+    if t.dtype is None:
+        return "f32"
+    return dtypes.from_numpy(np.dtype(t.dtype) if not isinstance(t.dtype, int) else onnx.helper.tensor_dtype_to_np_dtype(t.dtype))
+
+
+def _unsupported(graph: gs.Graph, opset_domains: dict[str, int], file: str) -> None:
+    missing: dict[str, str] = {}
+    for node in graph.nodes:
+        key = node.op if node.domain in ("", "ai.onnx", None) else f"{node.domain}.{node.op}"
+        if key not in ONNX_OPS and key not in missing:
+            missing[key] = node.name or (node.outputs[0].name if node.outputs else "?")
+    if missing:
+        listing = ", ".join(f"{op} (node '{name}')" for op, name in missing.items())
+        raise EmberError(f"unsupported ONNX ops: {listing}", file=file)
+
+
+def load(
+    model: str | os.PathLike | onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Graph:
+    """Import an ONNX model into Ember IR; `input_shapes` fixes dynamic input dims."""
+    file = str(model) if not isinstance(model, onnx.ModelProto) else "<model>"
+    proto = read_model(model) if not isinstance(model, onnx.ModelProto) else model
+    try:
+        return _import(proto, input_shapes or {}, file)
+    except EmberError as e:
+        raise e.with_file(file) from None
+    except RecursionError:
+        raise EmberError("model is nested too deeply to import", file=file) from None
+
+
+def _import(proto: onnx.ModelProto, input_shapes, file: str) -> Graph:
+    if len(proto.graph.node) > MAX_NODES:
+        raise EmberError(f"model has {len(proto.graph.node)} nodes; the limit is {MAX_NODES}", file=file)
+    opsets = {o.domain or "": o.version for o in proto.opset_import}
+    try:
+        graph = gs.import_onnx(proto)
+    except Exception as e:
+        raise EmberError(f"malformed ONNX graph ({type(e).__name__}: {str(e)[:160]})", file=file) from None
+    _unsupported(graph, opsets, file)
+    apply_input_shapes(graph, input_shapes, file)
+    try:
+        graph.toposort()
+    except Exception as e:
+        raise EmberError(f"graph cannot be ordered, it has a cycle or a dangling edge ({str(e)[:120]})", file=file) from None
+    m = Importer(file, opsets.get("", opsets.get("ai.onnx", 13)))
+    m.graph.name = proto.graph.name or "main"
+    for t in graph.inputs:
+        if isinstance(t, gs.Constant):
+            continue
+        m.values[t.name] = m.graph.add_input(t.name, input_dims(t), _dtype_of(t))
+    for node in graph.nodes:
+        m.node = node
+        try:
+            outs = ONNX_OPS[node.op](m, node)
+        except EmberError as e:
+            raise EmberError(e.message, file=file, node=node.name or node.outputs[0].name, op=node.op, hint=e.hint) from None
+        for t, v in zip(node.outputs, outs):
+            m.values[t.name] = v
+    m.node = None
+    outputs = []
+    for t in graph.outputs:
+        if t.name not in m.values:
+            if isinstance(t, gs.Constant):
+                m.inp(gs.Node("Identity", inputs=[t]), 0)
+            else:
+                raise EmberError(f"graph output '{t.name}' is not produced by any node", file=file)
+        outputs.append(m.values[t.name])
+    m.graph.outputs = outputs
+    m.graph.drop_unused_constants()
+    return m.graph

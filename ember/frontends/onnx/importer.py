@@ -1,0 +1,185 @@
+"""Reading an ONNX file (safely, external data included) and building Ember IR from it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ember.errors import EmberError
+from ember.ir import dtypes
+from ember.ir.fold import DEFAULT_FOLD_LIMIT, fold
+from ember.ir.graph import Graph, Value
+from ember.ir.ops import get_schema
+
+MAX_NODES = 1_000_000
+
+
+def read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Parse an ONNX file; external data is read only from inside the model's folder."""
+    p = Path(path)
+    if not p.exists():
+        raise EmberError("no such file", file=str(path))
+    if not p.is_file():
+        raise EmberError("not a file", file=str(path))
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # protobuf raises several unrelated types on garbage
+        raise EmberError(f"not a readable ONNX model ({type(e).__name__}: {str(e)[:120]})", file=str(path)) from None
+    if not model.HasField("graph") or not model.graph.node and not model.graph.output:
+        raise EmberError("not an ONNX model: it has no graph", file=str(path))
+    _load_external_data(model, p.parent.resolve(), str(path))
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, base: Path, file: str) -> None:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        loc = info.get("location", "")
+        target = (base / loc).resolve()
+        if base not in target.parents:
+            raise EmberError(
+                f"tensor '{tensor.name}' names external data '{loc}' outside the model's folder", file=file
+            )
+        if not target.is_file():
+            raise EmberError(f"external data file '{loc}' of tensor '{tensor.name}' is missing", file=file)
+        offset, length = int(info.get("offset", 0) or 0), info.get("length")
+        size = target.stat().st_size
+        length = size - offset if length is None else int(length)
+        if offset < 0 or length < 0 or offset + length > size:
+            raise EmberError(
+                f"tensor '{tensor.name}' declares {length} bytes at offset {offset} of '{loc}', "
+                f"which holds {size}",
+                file=file,
+            )
+        with open(target, "rb") as f:
+            f.seek(offset)
+            tensor.raw_data = f.read(length)
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
+
+
+def _np_dtype_name(t) -> str:
+    try:
+        return dtypes.from_numpy(t)
+    except EmberError:
+        raise EmberError(f"unsupported element type {t}") from None
+
+
+class Importer:
+    """Maps a graphsurgeon graph onto an Ember Graph, folding what is known at import time."""
+
+    def __init__(self, file: str, opset: int, fold_limit: int = DEFAULT_FOLD_LIMIT):
+        self.file = file
+        self.opset = opset
+        self.graph = Graph()
+        self.values: dict[str, Value] = {}
+        self.fold_limit = fold_limit
+        self.node: gs.Node | None = None
+
+    # ---- operands -----------------------------------------------------------------------
+    def inp(self, n: gs.Node, i: int) -> Value | None:
+        """Operand i of an ONNX node, or None when it is absent."""
+        if i >= len(n.inputs) or n.inputs[i].name == "":
+            return None
+        t = n.inputs[i]
+        if t.name not in self.values:
+            if isinstance(t, gs.Constant):
+                arr = np.asarray(t.values)
+                self.values[t.name] = self.graph.add_constant(arr, self._cname(t.name))
+            else:
+                raise EmberError(f"operand '{t.name}' is not produced by any node or graph input")
+        return self.values[t.name]
+
+    def ins(self, n: gs.Node) -> list[Value | None]:
+        return [self.inp(n, i) for i in range(len(n.inputs))]
+
+    def const(self, n: gs.Node, i: int, what: str | None = None) -> np.ndarray | None:
+        """The constant value of operand i (None if absent); error if present but computed."""
+        v = self.inp(n, i)
+        if v is None:
+            return None
+        if not v.is_const:
+            raise EmberError(f"{what or f'operand {i}'} must be a constant (it is computed at run time)")
+        return v.const
+
+    def ints(self, n: gs.Node, i: int, what: str | None = None) -> list[int] | None:
+        c = self.const(n, i, what)
+        return None if c is None else [int(x) for x in np.asarray(c).reshape(-1)]
+
+    def _cname(self, name: str) -> str:
+        return self.graph.unique_name(name or "c")
+
+    # ---- emission -----------------------------------------------------------------------
+    def emit(self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None,
+             outputs: Sequence[str] | None = None) -> list[Value]:
+        """Add an Ember node (or the constants it folds to); `outputs` name the results."""
+        schema = get_schema(op)
+        inputs = list(inputs)
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        attrs = schema.complete_attrs(attrs or {})
+        schema.check_arity(len(inputs))
+        types = schema.infer_types(inputs, attrs)
+        folded = fold(op, inputs, attrs, types, self.fold_limit)
+        names = list(outputs or [])
+        if folded is not None:
+            return [
+                self.graph.add_constant(arr, self._cname(names[i] if i < len(names) else op))
+                for i, arr in enumerate(folded)
+            ]
+        base = self.node.name if self.node is not None and self.node.name else (names[0] if names else op)
+        return self.graph.add_node(op, inputs, attrs, name=base, output_names=names).outputs
+
+    def emit1(self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None,
+              name: str | None = None) -> Value:
+        return self.emit(op, inputs, attrs, [name] if name else None)[0]
+
+    def scalar(self, value: float, like: Value) -> Value:
+        return self.graph.add_constant(np.asarray(value, dtype=dtypes.to_numpy(like.dtype)), "scalar")
+
+
+def apply_input_shapes(graph: gs.Graph, shapes: Mapping[str, Sequence[int]], file: str) -> None:
+    """Replace the declared shapes of graph inputs with user-given static ones."""
+    by_name = {t.name: t for t in graph.inputs}
+    for name, shape in shapes.items():
+        if name not in by_name:
+            raise EmberError(
+                f"--input-shape names '{name}', which is not a graph input",
+                file=file,
+                hint=f"inputs: {', '.join(by_name) or 'none'}",
+            )
+        t = by_name[name]
+        if t.shape is not None and len(t.shape) != len(shape):
+            raise EmberError(
+                f"--input-shape gives {len(shape)} dims for '{name}', which has rank {len(t.shape)} "
+                f"({list(t.shape)})",
+                file=file,
+            )
+        for want, have in zip(shape, t.shape or []):
+            if isinstance(have, int) and have > 0 and have != want:
+                raise EmberError(f"--input-shape gives '{name}' dim {want} where the model fixes {have}", file=file)
+        t.shape = [int(d) for d in shape]
+
+
+def input_dims(t: gs.Variable) -> list:
+    if t.shape is None:
+        raise EmberError(f"graph input '{t.name}' has no shape", hint=f"pass --input-shape {t.name}:d0,d1,...")
+    dims = []
+    for i, d in enumerate(t.shape):
+        if isinstance(d, int) and d > 0:
+            dims.append(d)
+        elif isinstance(d, str) and d.isidentifier():
+            dims.append(d)
+        else:
+            dims.append(f"{''.join(c if c.isalnum() else '_' for c in t.name)}_d{i}")
+    return dims

@@ -1,0 +1,380 @@
+"""ONNX op -> Ember op table. Each entry maps one ONNX node and returns its Ember outputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ember.errors import EmberError
+from ember.ir import dtypes
+from ember.frontends.onnx.importer import Importer
+
+ONNX_OPS: dict[str, Callable[[Importer, gs.Node], list]] = {}
+
+
+def onnx_op(*names: str):
+    def wrap(fn):
+        for n in names:
+            ONNX_OPS[n] = fn
+        return fn
+
+    return wrap
+
+
+def _outs(n: gs.Node, k: int | None = None) -> list[str]:
+    return [t.name for t in (n.outputs if k is None else n.outputs[:k])]
+
+
+def _simple(ember_op: str, **fixed):
+    """An ONNX op that maps 1:1 onto an Ember op, its attributes passed by the given renames."""
+
+    def convert(m: Importer, n: gs.Node):
+        attrs = {dst: n.attrs[src] for dst, src in fixed.items() if src in n.attrs}
+        return m.emit(ember_op, m.ins(n), attrs, _outs(n))
+
+    return convert
+
+
+for _onnx, _ember in {
+    "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
+    "Erf": "erf", "Neg": "neg", "Abs": "abs", "Reciprocal": "reciprocal", "Floor": "floor", "Ceil": "ceil",
+    "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos", "Not": "not", "Identity": "identity",
+    "Softplus": "softplus", "HardSwish": "hard_swish", "Where": "where", "Sub": "sub", "Div": "div",
+    "Equal": "equal", "Less": "less", "Greater": "greater", "LessOrEqual": "less_equal",
+    "GreaterOrEqual": "greater_equal", "And": "and", "Or": "or", "Xor": "xor", "MatMul": "matmul",
+    "GlobalAveragePool": "global_avg_pool", "GlobalMaxPool": "global_max_pool",
+}.items():
+    ONNX_OPS[_onnx] = _simple(_ember)
+ONNX_OPS["Add"] = _simple("add")
+ONNX_OPS["Mul"] = _simple("mul")
+ONNX_OPS["HardSigmoid"] = _simple("hard_sigmoid", alpha="alpha", beta="beta")
+ONNX_OPS["LeakyRelu"] = _simple("leaky_relu", alpha="alpha")
+ONNX_OPS["Elu"] = _simple("elu", alpha="alpha")
+ONNX_OPS["Gelu"] = _simple("gelu", approximate="approximate")
+ONNX_OPS["LRN"] = _simple("lrn", size="size", alpha="alpha", beta="beta", bias="bias")
+ONNX_OPS["Gather"] = _simple("gather", axis="axis")
+ONNX_OPS["Flatten"] = _simple("flatten", axis="axis")
+ONNX_OPS["Expand"] = _simple("expand")
+ONNX_OPS["Tile"] = _simple("tile")
+ONNX_OPS["Range"] = _simple("range")
+ONNX_OPS["Shape"] = _simple("shape", start="start", end="end")
+ONNX_OPS["Concat"] = _simple("concat", axis="axis")
+
+
+@onnx_op("Pow")
+def _pow(m, n):
+    x, y = m.ins(n)
+    if y.dtype != x.dtype:
+        y = m.emit1("cast", [y], {"to": x.dtype})
+    return m.emit("pow", [x, y], {}, _outs(n))
+
+
+@onnx_op("Max", "Min", "Sum", "Mean")
+def _variadic(m, n):
+    op = {"Max": "max", "Min": "min", "Sum": "add", "Mean": "add"}[n.op]
+    vals = m.ins(n)
+    acc = vals[0]
+    for i, v in enumerate(vals[1:]):
+        last = i == len(vals) - 2 and n.op != "Mean"
+        acc = m.emit1(op, [acc, v], name=n.outputs[0].name if last else None)
+    if n.op == "Mean":
+        acc = m.emit1("div", [acc, m.scalar(len(vals), acc)], name=n.outputs[0].name)
+    elif len(vals) == 1:
+        acc = m.emit1("identity", [acc], name=n.outputs[0].name)
+    return [acc]
+
+
+@onnx_op("Mod")
+def _mod(m, n):
+    if not n.attrs.get("fmod", 0) and dtypes.is_float(m.inp(n, 0).dtype):
+        raise EmberError("Mod with fmod=0 on floats is undefined in ONNX")
+    return m.emit("mod", m.ins(n), {}, _outs(n))
+
+
+@onnx_op("Cast")
+def _cast(m, n):
+    to = dtypes.from_numpy(onnx.helper.tensor_dtype_to_np_dtype(n.attrs["to"]))
+    return m.emit("cast", m.ins(n), {"to": to}, _outs(n))
+
+
+@onnx_op("Clip")
+def _clip(m, n):
+    if m.opset < 11:
+        lo, hi = n.attrs.get("min", -math.inf), n.attrs.get("max", math.inf)
+    else:
+        lo_c, hi_c = m.const(n, 1, "Clip min"), m.const(n, 2, "Clip max")
+        lo = -math.inf if lo_c is None else float(lo_c)
+        hi = math.inf if hi_c is None else float(hi_c)
+    return m.emit("clip", [m.inp(n, 0)], {"min": lo, "max": hi}, _outs(n))
+
+
+@onnx_op("Dropout")
+def _dropout(m, n):
+    if len(n.outputs) > 1 and n.outputs[1].outputs:
+        raise EmberError("the Dropout mask output is used; only inference-mode Dropout is supported")
+    return m.emit("identity", [m.inp(n, 0)], {}, _outs(n, 1))
+
+
+@onnx_op("Constant")
+def _constant(m, n):
+    (key, val), = [(k, v) for k, v in n.attrs.items()]
+    arr = np.asarray(val.values if isinstance(val, gs.Constant) else val)
+    if key in ("value_float", "value_floats"):
+        arr = arr.astype(np.float32)
+    elif key in ("value_int", "value_ints"):
+        arr = arr.astype(np.int64)
+    return [m.graph.add_constant(arr, m._cname(n.outputs[0].name))]
+
+
+@onnx_op("ConstantOfShape")
+def _constant_of_shape(m, n):
+    val = n.attrs.get("value")
+    arr = np.zeros(1, np.float32) if val is None else np.asarray(val.values if isinstance(val, gs.Constant) else val)
+    attrs = {"value": float(arr.reshape(-1)[0]), "dtype": dtypes.from_numpy(arr.dtype)}
+    return m.emit("constant_of_shape", [m.inp(n, 0)], attrs, _outs(n))
+
+
+def _auto_pads(m, n, x, kernel, strides, dilations) -> list[int]:
+    pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
+    mode = n.attrs.get("auto_pad", "NOTSET")
+    if isinstance(mode, bytes):
+        mode = mode.decode()
+    if mode in ("NOTSET", "VALID"):
+        return pads if mode == "NOTSET" else [0, 0, 0, 0]
+    begin, end = [], []
+    for i in range(2):
+        size = x.shape[2 + i]
+        if not isinstance(size, int):
+            raise EmberError(f"auto_pad={mode} needs a static spatial size", hint="pass --input-shape")
+        out = -(-size // strides[i])
+        total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if mode == "SAME_UPPER" else large)
+        end.append(large if mode == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _spatial(n, x_rank: int) -> None:
+    if x_rank != 4:
+        raise EmberError(f"only 2-D (NCHW) {n.op} is supported, got a rank-{x_rank} input")
+
+
+@onnx_op("Conv")
+def _conv(m, n):
+    x, w, b = (m.ins(n) + [None])[:3]
+    _spatial(n, x.rank)
+    strides = n.attrs.get("strides", [1, 1])
+    dil = n.attrs.get("dilations", [1, 1])
+    kernel = n.attrs.get("kernel_shape", list(w.shape[2:]))
+    attrs = {"strides": strides, "dilations": dil, "group": n.attrs.get("group", 1),
+             "pads": _auto_pads(m, n, x, kernel, strides, dil)}
+    return m.emit("conv2d", [x, w, b], attrs, _outs(n))
+
+
+@onnx_op("ConvTranspose")
+def _conv_transpose(m, n):
+    x, w, b = (m.ins(n) + [None])[:3]
+    _spatial(n, x.rank)
+    strides = n.attrs.get("strides", [1, 1])
+    dil = n.attrs.get("dilations", [1, 1])
+    out_pad = list(n.attrs.get("output_padding", [0, 0]))
+    pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
+    mode = n.attrs.get("auto_pad", "NOTSET")
+    if "output_shape" in n.attrs or mode in ("SAME_UPPER", "SAME_LOWER"):
+        want = n.attrs.get("output_shape") or [d * s for d, s in zip(x.shape[2:], strides)]
+        want = list(want)[-2:]
+        pads = [0, 0, 0, 0]
+        for i in range(2):
+            total = strides[i] * (x.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
+            lo = total // 2 if mode != "SAME_UPPER" else total - total // 2
+            pads[i], pads[i + 2] = lo, total - lo
+    attrs = {"strides": strides, "dilations": dil, "group": n.attrs.get("group", 1), "pads": pads,
+             "output_padding": out_pad}
+    return m.emit("conv2d_transpose", [x, w, b], attrs, _outs(n))
+
+
+@onnx_op("MaxPool", "AveragePool")
+def _pool(m, n):
+    x = m.inp(n, 0)
+    _spatial(n, x.rank)
+    if n.op == "MaxPool" and len(n.outputs) > 1 and n.outputs[1].outputs:
+        raise EmberError("the MaxPool indices output is not supported")
+    kernel = n.attrs["kernel_shape"]
+    strides = n.attrs.get("strides", [1, 1])
+    dil = n.attrs.get("dilations", [1, 1])
+    attrs = {"kernel": kernel, "strides": strides, "dilations": dil, "ceil_mode": n.attrs.get("ceil_mode", 0),
+             "pads": _auto_pads(m, n, x, kernel, strides, dil)}
+    if n.op == "AveragePool":
+        attrs["count_include_pad"] = n.attrs.get("count_include_pad", 0)
+    return m.emit("max_pool2d" if n.op == "MaxPool" else "avg_pool2d", [x], attrs, _outs(n, 1))
+
+
+@onnx_op("BatchNormalization")
+def _batch_norm(m, n):
+    if n.attrs.get("training_mode", 0):
+        raise EmberError("training-mode BatchNormalization is not supported")
+    return m.emit("batch_norm", m.ins(n)[:5], {"epsilon": n.attrs.get("epsilon", 1e-5)}, _outs(n, 1))
+
+
+@onnx_op("Softmax", "LogSoftmax")
+def _softmax(m, n):
+    x = m.inp(n, 0)
+    op = "softmax" if n.op == "Softmax" else "log_softmax"
+    axis = n.attrs.get("axis", 1 if m.opset < 13 else -1) % max(x.rank, 1)
+    if m.opset >= 13 or axis == x.rank - 1:
+        return m.emit(op, [x], {"axis": axis}, _outs(n))
+    # Before opset 13 the op flattened to 2-D at `axis` first.
+    flat = m.emit1("flatten", [x], {"axis": axis})
+    y = m.emit1(op, [flat], {"axis": 1})
+    shape = m.graph.add_constant(np.array(x.shape, dtype=np.int64), "shape")
+    return m.emit("reshape", [y, shape], {}, _outs(n))
+
+
+@onnx_op("LayerNormalization")
+def _layer_norm(m, n):
+    attrs = {"axis": n.attrs.get("axis", -1), "epsilon": n.attrs.get("epsilon", 1e-5)}
+    return m.emit("layer_norm", m.ins(n)[:3], attrs, _outs(n, 1))
+
+
+@onnx_op("Gemm")
+def _gemm(m, n):
+    a, b, c = (m.ins(n) + [None])[:3]
+    if n.attrs.get("transA", 0):
+        a = m.emit1("transpose", [a], {"perm": [1, 0]})
+    if not n.attrs.get("transB", 0):
+        b = m.emit1("transpose", [b], {"perm": [1, 0]})
+    alpha, beta = n.attrs.get("alpha", 1.0), n.attrs.get("beta", 1.0)
+    if alpha != 1.0:
+        b = m.emit1("mul", [b, m.scalar(alpha, b)])
+    name = n.outputs[0].name
+    bias_ok = c is not None and beta == 1.0 and c.rank >= 1 and c.shape[-1] == b.shape[0] and c.shape[:-1] in ((), (1,))
+    if bias_ok:
+        if c.rank == 2:
+            c = m.emit1("reshape", [c, m.graph.add_constant(np.array([-1], np.int64), "shape")])
+        return [m.emit1("dense", [a, b, c], name=name)]
+    y = m.emit1("dense", [a, b], name=None if c is not None else name)
+    if c is None:
+        return [y]
+    if beta != 1.0:
+        c = m.emit1("mul", [c, m.scalar(beta, c)])
+    return [m.emit1("add", [y, c], name=name)]
+
+
+@onnx_op("Reshape")
+def _reshape(m, n):
+    return m.emit("reshape", m.ins(n), {"allowzero": n.attrs.get("allowzero", 0)}, _outs(n))
+
+
+@onnx_op("Transpose")
+def _transpose(m, n):
+    x = m.inp(n, 0)
+    perm = n.attrs.get("perm", list(reversed(range(x.rank))))
+    return m.emit("transpose", [x], {"perm": perm}, _outs(n))
+
+
+@onnx_op("Squeeze", "Unsqueeze")
+def _squeeze(m, n):
+    x = m.inp(n, 0)
+    axes = n.attrs.get("axes") if m.opset < 13 else m.ints(n, 1, f"{n.op} axes")
+    if axes is None:
+        if n.op == "Unsqueeze":
+            raise EmberError("Unsqueeze needs axes")
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    return m.emit(n.op.lower(), [x], {"axes": axes}, _outs(n))
+
+
+@onnx_op("Split")
+def _split(m, n):
+    x = m.inp(n, 0)
+    axis = n.attrs.get("axis", 0) % x.rank
+    sizes = n.attrs.get("split") if m.opset < 13 else m.ints(n, 1, "Split sizes")
+    if sizes is None:
+        k = n.attrs.get("num_outputs", len(n.outputs))
+        dim = x.shape[axis]
+        if not isinstance(dim, int):
+            raise EmberError("splitting a dynamic axis evenly needs static shapes", hint="pass --input-shape")
+        chunk = -(-dim // k)
+        sizes = [chunk] * (dim // chunk) + ([dim % chunk] if dim % chunk else [])
+    return m.emit("split", [x], {"axis": axis, "sizes": sizes}, _outs(n))
+
+
+@onnx_op("Slice")
+def _slice(m, n):
+    x = m.inp(n, 0)
+    if m.opset < 10:
+        g = m.graph
+        arr = lambda k: None if k not in n.attrs else g.add_constant(np.array(n.attrs[k], np.int64), k)  # noqa: E731
+        return m.emit("slice", [x, arr("starts"), arr("ends"), arr("axes")], {}, _outs(n))
+    return m.emit("slice", m.ins(n)[:5], {}, _outs(n))
+
+
+@onnx_op("Pad")
+def _pad(m, n):
+    x = m.inp(n, 0)
+    mode = n.attrs.get("mode", "constant")
+    if m.opset < 11:
+        pads, value = list(n.attrs["pads"]), float(n.attrs.get("value", 0.0))
+    else:
+        pads = m.ints(n, 1, "Pad pads")
+        cval = m.const(n, 2, "Pad constant_value")
+        value = 0.0 if cval is None or cval.size == 0 else float(np.asarray(cval).reshape(-1)[0])
+        axes = m.ints(n, 3, "Pad axes")
+        if axes is not None:
+            full = [0] * (2 * x.rank)
+            for j, ax in enumerate(axes):
+                full[ax % x.rank], full[ax % x.rank + x.rank] = pads[j], pads[j + len(axes)]
+            pads = full
+    return m.emit("pad", [x], {"pads": pads, "mode": mode, "value": value}, _outs(n))
+
+
+@onnx_op("Resize", "Upsample")
+def _resize(m, n):
+    x = m.inp(n, 0)
+    if x.rank != 4 or not all(isinstance(d, int) for d in x.shape):
+        raise EmberError(f"{n.op} needs a static rank-4 input", hint="pass --input-shape")
+    if n.op == "Upsample" or m.opset < 11:
+        scales, sizes = m.const(n, 1, "scales") if len(n.inputs) > 1 else n.attrs.get("scales"), None
+    else:
+        scales, sizes = m.const(n, 2, "Resize scales"), m.ints(n, 3, "Resize sizes")
+    if sizes is not None and len(sizes) == 4:
+        out = list(sizes[2:])
+    elif scales is not None and np.asarray(scales).size == 4:
+        s = np.asarray(scales, dtype=np.float64).reshape(-1)
+        if s[0] != 1 or s[1] != 1:
+            raise EmberError("resizing the batch or channel axis is not supported")
+        out = [int(math.floor(d * k)) for d, k in zip(x.shape[2:], s[2:])]
+    else:
+        raise EmberError(f"{n.op} needs 4 scales or 4 sizes")
+    mode = n.attrs.get("mode", "nearest")
+    default_ctm = "asymmetric" if (n.op == "Upsample" or m.opset < 11) else "half_pixel"
+    attrs = {"sizes": out, "mode": mode,
+             "coordinate_transformation_mode": n.attrs.get("coordinate_transformation_mode", default_ctm),
+             "nearest_mode": n.attrs.get("nearest_mode", "round_prefer_floor"),
+             "cubic_coeff_a": n.attrs.get("cubic_coeff_a", -0.75)}
+    if n.op == "Upsample" or m.opset < 11:
+        attrs["nearest_mode"] = "floor"
+    return m.emit("resize2d", [x], attrs, _outs(n))
+
+
+@onnx_op("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")
+def _reduce(m, n):
+    op = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": "reduce_max",
+          "ReduceMin": "reduce_min", "ReduceProd": "reduce_prod"}[n.op]
+    axes_as_input = m.opset >= 18 or (n.op == "ReduceSum" and m.opset >= 13)
+    axes = m.ints(n, 1, f"{n.op} axes") if axes_as_input else n.attrs.get("axes")
+    x = m.inp(n, 0)
+    if not axes and n.attrs.get("noop_with_empty_axes", 0):
+        return m.emit("identity", [x], {}, _outs(n))
+    return m.emit(op, [x], {"axes": axes or [], "keepdims": n.attrs.get("keepdims", 1)}, _outs(n))
+
+
+@onnx_op("ArgMax", "ArgMin")
+def _arg(m, n):
+    if n.attrs.get("select_last_index", 0):
+        raise EmberError(f"{n.op} with select_last_index=1 is not supported")
+    attrs = {"axis": n.attrs.get("axis", 0), "keepdims": n.attrs.get("keepdims", 1)}
+    return m.emit(n.op.lower(), [m.inp(n, 0)], attrs, _outs(n))

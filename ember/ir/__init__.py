@@ -1,0 +1,8 @@
+"""Ember IR: graphs, values and nodes, the op registry, the verifier and the interpreter."""
+
+from ember.ir import ops  # noqa: F401  (registers every op)
+from ember.ir.graph import Dim, Graph, Node, Shape, Value
+from ember.ir.interpreter import interpret
+from ember.ir.verifier import verify
+
+__all__ = ["Dim", "Graph", "Node", "Shape", "Value", "interpret", "verify"]
