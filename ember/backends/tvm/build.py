@@ -8,11 +8,10 @@ import tvm
 from tvm import relax
 
 from ember.backends.tvm.lower import lower_to_relax
-from ember.backends.tvm.targets import TargetSpec
+from ember.backends.tvm.targets import TargetSpec, codegen_available
 from ember.errors import EmberError
 from ember.ir.graph import Graph
 
-_CODEGEN = {"cuda": "target.build.cuda", "opencl": "target.build.opencl", "vulkan": "target.build.vulkan"}
 SOURCE_SUFFIX = {"cuda": ".cu", "opencl": ".cl"}
 
 
@@ -23,8 +22,7 @@ def relax_pipeline(spec: TargetSpec):
 
 def build(graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None):
     """Lower (unless `mod` is given) and compile; returns TVM's VM executable."""
-    func = _CODEGEN.get(spec.device)
-    if func and tvm.get_global_func(func, True) is None:
+    if not codegen_available(spec.device):
         raise EmberError(
             f"target '{spec.name}' needs TVM's {spec.device} code generator, which this TVM build lacks",
             hint=f"install an apache-tvm built with USE_{spec.device.upper()}=ON",

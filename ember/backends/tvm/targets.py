@@ -114,17 +114,32 @@ def resolve(name: str) -> TargetSpec:
     raise EmberError(f"unknown target '{name}'", hint=hint)
 
 
+def summary(target: tvm.target.Target) -> str:
+    """A short form of a TVM target: kind, then the attributes that identify the chip."""
+    keys = ("device", "arch", "mtriple", "mcpu", "mattr")
+    def fmt(v) -> str:
+        return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) or type(v).__name__ == "Array" else str(v)
+
+    parts = [target.kind.name] + [f"{k}={fmt(target.attrs[k])}" for k in keys if k in target.attrs and target.attrs[k]]
+    if target.host is not None and target.kind.name != "llvm":
+        parts.append(f"host=({summary(target.host)})")
+    return " ".join(str(p) for p in parts)
+
+
+def codegen_available(device: str) -> bool:
+    func = {"cuda": "target.build.cuda", "opencl": "target.build.opencl", "vulkan": "target.build.vulkan"}.get(device)
+    return func is None or tvm.get_global_func(func, True) is not None
+
+
 def list_targets() -> list[tuple[str, str, str]]:
     """(name, what it is, the TVM target it maps to) for `ember targets`."""
     rows = []
     for name, (_, _, doc) in NAMED.items():
-        try:
-            tvm_desc = str(resolve(name).target)
-        except EmberError as e:
-            tvm_desc = f"unavailable: {e.message}"
-        rows.append((name, doc, tvm_desc))
+        spec = resolve(name)
+        note = "" if codegen_available(spec.device) else " (unavailable: this TVM build has no codegen for it)"
+        rows.append((name, doc + note, summary(spec.target)))
     for tag in FEATURED_TAGS:
         if tag in tvm.target.list_tags():
-            rows.append((tag, "TVM tag", str(tvm.target.Target(tag))))
+            rows.append((tag, "TVM tag", summary(tvm.target.Target(tag))))
     rows.append(("<any TVM tag>", f"{len(tvm.target.list_tags())} tags, see tvm.target.list_tags()", ""))
     return rows

@@ -1,0 +1,30 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.ember-installed
+
+.PHONY: demo test setup tools lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+tools:
+	@bash scripts/install-tools.sh
+
+demo: setup tools
+	$(PY) scripts/demo.py
+
+test: setup tools
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check ember tests scripts benchmarks
+
+clean:
+	rm -rf demo-out .pytest_cache

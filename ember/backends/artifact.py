@@ -1,0 +1,254 @@
+"""The compiled artifact: a library for the target plus metadata.json, saved atomically as a bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.errors import EmberError
+from ember.ir import dtypes
+
+METADATA = "metadata.json"
+REQUIRED_KEYS = ("format", "inputs", "outputs", "target", "library")
+FORMAT = "ember-bundle/1"
+_ELF_MACHINE = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "armv7", 0xF3: "riscv64"}
+
+
+def elf_arch(path: Path) -> str | None:
+    """CPU architecture an ELF file was built for, or None if it is not ELF."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return _ELF_MACHINE.get(machine, f"elf-machine-{machine:#x}")
+
+
+class Artifact:
+    """A compiled model: run it on the host, save it as a bundle, or load one back with `ember.load`."""
+
+    def __init__(self, metadata: dict[str, Any], executable: Any = None, path: Path | None = None,
+                 sources: dict[str, str] | None = None):
+        self.metadata = metadata
+        self._executable = executable
+        self.path = path
+        self.sources = sources or {}
+        self._vm = None
+
+    # ---- description --------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return [i["name"] for i in self.metadata["inputs"]]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o["name"] for o in self.metadata["outputs"]]
+
+    @property
+    def target(self) -> str:
+        return self.metadata["target"]["name"]
+
+    @property
+    def arch(self) -> str:
+        return self.metadata["target"]["arch"]
+
+    @property
+    def device(self) -> str:
+        return self.metadata["target"]["device"]
+
+    def __repr__(self) -> str:
+        return f"<Artifact {self.metadata.get('model', {}).get('name', '?')} for {self.target}>"
+
+    # ---- running ------------------------------------------------------------------------
+    def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        unknown = sorted(set(inputs) - set(self.input_names))
+        if unknown:
+            raise EmberError(f"'{unknown[0]}' is not an input of this model", hint=f"inputs: {', '.join(self.input_names)}")
+        arrays = []
+        for spec in self.metadata["inputs"]:
+            if spec["name"] not in inputs:
+                raise EmberError(f"missing input '{spec['name']}'", hint=f"inputs: {', '.join(self.input_names)}")
+            arr = np.asarray(inputs[spec["name"]])
+            want = dtypes.to_numpy(spec["dtype"])
+            if arr.dtype != want:
+                raise EmberError(f"input '{spec['name']}' must be {spec['dtype']}, got {arr.dtype}")
+            shape = spec["shape"]
+            if len(arr.shape) != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, arr.shape)):
+                raise EmberError(f"input '{spec['name']}' must have shape {shape}, got {list(arr.shape)}")
+            arrays.append(np.ascontiguousarray(arr))
+        return arrays
+
+    def _host_vm(self):
+        import tvm
+        from tvm import relax
+
+        from ember.backends.tvm.targets import host_arch
+
+        if self.device != "cpu" or self.arch != host_arch():
+            raise EmberError(
+                f"this bundle targets {self.target} ({self.arch}, {self.device}); it cannot run on this "
+                f"{host_arch()} host",
+                hint="copy it to the device, or run it under emulation with 'ember run DIR --emulate'",
+            )
+        if self._vm is None:
+            exe = self._executable
+            if exe is None:
+                lib = self.path / self.metadata["library"]
+                if not lib.exists():
+                    raise EmberError(f"bundle library '{lib.name}' is missing", file=str(self.path))
+                found = elf_arch(lib)
+                if found != host_arch():
+                    raise EmberError(f"'{lib.name}' is built for {found or 'an unknown format'}, not {host_arch()}",
+                                     file=str(self.path), hint="recompile with --target host")
+                exe = tvm.runtime.load_module(str(lib))
+            self._vm = relax.VirtualMachine(exe, tvm.cpu())
+        return self._vm
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on the host CPU; returns outputs by name, in the model's output order."""
+        import tvm
+
+        arrays = self._check_inputs(inputs)
+        vm = self._host_vm()
+        result = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+        return {name: result[i].numpy() for i, name in enumerate(self.output_names)}
+
+    def benchmark(self, inputs: Mapping[str, np.ndarray], number: int = 10, repeat: int = 3) -> list[float]:
+        """Per-run seconds for `repeat` batches of `number` runs each (TVM's time_evaluator)."""
+        import tvm
+
+        arrays = [tvm.runtime.tensor(a) for a in self._check_inputs(inputs)]
+        vm = self._host_vm()
+        timer = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
+        return list(timer(*arrays).results)
+
+    # ---- saving -------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the bundle to `directory` atomically: build in a temporary folder, then rename."""
+        out = Path(directory)
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METADATA).exists())):
+            raise EmberError(f"refusing to replace '{out}': it exists and is not an Ember bundle",
+                             hint="choose a new or empty directory")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        except OSError as e:
+            raise EmberError(f"cannot write to '{out.parent}': {e.strerror}") from None
+        try:
+            self._write(tmp)
+            _replace_dir(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.path = out
+        return out
+
+    def _write(self, tmp: Path) -> None:
+        if self._executable is not None:
+            self._export_library(tmp)
+        elif self.path is not None:
+            shutil.copy2(self.path / self.metadata["library"], tmp / self.metadata["library"])
+        else:
+            raise EmberError("artifact has neither a built library nor a bundle to copy")
+        self.metadata["library_sha256"] = sha256_file(tmp / self.metadata["library"])
+        for kind, src in self.sources.items():
+            from ember.backends.tvm.build import SOURCE_SUFFIX
+
+            (tmp / f"kernels{SOURCE_SUFFIX[kind]}").write_text(src)
+        (tmp / METADATA).write_text(json.dumps(self.metadata, indent=2) + "\n")
+
+    def _export_library(self, tmp: Path) -> None:
+        from tvm.support import cc
+
+        from ember.backends.tvm.targets import host_arch
+
+        compiler = self.metadata["target"].get("linker")
+        if self.arch == host_arch():
+            self._executable.export_library(str(tmp / "model.so"))
+            self.metadata["library"] = "model.so"
+        elif compiler:
+            self._executable.export_library(str(tmp / "model.so"), fcompile=cc.cross_compiler(compiler))
+            self.metadata["library"] = "model.so"
+        else:
+            self._executable.export_library(str(tmp / "model.tar"))
+            self.metadata["library"] = "model.tar"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _validate(metadata: Any, path: Path) -> None:
+    """Check metadata.json's structure so a damaged file fails with a message, not a KeyError."""
+    if not isinstance(metadata, dict):
+        raise EmberError(f"{METADATA} is not a JSON object", file=str(path))
+    missing = [k for k in REQUIRED_KEYS if k not in metadata]
+    if missing:
+        raise EmberError(f"{METADATA} lacks {', '.join(missing)}", file=str(path), hint="recompile the bundle")
+    if metadata["format"] != FORMAT:
+        raise EmberError(f"unknown bundle format '{metadata['format']}'", file=str(path))
+    for key in ("inputs", "outputs"):
+        entries = metadata[key]
+        ok = isinstance(entries, list) and all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("shape"), list)
+            and e.get("dtype") in dtypes.DTYPES for e in entries
+        )
+        if not ok:
+            raise EmberError(f"{METADATA} has a malformed '{key}' list", file=str(path), hint="recompile the bundle")
+    target = metadata["target"]
+    if not isinstance(target, dict) or not all(isinstance(target.get(k), str) for k in ("name", "arch", "device")):
+        raise EmberError(f"{METADATA} has a malformed 'target'", file=str(path), hint="recompile the bundle")
+    lib = metadata["library"]
+    if not isinstance(lib, str) or lib not in ("model.so", "model.tar"):
+        raise EmberError(f"{METADATA} names an unexpected library {lib!r}", file=str(path))
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Move `new` to `out`; an existing `out` is swapped out and removed only once `new` is in place."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rmdir(backup)
+    os.rename(out, backup)
+    try:
+        os.rename(new, out)
+    except OSError:
+        os.rename(backup, out)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def load(directory: str | os.PathLike) -> Artifact:
+    """Open a bundle written by `Artifact.save` / `ember compile -o`."""
+    path = Path(directory)
+    meta_path = path / METADATA
+    if not path.is_dir():
+        raise EmberError("no such bundle directory", file=str(path))
+    if not meta_path.exists():
+        raise EmberError(f"not an Ember bundle: {METADATA} is missing", file=str(path),
+                         hint="compile one with 'ember compile MODEL -o DIR'")
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EmberError(f"{METADATA} is not valid JSON ({e})", file=str(path)) from None
+    _validate(metadata, path)
+    lib = path / metadata["library"]
+    if not lib.exists():
+        raise EmberError(f"bundle library '{metadata['library']}' is missing", file=str(path))
+    if metadata.get("library_sha256") != sha256_file(lib):
+        raise EmberError(f"'{lib.name}' does not match the sha256 recorded in {METADATA}; the bundle was modified",
+                         file=str(path), hint="recompile the bundle")
+    return Artifact(metadata, path=path)

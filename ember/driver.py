@@ -1,0 +1,91 @@
+"""The compile driver: frontend -> passes -> TVM backend -> Artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ember.errors import EmberError
+from ember.ir.graph import Graph
+from ember.passes import PassManager
+
+
+def _source_info(model: Any) -> dict[str, Any]:
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        h = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        return {"name": p.stem, "path": str(p), "sha256": h}
+    if isinstance(model, onnx.ModelProto):
+        return {"name": model.graph.name or "model", "path": None,
+                "sha256": hashlib.sha256(model.SerializeToString()).hexdigest()}
+    if isinstance(model, Graph):
+        return {"name": model.name, "path": None, "sha256": None}
+    return {"name": type(model).__name__, "path": None, "sha256": None}
+
+
+def import_model(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+    """Any supported model form (ONNX path or ModelProto, Ember Graph) as an Ember Graph."""
+    import onnx
+
+    if isinstance(model, Graph):
+        if input_shapes:
+            raise EmberError("input_shapes apply when importing a model, not to an Ember Graph")
+        return model
+    if isinstance(model, onnx.ModelProto):
+        from ember.frontends.onnx import load
+
+        return load(model, input_shapes)
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if path.suffix in (".onnx", "") or path.suffix not in (".ir",):
+            from ember.frontends.onnx import load
+
+            return load(path, input_shapes)
+    raise EmberError(f"cannot compile a {type(model).__name__}; pass an ONNX file or ModelProto")
+
+
+def _value_info(v) -> dict[str, Any]:
+    return {"name": v.name, "shape": list(v.shape), "dtype": v.dtype}
+
+
+def compile(  # noqa: A001  (the verb users expect: ember.compile)
+    model: Any,
+    target: str = "host",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    passes: str | Sequence[str] | int = 2,
+    verify_each: bool = False,
+):
+    """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle)."""
+    import tvm
+
+    import ember
+    from ember.backends.artifact import FORMAT, Artifact
+    from ember.backends.tvm.build import build, device_sources
+    from ember.backends.tvm.targets import resolve
+
+    spec = resolve(target)
+    graph = import_model(model, input_shapes)
+    manager = PassManager.from_spec(passes, verify_each=verify_each)
+    manager.run(graph)
+    executable = build(graph, spec)
+    metadata = {
+        "format": FORMAT,
+        "model": _source_info(model),
+        "inputs": [_value_info(v) for v in graph.inputs],
+        "outputs": [_value_info(v) for v in graph.outputs],
+        "target": {"name": spec.name, "tvm": str(spec.target), "arch": spec.arch, "device": spec.device,
+                   "linker": spec.cross_compiler},
+        "passes": manager.pipeline,
+        "versions": {"ember": ember.__version__, "tvm": tvm.__version__},
+        "library": None,
+    }
+    artifact = Artifact(metadata, executable, sources=device_sources(executable))
+    artifact.graph = graph
+    artifact.pass_records = manager.records
+    return artifact
