@@ -21,8 +21,11 @@ def _source_info(model: Any) -> dict[str, Any]:
         h = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
         return {"name": p.stem, "path": str(p), "sha256": h}
     if isinstance(model, onnx.ModelProto):
-        return {"name": model.graph.name or "model", "path": None,
-                "sha256": hashlib.sha256(model.SerializeToString()).hexdigest()}
+        return {
+            "name": model.graph.name or "model",
+            "path": None,
+            "sha256": hashlib.sha256(model.SerializeToString()).hexdigest(),
+        }
     if isinstance(model, Graph):
         return {"name": model.name, "path": None, "sha256": None}
     return {"name": type(model).__name__, "path": None, "sha256": None}
@@ -79,8 +82,13 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
         "model": _source_info(model),
         "inputs": [_value_info(v) for v in graph.inputs],
         "outputs": [_value_info(v) for v in graph.outputs],
-        "target": {"name": spec.name, "tvm": str(spec.target), "arch": spec.arch, "device": spec.device,
-                   "linker": spec.cross_compiler},
+        "target": {
+            "name": spec.name,
+            "tvm": str(spec.target),
+            "arch": spec.arch,
+            "device": spec.device,
+            "linker": spec.cross_compiler,
+        },
         "passes": manager.pipeline,
         "versions": {"ember": ember.__version__, "tvm": tvm.__version__},
         "library": None,

@@ -63,8 +63,12 @@ def main() -> None:
         table.add_column(col)
     for row in rows:
         host = row[0] == "host"
-        table.add_row(*row, f"{ember_ms:.1f} ms" if host else "-", f"{ort_ms:.1f} ms" if host else "-",
-                      f"{err:.2e}" if host else "-")
+        table.add_row(
+            *row,
+            f"{ember_ms:.1f} ms" if host else "-",
+            f"{ort_ms:.1f} ms" if host else "-",
+            f"{err:.2e}" if host else "-",
+        )
     console.print(table)
     top_e, top_o = int(got.reshape(-1).argmax()), int(want.reshape(-1).argmax())
     console.print(f"top-1 class: ember {top_e}, onnxruntime {top_o}; bundles are in {OUT}/")

@@ -35,8 +35,13 @@ def elf_arch(path: Path) -> str | None:
 class Artifact:
     """A compiled model: run it on the host, save it as a bundle, or load one back with `ember.load`."""
 
-    def __init__(self, metadata: dict[str, Any], executable: Any = None, path: Path | None = None,
-                 sources: dict[str, str] | None = None):
+    def __init__(
+        self,
+        metadata: dict[str, Any],
+        executable: Any = None,
+        path: Path | None = None,
+        sources: dict[str, str] | None = None,
+    ):
         self.metadata = metadata
         self._executable = executable
         self.path = path
@@ -71,7 +76,9 @@ class Artifact:
     def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         unknown = sorted(set(inputs) - set(self.input_names))
         if unknown:
-            raise EmberError(f"'{unknown[0]}' is not an input of this model", hint=f"inputs: {', '.join(self.input_names)}")
+            raise EmberError(
+                f"'{unknown[0]}' is not an input of this model", hint=f"inputs: {', '.join(self.input_names)}"
+            )
         arrays = []
         for spec in self.metadata["inputs"]:
             if spec["name"] not in inputs:
@@ -106,8 +113,11 @@ class Artifact:
                     raise EmberError(f"bundle library '{lib.name}' is missing", file=str(self.path))
                 found = elf_arch(lib)
                 if found != host_arch():
-                    raise EmberError(f"'{lib.name}' is built for {found or 'an unknown format'}, not {host_arch()}",
-                                     file=str(self.path), hint="recompile with --target host")
+                    raise EmberError(
+                        f"'{lib.name}' is built for {found or 'an unknown format'}, not {host_arch()}",
+                        file=str(self.path),
+                        hint="recompile with --target host",
+                    )
                 exe = tvm.runtime.load_module(str(lib))
             self._vm = relax.VirtualMachine(exe, tvm.cpu())
         return self._vm
@@ -116,8 +126,8 @@ class Artifact:
         """Run on the host CPU; returns outputs by name, in the model's output order."""
         import tvm
 
-        arrays = self._check_inputs(inputs)
         vm = self._host_vm()
+        arrays = self._check_inputs(inputs)
         result = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
         return {name: result[i].numpy() for i, name in enumerate(self.output_names)}
 
@@ -135,8 +145,10 @@ class Artifact:
         """Write the bundle to `directory` atomically: build in a temporary folder, then rename."""
         out = Path(directory)
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METADATA).exists())):
-            raise EmberError(f"refusing to replace '{out}': it exists and is not an Ember bundle",
-                             hint="choose a new or empty directory")
+            raise EmberError(
+                f"refusing to replace '{out}': it exists and is not an Ember bundle",
+                hint="choose a new or empty directory",
+            )
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -202,8 +214,11 @@ def _validate(metadata: Any, path: Path) -> None:
     for key in ("inputs", "outputs"):
         entries = metadata[key]
         ok = isinstance(entries, list) and all(
-            isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("shape"), list)
-            and e.get("dtype") in dtypes.DTYPES for e in entries
+            isinstance(e, dict)
+            and isinstance(e.get("name"), str)
+            and isinstance(e.get("shape"), list)
+            and e.get("dtype") in dtypes.DTYPES
+            for e in entries
         )
         if not ok:
             raise EmberError(f"{METADATA} has a malformed '{key}' list", file=str(path), hint="recompile the bundle")
@@ -238,8 +253,11 @@ def load(directory: str | os.PathLike) -> Artifact:
     if not path.is_dir():
         raise EmberError("no such bundle directory", file=str(path))
     if not meta_path.exists():
-        raise EmberError(f"not an Ember bundle: {METADATA} is missing", file=str(path),
-                         hint="compile one with 'ember compile MODEL -o DIR'")
+        raise EmberError(
+            f"not an Ember bundle: {METADATA} is missing",
+            file=str(path),
+            hint="compile one with 'ember compile MODEL -o DIR'",
+        )
     try:
         metadata = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -249,6 +267,9 @@ def load(directory: str | os.PathLike) -> Artifact:
     if not lib.exists():
         raise EmberError(f"bundle library '{metadata['library']}' is missing", file=str(path))
     if metadata.get("library_sha256") != sha256_file(lib):
-        raise EmberError(f"'{lib.name}' does not match the sha256 recorded in {METADATA}; the bundle was modified",
-                         file=str(path), hint="recompile the bundle")
+        raise EmberError(
+            f"'{lib.name}' does not match the sha256 recorded in {METADATA}; the bundle was modified",
+            file=str(path),
+            hint="recompile the bundle",
+        )
     return Artifact(metadata, path=path)

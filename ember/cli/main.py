@@ -74,7 +74,9 @@ def _default_out(model: str, target: str) -> Path:
 
 @cli.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-t", "--target", default="host", show_default=True, help="Triple, name or TVM tag (see 'ember targets').")
+@click.option(
+    "-t", "--target", default="host", show_default=True, help="Triple, name or TVM tag (see 'ember targets')."
+)
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory [default: MODEL-TARGET].")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
 @click.option("--passes", default=None, help="Comma-separated pass pipeline (overrides -O).")
@@ -88,8 +90,9 @@ def compile_cmd(model, target, output, input_shapes, passes, opt_level) -> None:
     out = Path(output) if output else _default_out(model, target)
     start = time.perf_counter()
     with native_stderr_captured():
-        artifact = ember.compile(model, target, parse_input_shapes(input_shapes),
-                                 passes=passes if passes is not None else opt_level)
+        artifact = ember.compile(
+            model, target, parse_input_shapes(input_shapes), passes=passes if passes is not None else opt_level
+        )
         compiled = time.perf_counter() - start
         artifact.save(out)
     lib = out / artifact.metadata["library"]
@@ -99,9 +102,11 @@ def compile_cmd(model, target, output, input_shapes, passes, opt_level) -> None:
         click.echo(f"  kernel sources: {[p.name for p in out.glob('kernels.*')][0]} ({kind})")
     if lib.suffix == ".tar":
         cc = {"aarch64": "aarch64-linux-gnu-g++", "armv7": "arm-linux-gnueabihf-g++"}.get(artifact.arch, "g++")
-        click.echo(f"  no {artifact.arch} linker here: {lib.name} holds object files. Link on the device with\n"
-                   f"    mkdir objs && tar -xf model.tar -C objs && g++ -shared -fPIC -o model.so objs/*.o\n"
-                   f"  or install {cc} and compile again.")
+        click.echo(
+            f"  no {artifact.arch} linker here: {lib.name} holds object files. Link on the device with\n"
+            f"    mkdir objs && tar -xf model.tar -C objs && g++ -shared -fPIC -o model.so objs/*.o\n"
+            f"  or install {cc} and compile again."
+        )
 
 
 def _read_inputs(artifact, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -120,8 +125,10 @@ def _read_inputs(artifact, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
     click.echo("no --input given: using random inputs (seed 0)", err=True)
     from ember.ir.dtypes import to_numpy
 
-    return {i["name"]: rng.random([d if isinstance(d, int) else 1 for d in i["shape"]]).astype(to_numpy(i["dtype"]))
-            for i in artifact.metadata["inputs"]}
+    return {
+        i["name"]: rng.random([d if isinstance(d, int) else 1 for d in i["shape"]]).astype(to_numpy(i["dtype"]))
+        for i in artifact.metadata["inputs"]
+    }
 
 
 @cli.command("run")

@@ -24,9 +24,18 @@ _FROM_NUMPY = {np.dtype(v): k for k, v in _TO_NUMPY.items()}
 
 # TVM spells dtypes out in full.
 _TO_TVM = {
-    "f16": "float16", "f32": "float32", "f64": "float64",
-    "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64",
-    "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64", "bool": "bool",
+    "f16": "float16",
+    "f32": "float32",
+    "f64": "float64",
+    "i8": "int8",
+    "i16": "int16",
+    "i32": "int32",
+    "i64": "int64",
+    "u8": "uint8",
+    "u16": "uint16",
+    "u32": "uint32",
+    "u64": "uint64",
+    "bool": "bool",
 }
 
 DTYPES = tuple(_TO_NUMPY)

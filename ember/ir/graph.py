@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -13,7 +13,7 @@ import numpy as np
 from ember.errors import EmberError
 from ember.ir import dtypes
 
-Dim = Union[int, str]
+Dim = int | str
 Shape = tuple[Dim, ...]
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.:/\-]+$")

@@ -10,7 +10,9 @@ from ember.ir.ops import get_schema
 
 
 def _fail(msg: str, node=None) -> None:
-    raise EmberError(f"invalid IR: {msg}", node=None if node is None else node.name, op=None if node is None else node.op)
+    raise EmberError(
+        f"invalid IR: {msg}", node=None if node is None else node.name, op=None if node is None else node.op
+    )
 
 
 def verify(graph: Graph) -> None:
@@ -55,7 +57,9 @@ def verify(graph: Graph) -> None:
             if out.producer is not node:
                 _fail(f"output '{out.name}' does not point back at its producer", node)
             if (tuple(out.shape), out.dtype) != (tuple(shape), dtype):
-                _fail(f"output '{out.name}' is {out.dtype}{list(out.shape)}, inference gives {dtype}{list(shape)}", node)
+                _fail(
+                    f"output '{out.name}' is {out.dtype}{list(out.shape)}, inference gives {dtype}{list(shape)}", node
+                )
             if out.name in names:
                 _fail(f"value '{out.name}' is defined twice", node)
             names.add(out.name)

@@ -13,5 +13,12 @@ from ember.passes.manager import (
 )
 
 __all__ = [
-    "OPT_LEVELS", "PassInfo", "PassManager", "PassRecord", "all_passes", "get_pass", "parse_pipeline", "register",
+    "OPT_LEVELS",
+    "PassInfo",
+    "PassManager",
+    "PassRecord",
+    "all_passes",
+    "get_pass",
+    "parse_pipeline",
+    "register",
 ]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from ember.backends.tvm.rules import RULES, Lowering
 from ember.errors import EmberError
 from ember.ir import dtypes
 from ember.ir.graph import Graph, Value
-from ember.backends.tvm.rules import RULES, Lowering
 
 
 def _struct(v: Value, syms: dict[str, tvm.tirx.Var]) -> relax.TensorType:

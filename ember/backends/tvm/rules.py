@@ -42,20 +42,49 @@ def rule(*ops: str):
 def _shape(node: Node, i: int = 0) -> list[int]:
     shape = node.outputs[i].shape
     if not all(isinstance(d, int) for d in shape):
-        raise EmberError(f"output shape {list(shape)} is not static", node=node.name, op=node.op,
-                         hint="pass --input-shape to fix dynamic dims")
+        raise EmberError(
+            f"output shape {list(shape)} is not static",
+            node=node.name,
+            op=node.op,
+            hint="pass --input-shape to fix dynamic dims",
+        )
     return list(shape)
 
 
 _UNARY = {
-    "relu": R.nn.relu, "sigmoid": R.sigmoid, "tanh": R.tanh, "exp": R.exp, "log": R.log, "sqrt": R.sqrt,
-    "erf": R.erf, "neg": R.negative, "abs": R.abs, "floor": R.floor, "ceil": R.ceil, "round": R.round,
-    "sign": R.sign, "sin": R.sin, "cos": R.cos, "not": R.logical_not, "silu": R.nn.silu,
+    "relu": R.nn.relu,
+    "sigmoid": R.sigmoid,
+    "tanh": R.tanh,
+    "exp": R.exp,
+    "log": R.log,
+    "sqrt": R.sqrt,
+    "erf": R.erf,
+    "neg": R.negative,
+    "abs": R.abs,
+    "floor": R.floor,
+    "ceil": R.ceil,
+    "round": R.round,
+    "sign": R.sign,
+    "sin": R.sin,
+    "cos": R.cos,
+    "not": R.logical_not,
+    "silu": R.nn.silu,
 }
 _BINARY = {
-    "add": R.add, "sub": R.subtract, "mul": R.multiply, "pow": R.power, "max": R.maximum, "min": R.minimum,
-    "equal": R.equal, "less": R.less, "greater": R.greater, "less_equal": R.less_equal,
-    "greater_equal": R.greater_equal, "and": R.logical_and, "or": R.logical_or, "xor": R.logical_xor,
+    "add": R.add,
+    "sub": R.subtract,
+    "mul": R.multiply,
+    "pow": R.power,
+    "max": R.maximum,
+    "min": R.minimum,
+    "equal": R.equal,
+    "less": R.less,
+    "greater": R.greater,
+    "less_equal": R.less_equal,
+    "greater_equal": R.greater_equal,
+    "and": R.logical_and,
+    "or": R.logical_or,
+    "xor": R.logical_xor,
 }
 for _name, _fn in _UNARY.items():
     RULES[_name] = lambda L, n, a, _fn=_fn: _fn(a[0])
@@ -148,24 +177,35 @@ def _cast(L, n, a):
 @rule("conv2d")
 def _conv2d(L, n, a):
     at = n.attrs
-    y = R.nn.conv2d(a[0], a[1], strides=at["strides"], padding=at["pads"], dilation=at["dilations"],
-                    groups=at["group"])
+    y = R.nn.conv2d(a[0], a[1], strides=at["strides"], padding=at["pads"], dilation=at["dilations"], groups=at["group"])
     return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, -1, 1, 1)))
 
 
 @rule("conv2d_transpose")
 def _conv2d_transpose(L, n, a):
     at = n.attrs
-    y = R.nn.conv2d_transpose(a[0], a[1], strides=at["strides"], padding=at["pads"],
-                              output_padding=at["output_padding"], dilation=at["dilations"], groups=at["group"])
+    y = R.nn.conv2d_transpose(
+        a[0],
+        a[1],
+        strides=at["strides"],
+        padding=at["pads"],
+        output_padding=at["output_padding"],
+        dilation=at["dilations"],
+        groups=at["group"],
+    )
     return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, -1, 1, 1)))
 
 
 @rule("max_pool2d", "avg_pool2d")
 def _pool(L, n, a):
     at = n.attrs
-    kw = dict(pool_size=at["kernel"], strides=at["strides"], padding=at["pads"], dilation=at["dilations"],
-              ceil_mode=bool(at["ceil_mode"]))
+    kw = dict(
+        pool_size=at["kernel"],
+        strides=at["strides"],
+        padding=at["pads"],
+        dilation=at["dilations"],
+        ceil_mode=bool(at["ceil_mode"]),
+    )
     if n.op == "max_pool2d":
         return R.nn.max_pool2d(a[0], **kw)
     return R.nn.avg_pool2d(a[0], count_include_pad=bool(at["count_include_pad"]), **kw)
@@ -289,8 +329,12 @@ def _slice(L, n, a):
 
 def _shape_of(v, n: Node) -> list[int]:
     if not v.is_static:
-        raise EmberError(f"operand shape {list(v.shape)} is not static", node=n.name, op=n.op,
-                         hint="pass --input-shape to fix dynamic dims")
+        raise EmberError(
+            f"operand shape {list(v.shape)} is not static",
+            node=n.name,
+            op=n.op,
+            hint="pass --input-shape to fix dynamic dims",
+        )
     return list(v.shape)
 
 
@@ -339,15 +383,28 @@ def _pad(L, n, a):
 def _resize2d(L, n, a):
     at = n.attrs
     method = {"nearest": "nearest_neighbor", "linear": "linear", "cubic": "cubic"}[at["mode"]]
-    rounding = {"round_prefer_floor": "round_prefer_floor", "round_prefer_ceil": "round_prefer_ceil",
-                "floor": "floor", "ceil": "ceil"}[at["nearest_mode"]] if method == "nearest_neighbor" else ""
-    return R.image.resize2d(a[0], tuple(at["sizes"]), roi=(0.0, 0.0, 0.0, 0.0), method=method,
-                            coordinate_transformation_mode=at["coordinate_transformation_mode"],
-                            rounding_method=rounding, cubic_alpha=at["cubic_coeff_a"])
+    rounding = (
+        {
+            "round_prefer_floor": "round_prefer_floor",
+            "round_prefer_ceil": "round_prefer_ceil",
+            "floor": "floor",
+            "ceil": "ceil",
+        }[at["nearest_mode"]]
+        if method == "nearest_neighbor"
+        else ""
+    )
+    return R.image.resize2d(
+        a[0],
+        tuple(at["sizes"]),
+        roi=(0.0, 0.0, 0.0, 0.0),
+        method=method,
+        coordinate_transformation_mode=at["coordinate_transformation_mode"],
+        rounding_method=rounding,
+        cubic_alpha=at["cubic_coeff_a"],
+    )
 
 
-_REDUCE = {"reduce_mean": R.mean, "reduce_sum": R.sum, "reduce_max": R.max, "reduce_min": R.min,
-           "reduce_prod": R.prod}
+_REDUCE = {"reduce_mean": R.mean, "reduce_sum": R.sum, "reduce_max": R.max, "reduce_min": R.min, "reduce_prod": R.prod}
 
 
 @rule(*_REDUCE)

@@ -11,10 +11,21 @@ import tvm
 
 from ember.errors import EmberError
 
-_ARCH_OF_TRIPLE = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64", "armv7a": "armv7", "armv7": "armv7",
-                   "armv8l": "armv7", "riscv64": "riscv64"}
-CROSS_COMPILERS = {"x86_64": "x86_64-linux-gnu-g++", "aarch64": "aarch64-linux-gnu-g++",
-                   "armv7": "arm-linux-gnueabihf-g++", "riscv64": "riscv64-linux-gnu-g++"}
+_ARCH_OF_TRIPLE = {
+    "x86_64": "x86_64",
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+    "armv7a": "armv7",
+    "armv7": "armv7",
+    "armv8l": "armv7",
+    "riscv64": "riscv64",
+}
+CROSS_COMPILERS = {
+    "x86_64": "x86_64-linux-gnu-g++",
+    "aarch64": "aarch64-linux-gnu-g++",
+    "armv7": "arm-linux-gnueabihf-g++",
+    "riscv64": "riscv64-linux-gnu-g++",
+}
 AARCH64_HOST = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
 
 
@@ -66,13 +77,25 @@ NAMED = {
         "32-bit ARMv7-A Linux, hard float, NEON",
     ),
     "cuda": ({"kind": "cuda", "host": None}, "cuda", "NVIDIA GPU (host CPU is this machine's)"),
-    "mali": ({"kind": "opencl", "device": "mali", "host": AARCH64_HOST}, "opencl", "ARM Mali GPU via OpenCL, aarch64 host"),
-    "adreno": ({"kind": "opencl", "device": "adreno", "host": AARCH64_HOST}, "opencl",
-               "Qualcomm Adreno GPU via OpenCL, aarch64 host"),
+    "mali": (
+        {"kind": "opencl", "device": "mali", "host": AARCH64_HOST},
+        "opencl",
+        "ARM Mali GPU via OpenCL, aarch64 host",
+    ),
+    "adreno": (
+        {"kind": "opencl", "device": "adreno", "host": AARCH64_HOST},
+        "opencl",
+        "Qualcomm Adreno GPU via OpenCL, aarch64 host",
+    ),
     "vulkan": ({"kind": "vulkan", "host": AARCH64_HOST}, "vulkan", "Vulkan GPU (SPIR-V), aarch64 host"),
 }
-FEATURED_TAGS = ("raspberry-pi/4b-aarch64", "nvidia/jetson-orin-nano", "nvidia/jetson-agx-orin-64gb",
-                 "nvidia/jetson-agx-xavier", "arm/rasp4b64")
+FEATURED_TAGS = (
+    "raspberry-pi/4b-aarch64",
+    "nvidia/jetson-orin-nano",
+    "nvidia/jetson-agx-orin-64gb",
+    "nvidia/jetson-agx-xavier",
+    "arm/rasp4b64",
+)
 
 
 def _arch_of(target: tvm.target.Target) -> str:
@@ -117,6 +140,7 @@ def resolve(name: str) -> TargetSpec:
 def summary(target: tvm.target.Target) -> str:
     """A short form of a TVM target: kind, then the attributes that identify the chip."""
     keys = ("device", "arch", "mtriple", "mcpu", "mattr")
+
     def fmt(v) -> str:
         return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) or type(v).__name__ == "Array" else str(v)
 

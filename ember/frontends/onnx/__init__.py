@@ -22,7 +22,9 @@ def _dtype_of(t: gs.Tensor) -> str:
 
     if t.dtype is None:
         return "f32"
-    return dtypes.from_numpy(np.dtype(t.dtype) if not isinstance(t.dtype, int) else onnx.helper.tensor_dtype_to_np_dtype(t.dtype))
+    return dtypes.from_numpy(
+        np.dtype(t.dtype) if not isinstance(t.dtype, int) else onnx.helper.tensor_dtype_to_np_dtype(t.dtype)
+    )
 
 
 def _unsupported(graph: gs.Graph, opset_domains: dict[str, int], file: str) -> None:
@@ -64,7 +66,9 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str) -> Graph:
     try:
         graph.toposort()
     except Exception as e:
-        raise EmberError(f"graph cannot be ordered, it has a cycle or a dangling edge ({str(e)[:120]})", file=file) from None
+        raise EmberError(
+            f"graph cannot be ordered, it has a cycle or a dangling edge ({str(e)[:120]})", file=file
+        ) from None
     m = Importer(file, opsets.get("", opsets.get("ai.onnx", 13)))
     m.graph.name = proto.graph.name or "main"
     for t in graph.inputs:
@@ -76,7 +80,9 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str) -> Graph:
         try:
             outs = ONNX_OPS[node.op](m, node)
         except EmberError as e:
-            raise EmberError(e.message, file=file, node=node.name or node.outputs[0].name, op=node.op, hint=e.hint) from None
+            raise EmberError(
+                e.message, file=file, node=node.name or node.outputs[0].name, op=node.op, hint=e.hint
+            ) from None
         for t, v in zip(node.outputs, outs):
             m.values[t.name] = v
     m.node = None

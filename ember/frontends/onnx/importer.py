@@ -57,8 +57,7 @@ def _load_external_data(model: onnx.ModelProto, base: Path, file: str) -> None:
         length = size - offset if length is None else int(length)
         if offset < 0 or length < 0 or offset + length > size:
             raise EmberError(
-                f"tensor '{tensor.name}' declares {length} bytes at offset {offset} of '{loc}', "
-                f"which holds {size}",
+                f"tensor '{tensor.name}' declares {length} bytes at offset {offset} of '{loc}', which holds {size}",
                 file=file,
             )
         with open(target, "rb") as f:
@@ -120,8 +119,13 @@ class Importer:
         return self.graph.unique_name(name or "c")
 
     # ---- emission -----------------------------------------------------------------------
-    def emit(self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None,
-             outputs: Sequence[str] | None = None) -> list[Value]:
+    def emit(
+        self,
+        op: str,
+        inputs: Sequence[Value | None],
+        attrs: dict[str, Any] | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> list[Value]:
         """Add an Ember node (or the constants it folds to); `outputs` name the results."""
         schema = get_schema(op)
         inputs = list(inputs)
@@ -140,8 +144,9 @@ class Importer:
         base = self.node.name if self.node is not None and self.node.name else (names[0] if names else op)
         return self.graph.add_node(op, inputs, attrs, name=base, output_names=names).outputs
 
-    def emit1(self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None,
-              name: str | None = None) -> Value:
+    def emit1(
+        self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None, name: str | None = None
+    ) -> Value:
         return self.emit(op, inputs, attrs, [name] if name else None)[0]
 
     def scalar(self, value: float, like: Value) -> Value:
@@ -161,8 +166,7 @@ def apply_input_shapes(graph: gs.Graph, shapes: Mapping[str, Sequence[int]], fil
         t = by_name[name]
         if t.shape is not None and len(t.shape) != len(shape):
             raise EmberError(
-                f"--input-shape gives {len(shape)} dims for '{name}', which has rank {len(t.shape)} "
-                f"({list(t.shape)})",
+                f"--input-shape gives {len(shape)} dims for '{name}', which has rank {len(t.shape)} ({list(t.shape)})",
                 file=file,
             )
         for want, have in zip(shape, t.shape or []):

@@ -10,8 +10,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ember.errors import EmberError
-from ember.ir import dtypes
 from ember.frontends.onnx.importer import Importer
+from ember.ir import dtypes
 
 ONNX_OPS: dict[str, Callable[[Importer, gs.Node], list]] = {}
 
@@ -40,13 +40,40 @@ def _simple(ember_op: str, **fixed):
 
 
 for _onnx, _ember in {
-    "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
-    "Erf": "erf", "Neg": "neg", "Abs": "abs", "Reciprocal": "reciprocal", "Floor": "floor", "Ceil": "ceil",
-    "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos", "Not": "not", "Identity": "identity",
-    "Softplus": "softplus", "HardSwish": "hard_swish", "Where": "where", "Sub": "sub", "Div": "div",
-    "Equal": "equal", "Less": "less", "Greater": "greater", "LessOrEqual": "less_equal",
-    "GreaterOrEqual": "greater_equal", "And": "and", "Or": "or", "Xor": "xor", "MatMul": "matmul",
-    "GlobalAveragePool": "global_avg_pool", "GlobalMaxPool": "global_max_pool",
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Exp": "exp",
+    "Log": "log",
+    "Sqrt": "sqrt",
+    "Erf": "erf",
+    "Neg": "neg",
+    "Abs": "abs",
+    "Reciprocal": "reciprocal",
+    "Floor": "floor",
+    "Ceil": "ceil",
+    "Round": "round",
+    "Sign": "sign",
+    "Sin": "sin",
+    "Cos": "cos",
+    "Not": "not",
+    "Identity": "identity",
+    "Softplus": "softplus",
+    "HardSwish": "hard_swish",
+    "Where": "where",
+    "Sub": "sub",
+    "Div": "div",
+    "Equal": "equal",
+    "Less": "less",
+    "Greater": "greater",
+    "LessOrEqual": "less_equal",
+    "GreaterOrEqual": "greater_equal",
+    "And": "and",
+    "Or": "or",
+    "Xor": "xor",
+    "MatMul": "matmul",
+    "GlobalAveragePool": "global_avg_pool",
+    "GlobalMaxPool": "global_max_pool",
 }.items():
     ONNX_OPS[_onnx] = _simple(_ember)
 ONNX_OPS["Add"] = _simple("add")
@@ -121,7 +148,7 @@ def _dropout(m, n):
 
 @onnx_op("Constant")
 def _constant(m, n):
-    (key, val), = [(k, v) for k, v in n.attrs.items()]
+    ((key, val),) = [(k, v) for k, v in n.attrs.items()]
     arr = np.asarray(val.values if isinstance(val, gs.Constant) else val)
     if key in ("value_float", "value_floats"):
         arr = arr.astype(np.float32)
@@ -170,8 +197,12 @@ def _conv(m, n):
     strides = n.attrs.get("strides", [1, 1])
     dil = n.attrs.get("dilations", [1, 1])
     kernel = n.attrs.get("kernel_shape", list(w.shape[2:]))
-    attrs = {"strides": strides, "dilations": dil, "group": n.attrs.get("group", 1),
-             "pads": _auto_pads(m, n, x, kernel, strides, dil)}
+    attrs = {
+        "strides": strides,
+        "dilations": dil,
+        "group": n.attrs.get("group", 1),
+        "pads": _auto_pads(m, n, x, kernel, strides, dil),
+    }
     return m.emit("conv2d", [x, w, b], attrs, _outs(n))
 
 
@@ -192,8 +223,13 @@ def _conv_transpose(m, n):
             total = strides[i] * (x.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
             lo = total // 2 if mode != "SAME_UPPER" else total - total // 2
             pads[i], pads[i + 2] = lo, total - lo
-    attrs = {"strides": strides, "dilations": dil, "group": n.attrs.get("group", 1), "pads": pads,
-             "output_padding": out_pad}
+    attrs = {
+        "strides": strides,
+        "dilations": dil,
+        "group": n.attrs.get("group", 1),
+        "pads": pads,
+        "output_padding": out_pad,
+    }
     return m.emit("conv2d_transpose", [x, w, b], attrs, _outs(n))
 
 
@@ -206,8 +242,13 @@ def _pool(m, n):
     kernel = n.attrs["kernel_shape"]
     strides = n.attrs.get("strides", [1, 1])
     dil = n.attrs.get("dilations", [1, 1])
-    attrs = {"kernel": kernel, "strides": strides, "dilations": dil, "ceil_mode": n.attrs.get("ceil_mode", 0),
-             "pads": _auto_pads(m, n, x, kernel, strides, dil)}
+    attrs = {
+        "kernel": kernel,
+        "strides": strides,
+        "dilations": dil,
+        "ceil_mode": n.attrs.get("ceil_mode", 0),
+        "pads": _auto_pads(m, n, x, kernel, strides, dil),
+    }
     if n.op == "AveragePool":
         attrs["count_include_pad"] = n.attrs.get("count_include_pad", 0)
     return m.emit("max_pool2d" if n.op == "MaxPool" else "avg_pool2d", [x], attrs, _outs(n, 1))
@@ -351,10 +392,13 @@ def _resize(m, n):
         raise EmberError(f"{n.op} needs 4 scales or 4 sizes")
     mode = n.attrs.get("mode", "nearest")
     default_ctm = "asymmetric" if (n.op == "Upsample" or m.opset < 11) else "half_pixel"
-    attrs = {"sizes": out, "mode": mode,
-             "coordinate_transformation_mode": n.attrs.get("coordinate_transformation_mode", default_ctm),
-             "nearest_mode": n.attrs.get("nearest_mode", "round_prefer_floor"),
-             "cubic_coeff_a": n.attrs.get("cubic_coeff_a", -0.75)}
+    attrs = {
+        "sizes": out,
+        "mode": mode,
+        "coordinate_transformation_mode": n.attrs.get("coordinate_transformation_mode", default_ctm),
+        "nearest_mode": n.attrs.get("nearest_mode", "round_prefer_floor"),
+        "cubic_coeff_a": n.attrs.get("cubic_coeff_a", -0.75),
+    }
     if n.op == "Upsample" or m.opset < 11:
         attrs["nearest_mode"] = "floor"
     return m.emit("resize2d", [x], attrs, _outs(n))
@@ -362,8 +406,13 @@ def _resize(m, n):
 
 @onnx_op("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd")
 def _reduce(m, n):
-    op = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": "reduce_max",
-          "ReduceMin": "reduce_min", "ReduceProd": "reduce_prod"}[n.op]
+    op = {
+        "ReduceMean": "reduce_mean",
+        "ReduceSum": "reduce_sum",
+        "ReduceMax": "reduce_max",
+        "ReduceMin": "reduce_min",
+        "ReduceProd": "reduce_prod",
+    }[n.op]
     axes_as_input = m.opset >= 18 or (n.op == "ReduceSum" and m.opset >= 13)
     axes = m.ints(n, 1, f"{n.op} axes") if axes_as_input else n.attrs.get("axes")
     x = m.inp(n, 0)

@@ -122,7 +122,11 @@ def _pool_infer(ins, a):
     _check_pair_attrs(a, ("kernel", "strides", "dilations"))
     (kh, kw), (pt, pl, pb, pr), (sh, sw), (dh, dw) = a["kernel"], a["pads"], a["strides"], a["dilations"]
     c = bool(a["ceil_mode"])
-    return (*x.shape[:2], pool_out(x.shape[2], kh, sh, pt, pb, dh, c), pool_out(x.shape[3], kw, sw, pl, pr, dw, c)), x.dtype
+    return (
+        *x.shape[:2],
+        pool_out(x.shape[2], kh, sh, pt, pb, dh, c),
+        pool_out(x.shape[3], kw, sw, pl, pr, dw, c),
+    ), x.dtype
 
 
 def _ceil_extra(x, a, oh, ow):
@@ -133,9 +137,9 @@ def _ceil_extra(x, a, oh, ow):
 
 
 max_pool2d = op("max_pool2d", "x", "2-D max pooling, NCHW", tags=("pool",), **_POOL_ATTRS)(_pool_infer)
-avg_pool2d = op(
-    "avg_pool2d", "x", "2-D average pooling, NCHW", tags=("pool",), count_include_pad=0, **_POOL_ATTRS
-)(_pool_infer)
+avg_pool2d = op("avg_pool2d", "x", "2-D average pooling, NCHW", tags=("pool",), count_include_pad=0, **_POOL_ATTRS)(
+    _pool_infer
+)
 
 
 @reference(max_pool2d)
@@ -177,7 +181,9 @@ def _global_pool_infer(ins, a):
 
 global_avg_pool = op("global_avg_pool", "x", "mean over all spatial axes", tags=("pool",))(_global_pool_infer)
 global_max_pool = op("global_max_pool", "x", "max over all spatial axes", tags=("pool",))(_global_pool_infer)
-reference(global_avg_pool)(lambda x, a: x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=np.float64).astype(x.dtype))
+reference(global_avg_pool)(
+    lambda x, a: x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=np.float64).astype(x.dtype)
+)
 reference(global_max_pool)(lambda x, a: x.max(axis=tuple(range(2, x.ndim)), keepdims=True))
 
 
@@ -232,7 +238,9 @@ def _log_softmax(x, a):
     return (s - np.log(np.exp(s).sum(axis=a["axis"], keepdims=True))).astype(x.dtype)
 
 
-@op("layer_norm", "x scale bias?", "normalize over the axes from `axis` on, then scale and shift", axis=-1, epsilon=1e-5)
+@op(
+    "layer_norm", "x scale bias?", "normalize over the axes from `axis` on, then scale and shift", axis=-1, epsilon=1e-5
+)
 def layer_norm(ins, a):
     x = ins[0]
     norm_axis(a["axis"], x.rank)

@@ -1,0 +1,70 @@
+"""Shared test helpers: building small ONNX models and running them in onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def ort_run(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.log_severity_level = 3
+    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def make_model(nodes, inputs, outputs, initializers=(), opset: int = 17, name: str = "test") -> onnx.ModelProto:
+    """A checked ONNX model; inputs/outputs are (name, shape) for f32 or (name, shape, TensorProto type)."""
+
+    def info(spec):
+        name, shape, *rest = spec
+        return helper.make_tensor_value_info(name, rest[0] if rest else TensorProto.FLOAT, shape)
+
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [info(i) for i in inputs],
+        [info(o) for o in outputs],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in dict(initializers).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 9)
+    if all(spec[1] is not None for spec in list(inputs) + list(outputs)):
+        onnx.checker.check_model(model)
+    return model
+
+
+def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        shape = [d.dim_value for d in i.type.tensor_type.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+        feeds[i.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def assert_close(got: dict[str, np.ndarray] | list, want: list[np.ndarray], rtol=RTOL, atol=ATOL) -> None:
+    """rtol 1e-4 and atol 1e-5, the atol scaled by the output's largest magnitude when that exceeds 1
+    (deep float32 nets reorder sums differently; 1e-5 of a logit of 20 is below float32 resolution)."""
+    got_list = list(got.values()) if isinstance(got, dict) else list(got)
+    assert len(got_list) == len(want)
+    for g, w in zip(got_list, want):
+        assert g.shape == w.shape, (g.shape, w.shape)
+        assert g.dtype == w.dtype, (g.dtype, w.dtype)
+        scale = max(1.0, float(np.abs(w).max())) if w.size and w.dtype.kind == "f" else 1.0
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol * scale)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,262 @@
+"""Mobile and transformer op sets, and opset variants: small ONNX models through the interpreter and a
+host build, each compared with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import ember
+from ember import ir
+from ember.frontends.onnx import load
+from tests.conftest import assert_close, make_model, ort_run, random_feeds
+
+H = helper.make_node
+rng = np.random.default_rng(42)
+
+
+def w(*shape, scale=0.3):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def i64(*vals):
+    return np.array(vals, dtype=np.int64)
+
+
+def mobile_block():
+    """MobileNetV3-style: strided conv + ReLU6, depthwise + HardSwish, squeeze-excite with HardSigmoid,
+    global pooling, nearest Resize and ConvTranspose."""
+    nodes = [
+        H("Conv", ["x", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        H("Clip", ["c1", "zero", "six"], ["r6"]),
+        H("Conv", ["r6", "wd"], ["dw"], group=8, pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        H("HardSwish", ["dw"], ["hs"]),
+        H("GlobalAveragePool", ["hs"], ["gp"]),
+        H("Conv", ["gp", "wse"], ["se"]),
+        H("HardSigmoid", ["se"], ["gate"], alpha=0.2, beta=0.5),
+        H("Mul", ["hs", "gate"], ["scaled"]),
+        H("Conv", ["scaled", "wg"], ["grouped"], group=2, kernel_shape=[1, 1]),
+        H("Resize", ["grouped", "", "scales"], ["up"], mode="nearest"),
+        H("ConvTranspose", ["up", "wt", "bt"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]),
+        H("GlobalMaxPool", ["grouped"], ["pooled"]),
+    ]
+    inits = {
+        "w1": w(8, 3, 3, 3),
+        "b1": w(8),
+        "zero": np.float32(0),
+        "six": np.float32(6),
+        "wd": w(8, 1, 3, 3),
+        "wse": w(8, 8, 1, 1),
+        "wg": w(16, 4, 1, 1),
+        "scales": np.array([1, 1, 2, 2], np.float32),
+        "wt": w(16, 4, 3, 3),
+        "bt": w(4),
+    }
+    return make_model(nodes, [("x", [1, 3, 16, 16])], [("y", None), ("pooled", None)], inits, opset=14)
+
+
+def transformer_block():
+    """A BERT-style layer as exporters write it: LayerNormalization, Gemm through computed Reshape shapes
+    (Shape/Gather/Unsqueeze/Concat), attention with Where masking, erf-GELU, and a hand-written LayerNorm
+    (ReduceMean/Sub/Pow/Sqrt/Div), plus Cast, Slice and Squeeze."""
+    d, s, heads = 16, 8, 2
+    mask = np.tril(np.ones((s, s), dtype=bool))
+    nodes = [
+        H("LayerNormalization", ["x", "ln_g", "ln_b"], ["ln"], axis=-1, epsilon=1e-5),
+        H("Shape", ["ln"], ["shp"]),
+        H("Gather", ["shp", "idx0"], ["batch"], axis=0),
+        H("Gather", ["shp", "idx1"], ["seq"], axis=0),
+        H("Unsqueeze", ["batch", "ax0"], ["batch1"]),
+        H("Unsqueeze", ["seq", "ax0"], ["seq1"]),
+        H("Reshape", ["ln", "flat_shape"], ["flat"]),
+        H("Gemm", ["flat", "wqkv", "bqkv"], ["qkv_flat"], transB=1),
+        H("Concat", ["batch1", "seq1", "three_heads"], ["qkv_shape"], axis=0),
+        H("Reshape", ["qkv_flat", "qkv_shape"], ["qkv"]),
+        H("Transpose", ["qkv"], ["qkv_t"], perm=[2, 0, 3, 1, 4]),
+        H("Split", ["qkv_t", "split3"], ["q5", "k5", "v5"], axis=0),
+        H("Squeeze", ["q5", "ax0"], ["q"]),
+        H("Squeeze", ["k5", "ax0"], ["k"]),
+        H("Squeeze", ["v5", "ax0"], ["v"]),
+        H("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        H("MatMul", ["q", "kt"], ["scores_raw"]),
+        H("Div", ["scores_raw", "sqrt_dk"], ["scores"]),
+        H("Where", ["mask", "scores", "neg"], ["masked"]),
+        H("Softmax", ["masked"], ["probs"], axis=-1),
+        H("MatMul", ["probs", "v"], ["ctx"]),
+        H("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        H("Concat", ["batch1", "seq1", "minus1"], ["out_shape"], axis=0),
+        H("Reshape", ["ctx_t", "out_shape"], ["attn"]),
+        H("Add", ["x", "attn"], ["res"]),
+        H("MatMul", ["res", "w_ff1"], ["ff1"]),
+        H("Div", ["ff1", "sqrt2"], ["ff1s"]),
+        H("Erf", ["ff1s"], ["erf"]),
+        H("Add", ["erf", "one"], ["erf1"]),
+        H("Mul", ["ff1", "erf1"], ["g0"]),
+        H("Mul", ["g0", "half"], ["gelu"]),
+        H("MatMul", ["gelu", "w_ff2"], ["ff2"]),
+        H("Add", ["res", "ff2"], ["res2"]),
+        H("ReduceMean", ["res2"], ["mu"], axes=[-1]),
+        H("Sub", ["res2", "mu"], ["dev"]),
+        H("Pow", ["dev", "two"], ["sq"]),
+        H("ReduceMean", ["sq"], ["var"], axes=[-1]),
+        H("Add", ["var", "eps"], ["var_eps"]),
+        H("Sqrt", ["var_eps"], ["std"]),
+        H("Div", ["dev", "std"], ["normed"]),
+        H("Cast", ["seq"], ["seq_f"], to=TensorProto.FLOAT),
+        H("Div", ["normed", "seq_f"], ["y"]),
+        H("Slice", ["y", "s_start", "s_end", "s_axes"], ["first_half"]),
+    ]
+    inits = {
+        "ln_g": w(d) + 1,
+        "ln_b": w(d),
+        "idx0": np.int64(0),
+        "idx1": np.int64(1),
+        "ax0": i64(0),
+        "flat_shape": i64(-1, d),
+        "wqkv": w(3 * d, d),
+        "bqkv": w(3 * d),
+        "three_heads": i64(3, heads, d // heads),
+        "split3": i64(1, 1, 1),
+        "sqrt_dk": np.float32(np.sqrt(d // heads)),
+        "mask": mask,
+        "neg": np.float32(-1e9),
+        "minus1": i64(-1),
+        "w_ff1": w(d, 4 * d),
+        "sqrt2": np.float32(np.sqrt(2)),
+        "one": np.float32(1),
+        "half": np.float32(0.5),
+        "w_ff2": w(4 * d, d),
+        "two": np.float32(2),
+        "eps": np.float32(1e-5),
+        "s_start": i64(0),
+        "s_end": i64(s // 2),
+        "s_axes": i64(1),
+    }
+    return make_model(nodes, [("x", [1, s, d])], [("y", None), ("first_half", None)], inits, opset=13)
+
+
+def opset_variant(op_case: str):
+    """One op written the way a given opset spells it (attributes vs inputs)."""
+    cases = {
+        "clip-6": ([H("Clip", ["x"], ["y"], min=-0.5, max=0.5)], {}, 6),
+        "clip-13-no-max": ([H("Clip", ["x", "lo"], ["y"])], {"lo": np.float32(-0.2)}, 13),
+        "squeeze-11": ([H("Unsqueeze", ["x"], ["u"], axes=[0]), H("Squeeze", ["u"], ["y"], axes=[0])], {}, 11),
+        "squeeze-13": ([H("Unsqueeze", ["x", "a"], ["u"]), H("Squeeze", ["u", "a"], ["y"])], {"a": i64(0)}, 13),
+        "slice-9": ([H("Slice", ["x"], ["y"], starts=[1, 0], ends=[3, 100], axes=[1, 2])], {}, 9),
+        "slice-13-steps": (
+            [H("Slice", ["x", "st", "en", "ax", "sp"], ["y"])],
+            {"st": i64(-1, 0), "en": i64(-100, 8), "ax": i64(1, 2), "sp": i64(-2, 3)},
+            13,
+        ),
+        "reducemean-13": ([H("ReduceMean", ["x"], ["y"], axes=[1], keepdims=0)], {}, 13),
+        "reducemean-18": ([H("ReduceMean", ["x", "a"], ["y"], keepdims=1)], {"a": i64(-1)}, 18),
+        "split-11": ([H("Split", ["x"], ["y", "z"], axis=2, split=[3, 5])], {}, 11),
+        "split-13": ([H("Split", ["x", "s"], ["y", "z"], axis=2)], {"s": i64(6, 2)}, 13),
+        "split-18": ([H("Split", ["x"], ["y", "z"], axis=2, num_outputs=2)], {}, 18),
+        "pad-2": ([H("Pad", ["x"], ["y"], pads=[0, 1, 2, 0, 0, 1], value=0.5)], {}, 2),
+        "pad-13-reflect": ([H("Pad", ["x", "p"], ["y"], mode="reflect")], {"p": i64(0, 1, 2, 0, 1, 2)}, 13),
+        "pad-18-axes": (
+            [H("Pad", ["x", "p", "v", "a"], ["y"])],
+            {"p": i64(1, 0, 0, 2), "v": np.float32(3), "a": i64(1, 2)},
+            18,
+        ),
+        "resize-10": (
+            [H("Unsqueeze", ["x"], ["u"], axes=[0]), H("Resize", ["u", "s"], ["y"], mode="nearest")],
+            {"s": np.array([1, 1, 2, 3], np.float32)},
+            10,
+        ),
+        "resize-13-linear": (
+            [H("Unsqueeze", ["x", "a"], ["u"]), H("Resize", ["u", "", "", "sz"], ["y"], mode="linear")],
+            {"a": i64(0), "sz": i64(1, 3, 5, 11)},
+            13,
+        ),
+        "resize-19-align": (
+            [
+                H("Unsqueeze", ["x", "a"], ["u"]),
+                H("Resize", ["u", "", "s"], ["y"], mode="linear", coordinate_transformation_mode="align_corners"),
+            ],
+            {"a": i64(0), "s": np.array([1, 1, 1.5, 2], np.float32)},
+            19,
+        ),
+        "softmax-11-axis1": ([H("Softmax", ["x"], ["y"], axis=1)], {}, 11),
+        "gelu-20": ([H("Gelu", ["x"], ["y"], approximate="tanh")], {}, 20),
+        "leaky-elu": ([H("LeakyRelu", ["x"], ["l"], alpha=0.1), H("Elu", ["l"], ["y"])], {}, 13),
+        "expand-tile": (
+            [H("Expand", ["x", "e"], ["u"]), H("Tile", ["u", "t"], ["y"])],
+            {"e": i64(2, 1, 1, 1), "t": i64(1, 1, 2, 1)},
+            13,
+        ),
+        "argmax-sum": ([H("ArgMax", ["x"], ["y"], axis=2, keepdims=0), H("Sum", ["x", "x", "x"], ["z"])], {}, 13),
+        "constantofshape-range": (
+            [
+                H("ConstantOfShape", ["sh"], ["c"], value=helper.make_tensor("v", 1, [1], [2.5])),
+                H("Range", ["r0", "r1", "r2"], ["r"]),
+                H("Cast", ["r"], ["rf"], to=1),
+                H("Add", ["c", "rf"], ["cr"]),
+                H("Add", ["x", "cr"], ["y"]),
+            ],
+            {"sh": i64(4, 8), "r0": np.int64(0), "r1": np.int64(16), "r2": np.int64(2)},
+            13,
+        ),
+    }
+    nodes, inits, opset = cases[op_case]
+    outputs = [(o, None) for n in nodes[-1:] for o in n.output]
+    if op_case == "argmax-sum":
+        outputs = [("y", None, TensorProto.INT64), ("z", None)]
+    return make_model(nodes, [("x", [3, 4, 8])], outputs, inits, opset=opset)
+
+
+OPSET_CASES = [
+    "clip-6",
+    "clip-13-no-max",
+    "squeeze-11",
+    "squeeze-13",
+    "slice-9",
+    "slice-13-steps",
+    "reducemean-13",
+    "reducemean-18",
+    "split-11",
+    "split-13",
+    "split-18",
+    "pad-2",
+    "pad-13-reflect",
+    "pad-18-axes",
+    "resize-10",
+    "resize-13-linear",
+    "resize-19-align",
+    "softmax-11-axis1",
+    "gelu-20",
+    "leaky-elu",
+    "expand-tile",
+    "argmax-sum",
+    "constantofshape-range",
+]
+
+
+def check(model):
+    feeds = random_feeds(model, seed=3)
+    want = ort_run(model, feeds)
+    graph = load(model)
+    ir.verify(graph)
+    assert_close(ir.interpret(graph, feeds), want)
+    assert_close(ember.compile(model, "host").run(feeds), want)
+    return graph
+
+
+def test_mobile_ops():
+    graph = check(mobile_block())
+    ops = graph.op_counts()
+    assert {"conv2d", "clip", "hard_swish", "hard_sigmoid", "resize2d", "conv2d_transpose"} <= set(ops)
+
+
+def test_transformer_ops():
+    graph = check(transformer_block())
+    # Shape arithmetic is resolved at import: the computed Reshape shapes became constants.
+    assert "shape" not in graph.op_counts() and "concat" not in graph.op_counts()
+    assert {"layer_norm", "dense", "softmax", "where", "erf", "reduce_mean", "pow", "sqrt"} <= set(graph.op_counts())
+
+
+@pytest.mark.parametrize("case", OPSET_CASES)
+def test_opset_variants(case):
+    check(opset_variant(case))
