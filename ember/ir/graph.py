@@ -207,15 +207,28 @@ class Graph:
         return counts
 
     # ---- mutation -----------------------------------------------------------------------
+    def can_replace(self, old: Value, new: Value) -> bool:
+        """Whether `replace_all_uses(old, new)` keeps the graph's output names: a graph output can only
+        be replaced by a value that may take over its name (not an input, not another output)."""
+        if not any(o is old for o in self.outputs):
+            return True
+        return not any(v is new for v in self.inputs) and not any(v is new for v in self.outputs)
+
     def replace_all_uses(self, old: Value, new: Value) -> None:
-        """Point every reader of `old` (and graph outputs) at `new`."""
+        """Point every reader of `old` at `new`; a graph output passes its name on to `new`."""
         if old is new:
             return
+        if not self.can_replace(old, new):
+            raise EmberError(f"cannot replace graph output '{old.name}' by input or output '{new.name}'")
         for node, i in old.uses:
             node.inputs[i] = new
             new.uses.append((node, i))
         old.uses = []
-        self.outputs = [new if o is old else o for o in self.outputs]
+        if any(o is old for o in self.outputs):
+            name = old.name
+            self.rename_value(old, self.unique_name(name + ".replaced"))
+            self.rename_value(new, name)
+            self.outputs = [new if o is old else o for o in self.outputs]
 
     def set_input(self, node: Node, index: int, value: Value | None) -> None:
         old = node.inputs[index]

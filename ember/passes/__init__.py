@@ -1,8 +1,9 @@
 """Graph passes: the registry, the PassManager and Ember's built-in passes."""
 
-from ember.passes import dce, fold_constants  # noqa: F401  (registration)
+from ember.passes import canonicalize, cse, dce, fold_constants, fuse_conv_bn  # noqa: F401  (registration)
 from ember.passes.manager import (
     OPT_LEVELS,
+    Instrument,
     PassInfo,
     PassManager,
     PassRecord,

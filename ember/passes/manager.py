@@ -1,4 +1,4 @@
-"""Pass registry and PassManager: named graph-to-graph passes run in a pipeline, instrumented."""
+"""Pass registry and PassManager: named graph passes run in a pipeline, with instruments hooked in."""
 
 from __future__ import annotations
 
@@ -19,31 +19,38 @@ class PassInfo:
     name: str
     description: str
     fn: PassFn
+    origin: str = "ember"  # "ember", a plugin file, or an entry point
 
 
 _PASSES: dict[str, PassInfo] = {}
+_ORIGIN = {"current": "ember"}
 
 OPT_LEVELS: dict[int, tuple[str, ...]] = {
     0: (),
-    1: ("dce", "fold-constants"),
-    2: ("dce", "fold-constants"),
-    3: ("dce", "fold-constants"),
+    1: ("canonicalize", "fold-constants"),
+    2: ("canonicalize", "fold-constants", "fuse-conv-bn", "canonicalize"),
+    3: ("canonicalize", "fold-constants", "fuse-conv-bn", "canonicalize"),
 }
 
 
-def register(name: str, description: str) -> Callable[[PassFn], PassFn]:
-    """Register `fn(graph) -> bool` (mutates the graph, returns whether it changed) under `name`."""
+def register(name: str, description: str) -> Callable:
+    """Register a pass under a kebab-case `name`: a function `fn(graph) -> bool` (mutates the graph,
+    returns whether it changed) or a class whose instances are such callables."""
 
-    def wrap(fn: PassFn) -> PassFn:
-        if name in _PASSES and _PASSES[name].fn is not fn:
-            raise EmberError(f"pass '{name}' is registered twice")
-        _PASSES[name] = PassInfo(name, description, fn)
-        return fn
+    def wrap(obj):
+        fn = obj() if isinstance(obj, type) else obj
+        if name in _PASSES and _PASSES[name].fn.__qualname__ != getattr(fn, "__qualname__", None):
+            raise EmberError(f"pass '{name}' is already registered by {_PASSES[name].origin}")
+        _PASSES[name] = PassInfo(name, description, fn, _ORIGIN["current"])
+        return obj
 
     return wrap
 
 
 def get_pass(name: str) -> PassInfo:
+    from ember.passes.plugins import load_entry_points
+
+    load_entry_points()
     try:
         return _PASSES[name]
     except KeyError:
@@ -55,6 +62,9 @@ def get_pass(name: str) -> PassInfo:
 
 
 def all_passes() -> list[PassInfo]:
+    from ember.passes.plugins import load_entry_points
+
+    load_entry_points()
     return sorted(_PASSES.values(), key=lambda p: p.name)
 
 
@@ -85,28 +95,40 @@ class PassRecord:
     changed: bool
 
 
+class Instrument:
+    """Hooks around each pass; subclasses print, dump or time."""
+
+    def before_pass(self, index: int, name: str, graph: Graph) -> None:
+        pass
+
+    def after_pass(self, index: int, name: str, graph: Graph, changed: bool) -> None:
+        pass
+
+
 @dataclass
 class PassManager:
-    """Runs passes in order; `verify_each` checks invariants after every pass."""
+    """Runs passes in order; `verify_each` checks the IR's invariants after every pass."""
 
     pipeline: list[str]
     verify_each: bool = False
+    instruments: list[Instrument] = field(default_factory=list)
     records: list[PassRecord] = field(default_factory=list)
 
     @classmethod
-    def from_spec(cls, spec: str | Sequence[str] | int, verify_each: bool = False) -> PassManager:
-        return cls(parse_pipeline(spec), verify_each)
+    def from_spec(
+        cls, spec: str | Sequence[str] | int, verify_each: bool = False, instruments: Sequence[Instrument] = ()
+    ) -> PassManager:
+        return cls(parse_pipeline(spec), verify_each, list(instruments))
 
     def run(self, graph: Graph) -> bool:
         changed_any = False
-        for name in self.pipeline:
+        for index, name in enumerate(self.pipeline, start=1):
             info = get_pass(name)
+            for inst in self.instruments:
+                inst.before_pass(index, name, graph)
             before = len(graph.nodes)
             start = time.perf_counter()
-            try:
-                changed = bool(info.fn(graph))
-            except EmberError as e:
-                raise EmberError(f"pass '{name}' failed: {e.message}", node=e.node, op=e.op, hint=e.hint) from None
+            changed = self._run_one(info, graph)
             seconds = time.perf_counter() - start
             if self.verify_each:
                 try:
@@ -114,5 +136,23 @@ class PassManager:
                 except EmberError as e:
                     raise EmberError(f"after pass '{name}': {e.message}", node=e.node, op=e.op) from None
             self.records.append(PassRecord(name, seconds, before, len(graph.nodes), changed))
+            for inst in self.instruments:
+                inst.after_pass(index, name, graph, changed)
             changed_any |= changed
         return changed_any
+
+    @staticmethod
+    def _run_one(info: PassInfo, graph: Graph) -> bool:
+        where = None if info.origin == "ember" else info.origin
+        try:
+            return bool(info.fn(graph))
+        except EmberError as e:
+            raise EmberError(
+                f"pass '{info.name}' failed: {e.message}", file=e.file or where, node=e.node, op=e.op, hint=e.hint
+            ) from None
+        except RecursionError:
+            raise EmberError(f"pass '{info.name}' exceeded the recursion limit", file=where) from None
+        except Exception as e:  # a plugin's bug must not surface as a traceback
+            if info.origin == "ember":
+                raise
+            raise EmberError(f"pass '{info.name}' raised {type(e).__name__}: {str(e)[:200]}", file=where) from None

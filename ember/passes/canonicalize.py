@@ -1,0 +1,82 @@
+"""Canonicalization: no-op removal, merged reshape/transpose chains, CSE and DCE."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.ir.graph import Graph
+from ember.passes.cse import eliminate_common_subexpressions
+from ember.passes.dce import eliminate_dead_code
+from ember.passes.manager import register
+from ember.passes.pattern import P, Rule, rewrite
+
+RESHAPES = ("reshape", "flatten", "squeeze", "unsqueeze")
+
+
+def _same_shape(node) -> bool:
+    return node.output.shape == node.inputs[0].shape and node.output.dtype == node.inputs[0].dtype
+
+
+def _all(value: float):
+    return lambda a: a.size > 0 and bool(np.all(a == value))
+
+
+def _neutral(op: str, value: float, const_first: bool = False) -> Rule:
+    pat = (
+        P.op(op, P.const(where=_all(value)), P.any("x"), where=_same_shape, name="n")
+        if const_first
+        else P.op(op, P.any("x"), P.const(where=_all(value)), where=_same_shape, name="n")
+    )
+    return Rule(pat, lambda m, b: m["x"])
+
+
+def _merged_reshape(m, b):
+    node = m["outer"]
+    shape = b.const(np.array(node.output.shape, dtype=np.int64))
+    return b.emit("reshape", m["x"], shape)
+
+
+def _merged_transpose(m, b):
+    p1, p2 = m["inner"].attrs["perm"], m["outer"].attrs["perm"]
+    perm = [p1[i] for i in p2]
+    return m["x"] if perm == sorted(perm) else b.emit("transpose", m["x"], perm=perm)
+
+
+def _static(node) -> bool:
+    return node.output.is_static
+
+
+RULES = [
+    Rule(P.op("identity", P.any("x")), lambda m, b: m["x"]),
+    Rule(P.op(RESHAPES, P.any("x"), P.opt(P.any()), where=_same_shape), lambda m, b: m["x"]),
+    Rule(
+        P.op("transpose", P.any("x"), where=lambda n: list(n.attrs["perm"]) == sorted(n.attrs["perm"])),
+        lambda m, b: m["x"],
+    ),
+    Rule(P.op("cast", P.any("x"), where=_same_shape), lambda m, b: m["x"]),
+    _neutral("add", 0.0),
+    _neutral("add", 0.0, const_first=True),
+    _neutral("sub", 0.0),
+    _neutral("mul", 1.0),
+    _neutral("mul", 1.0, const_first=True),
+    _neutral("div", 1.0),
+    Rule(
+        P.op(
+            RESHAPES,
+            P.op(RESHAPES, P.any("x"), P.opt(P.any()), name="inner"),
+            P.opt(P.any()),
+            name="outer",
+            where=_static,
+        ),
+        _merged_reshape,
+    ),
+    Rule(P.op("transpose", P.op("transpose", P.any("x"), name="inner"), name="outer"), _merged_transpose),
+]
+
+
+@register("canonicalize", "remove no-ops, merge reshape and transpose chains, then CSE and DCE")
+def canonicalize(graph: Graph) -> bool:
+    changed = rewrite(graph, RULES)
+    changed |= eliminate_common_subexpressions(graph)
+    changed |= eliminate_dead_code(graph)
+    return changed

@@ -1,0 +1,91 @@
+"""Loading passes from user files (--pass-plugin) and installed packages (entry-point group ember.passes).
+
+Plugins run arbitrary Python: Ember loads only files named on the command line and packages the user
+installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from ember.errors import EmberError
+from ember.passes import manager
+
+ENTRY_POINT_GROUP = "ember.passes"
+_LOADED = {"entry_points": False}
+_FILES: dict[str, list[str]] = {}
+
+
+def _registering(origin: str):
+    class _Ctx:
+        def __enter__(self):
+            self.saved = manager._ORIGIN["current"]
+            manager._ORIGIN["current"] = origin
+            self.before = set(manager._PASSES)
+
+        def __exit__(self, *exc):
+            manager._ORIGIN["current"] = self.saved
+            self.added = sorted(set(manager._PASSES) - self.before)
+
+    return _Ctx()
+
+
+def load_plugin(path: str | os.PathLike) -> list[str]:
+    """Import a Python file that registers passes; returns the names it registered."""
+    p = Path(path).resolve()
+    key = str(p)
+    if key in _FILES:
+        return _FILES[key]
+    if not p.is_file():
+        raise EmberError("pass plugin not found", file=str(path))
+    spec = importlib.util.spec_from_file_location(f"ember_plugin_{abs(hash(key))}", p)
+    module = importlib.util.module_from_spec(spec)
+    ctx = _registering(str(path))
+    try:
+        with ctx:
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+    except EmberError as e:
+        sys.modules.pop(spec.name, None)
+        raise EmberError(f"pass plugin failed to load: {e.message}", file=str(path), hint=e.hint) from None
+    except BaseException as e:  # the plugin's own error, whatever it is
+        sys.modules.pop(spec.name, None)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        line = ""
+        tb = e.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == str(p):
+                line = f" at line {tb.tb_lineno}"
+            tb = tb.tb_next
+        if isinstance(e, SyntaxError) and e.lineno:
+            line = f" at line {e.lineno}"
+        raise EmberError(
+            f"pass plugin failed to import{line}: {type(e).__name__}: {str(e)[:200]}", file=str(path)
+        ) from None
+    if not ctx.added:
+        raise EmberError(
+            "pass plugin registered no pass",
+            file=str(path),
+            hint="decorate a function with @ember.passes.register('my-pass', description='...')",
+        )
+    _FILES[key] = ctx.added
+    return ctx.added
+
+
+def load_entry_points() -> None:
+    """Import installed packages that declare passes in the `ember.passes` entry-point group (once)."""
+    if _LOADED["entry_points"]:
+        return
+    _LOADED["entry_points"] = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        with _registering(f"entry point {ep.name} ({ep.value})"):
+            try:
+                ep.load()
+            except Exception as e:
+                raise EmberError(
+                    f"installed pass package '{ep.value}' failed to load: {type(e).__name__}: {str(e)[:200]}"
+                ) from None
