@@ -62,8 +62,15 @@ def main() -> None:
         got = artifact.run(feeds)[artifact.output_names[0]]
         ember_ms = median_ms(lambda: artifact.run(feeds), args.runs)
         ort_ms = median_ms(lambda: sess.run(None, feeds), max(args.runs, 10))
-        table.add_row(name, str(len(artifact.graph.nodes)), f"{compile_s:.1f}", f"{ember_ms:.1f}", f"{ort_ms:.2f}",
-                      f"{ember_ms / ort_ms:.1f}x", f"{np.abs(got - want).max():.1e}")
+        table.add_row(
+            name,
+            str(len(artifact.graph.nodes)),
+            f"{compile_s:.1f}",
+            f"{ember_ms:.1f}",
+            f"{ort_ms:.2f}",
+            f"{ember_ms / ort_ms:.1f}x",
+            f"{np.abs(got - want).max():.1e}",
+        )
         Console(width=120).print(f"{name}: done", style="dim")
     Console(width=120).print(table)
 

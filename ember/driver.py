@@ -45,10 +45,15 @@ def import_model(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = 
         return load(model, input_shapes)
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
-        if path.suffix in (".onnx", "") or path.suffix not in (".ir",):
-            from ember.frontends.onnx import load
+        if path.suffix == ".ir":
+            from ember.ir.parser import read_ir
 
-            return load(path, input_shapes)
+            if input_shapes:
+                raise EmberError("--input-shape applies to ONNX models; an .ir file states its shapes", file=str(path))
+            return read_ir(path)
+        from ember.frontends.onnx import load
+
+        return load(path, input_shapes)
     raise EmberError(f"cannot compile a {type(model).__name__}; pass an ONNX file or ModelProto")
 
 
@@ -63,6 +68,9 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     *,
     passes: str | Sequence[str] | int = 2,
     verify_each: bool = False,
+    instruments: Sequence[Any] = (),
+    dump_ir: str | os.PathLike | None = None,
+    pass_plugins: Sequence[str | os.PathLike] = (),
 ):
     """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle)."""
     import tvm
@@ -70,13 +78,26 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     import ember
     from ember.backends.artifact import FORMAT, Artifact
     from ember.backends.tvm.build import build, device_sources
+    from ember.backends.tvm.lower import lower_to_relax
     from ember.backends.tvm.targets import resolve
+    from ember.passes.instruments import DumpIR
+    from ember.passes.plugins import load_plugin
 
     spec = resolve(target)
+    for plugin in pass_plugins:
+        load_plugin(plugin)
+    dumper = DumpIR(dump_ir) if dump_ir is not None else None
+    manager = PassManager.from_spec(
+        passes, verify_each=verify_each, instruments=list(instruments) + ([dumper] if dumper else [])
+    )
     graph = import_model(model, input_shapes)
-    manager = PassManager.from_spec(passes, verify_each=verify_each)
     manager.run(graph)
-    executable = build(graph, spec)
+    if dumper is not None and dumper.count == 0:
+        dumper.write(dumper.next_stem("input"), graph)
+    mod = lower_to_relax(graph)
+    if dumper is not None:
+        dumper.write_text("lowered-relax", ".py", mod.script(show_meta=False))
+    executable = build(graph, spec, mod)
     metadata = {
         "format": FORMAT,
         "model": _source_info(model),

@@ -152,6 +152,9 @@ class Artifact:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o777 & ~mask)
         except OSError as e:
             raise EmberError(f"cannot write to '{out.parent}': {e.strerror}") from None
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ember.cli.passopts import pass_options, pipeline_of, printers, time_table
 from ember.errors import EmberError
 
 DEBUG = {"on": False}
@@ -79,22 +80,33 @@ def _default_out(model: str, target: str) -> Path:
 )
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory [default: MODEL-TARGET].")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
-@click.option("--passes", default=None, help="Comma-separated pass pipeline (overrides -O).")
-@click.option("-O", "opt_level", type=click.IntRange(0, 3), default=2, show_default=True, help="Optimization level.")
+@pass_options(None)
 @handles_errors
-def compile_cmd(model, target, output, input_shapes, passes, opt_level) -> None:
-    """Compile MODEL (.onnx) for a target and write a bundle directory."""
+def compile_cmd(model, target, output, input_shapes, **o) -> None:
+    """Compile MODEL (.onnx or .ir) for a target and write a bundle directory."""
     import ember
     from ember.backends.tvm.quiet import native_stderr_captured
 
     out = Path(output) if output else _default_out(model, target)
     start = time.perf_counter()
-    with native_stderr_captured():
-        artifact = ember.compile(
-            model, target, parse_input_shapes(input_shapes), passes=passes if passes is not None else opt_level
-        )
-        compiled = time.perf_counter() - start
-        artifact.save(out)
+    artifact = None
+    try:
+        with native_stderr_captured():
+            artifact = ember.compile(
+                model,
+                target,
+                parse_input_shapes(input_shapes),
+                passes=pipeline_of(o["passes"], o["opt_level"], 2),
+                verify_each=o["verify_each"],
+                instruments=printers(o),
+                dump_ir=o["dump_ir"],
+                pass_plugins=o["plugins"],
+            )
+            compiled = time.perf_counter() - start
+            artifact.save(out)
+    finally:
+        if o["time_passes"] and artifact is not None:
+            time_table(artifact.pass_records)
     lib = out / artifact.metadata["library"]
     click.echo(f"compiled {Path(model).name} for {target} in {compiled:.1f}s -> {out}/")
     click.echo(f"  {lib.name}: {lib.stat().st_size / 1e6:.1f} MB  ({artifact.arch}, {artifact.device})")
@@ -107,6 +119,99 @@ def compile_cmd(model, target, output, input_shapes, passes, opt_level) -> None:
             f"    mkdir objs && tar -xf model.tar -C objs && g++ -shared -fPIC -o model.so objs/*.o\n"
             f"  or install {cc} and compile again."
         )
+
+
+@cli.command("opt")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="OUT.ir (weights in OUT.npz) or OUT.onnx; default: IR text on stdout.",
+)
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
+@pass_options("")
+@handles_errors
+def opt_cmd(source, output, input_shapes, **o) -> None:
+    """Run passes over SOURCE (.onnx or .ir) and write the result, like mlir-opt."""
+    from ember.cli.files import write_graph
+    from ember.driver import import_model
+    from ember.passes import PassManager
+    from ember.passes.instruments import DumpIR
+    from ember.passes.plugins import load_plugin
+
+    for plugin in o["plugins"]:
+        load_plugin(plugin)
+    instruments = printers(o) + ([DumpIR(o["dump_ir"])] if o["dump_ir"] else [])
+    manager = PassManager.from_spec(pipeline_of(o["passes"], o["opt_level"], 0), o["verify_each"], instruments)
+    graph = import_model(source, parse_input_shapes(input_shapes))
+    try:
+        manager.run(graph)
+    finally:
+        if o["time_passes"]:
+            time_table(manager.records)
+    write_graph(graph, output)
+
+
+@cli.command("passes")
+@click.option("--pass-plugin", "plugins", multiple=True, type=click.Path(dir_okay=False))
+@handles_errors
+def passes_cmd(plugins) -> None:
+    """List registered passes, one line each: name and description."""
+    from ember.passes import OPT_LEVELS, all_passes
+    from ember.passes.plugins import load_plugin
+
+    for plugin in plugins:
+        load_plugin(plugin)
+    infos = all_passes()
+    width = max(len(p.name) for p in infos)
+    for p in infos:
+        origin = "" if p.origin == "ember" else f"  [{p.origin}]"
+        click.echo(f"{p.name:<{width}}  {p.description}{origin}")
+    click.echo("\nopt levels: " + "; ".join(f"-O{k}: {','.join(v) or '(none)'}" for k, v in OPT_LEVELS.items()))
+
+
+@cli.command("inspect")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "dot", "html", "svg"]), default="text", show_default=True
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
+@handles_errors
+def inspect_cmd(source, fmt, output, input_shapes) -> None:
+    """Show a model (.onnx or .ir) as Ember IR text, JSON, DOT, HTML or SVG."""
+    from ember.cli.files import write_text_atomic
+    from ember.driver import import_model
+    from ember.ir import render
+    from ember.ir.printer import print_graph
+
+    graph = import_model(source, parse_input_shapes(input_shapes))
+    if fmt == "text":
+        counts = ", ".join(f"{op} {k}" for op, k in sorted(graph.op_counts().items(), key=lambda kv: -kv[1]))
+        text = print_graph(graph, {}) + f"// {len(graph.nodes)} nodes: {counts}\n"
+    elif fmt == "json":
+        text = render.to_json(graph) + "\n"
+    elif fmt == "dot":
+        text = render.to_dot(graph)
+    elif fmt == "html":
+        text = render.to_html(graph)
+    else:
+        text = _svg(render.to_dot(graph))
+    if output:
+        write_text_atomic(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _svg(dot_text: str) -> str:
+    import shutil
+    import subprocess
+
+    if not shutil.which("dot"):
+        raise EmberError("--format svg needs Graphviz's 'dot'", hint="apt-get install graphviz, or use --format html")
+    return subprocess.run(["dot", "-Tsvg"], input=dot_text, capture_output=True, text=True, check=True).stdout
 
 
 def _read_inputs(artifact, specs: tuple[str, ...]) -> dict[str, np.ndarray]:

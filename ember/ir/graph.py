@@ -267,6 +267,23 @@ class Graph:
         value.name = name
         self._values[name] = value
 
+    def reinfer(self) -> bool:
+        """Re-run type inference over all nodes (after operands became constants); returns whether any
+        output type changed."""
+        from ember.ir.ops import get_schema
+
+        changed = False
+        for node in self.nodes:
+            try:
+                types = get_schema(node.op).infer_types(list(node.inputs), node.attrs)
+            except EmberError as e:
+                raise EmberError(e.message, node=node.name, op=node.op, hint=e.hint) from None
+            for out, (shape, dtype) in zip(node.outputs, types):
+                if (out.shape, out.dtype) != (tuple(shape), dtype):
+                    out.shape, out.dtype = tuple(shape), dtype
+                    changed = True
+        return changed
+
     def sort(self) -> None:
         """Put nodes in a topological order, keeping the current order where it is already valid."""
         index = {n.name: i for i, n in enumerate(self.nodes)}

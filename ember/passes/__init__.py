@@ -15,6 +15,7 @@ from ember.passes.manager import (
 
 __all__ = [
     "OPT_LEVELS",
+    "Instrument",
     "PassInfo",
     "PassManager",
     "PassRecord",

@@ -13,8 +13,9 @@ from ember.passes.pattern import P, Rule, rewrite
 RESHAPES = ("reshape", "flatten", "squeeze", "unsqueeze")
 
 
-def _same_shape(node) -> bool:
-    return node.output.shape == node.inputs[0].shape and node.output.dtype == node.inputs[0].dtype
+def _same_shape(node, operand: int = 0) -> bool:
+    x = node.inputs[operand]
+    return node.output.shape == x.shape and node.output.dtype == x.dtype
 
 
 def _all(value: float):
@@ -23,7 +24,7 @@ def _all(value: float):
 
 def _neutral(op: str, value: float, const_first: bool = False) -> Rule:
     pat = (
-        P.op(op, P.const(where=_all(value)), P.any("x"), where=_same_shape, name="n")
+        P.op(op, P.const(where=_all(value)), P.any("x"), where=lambda n: _same_shape(n, 1), name="n")
         if const_first
         else P.op(op, P.any("x"), P.const(where=_all(value)), where=_same_shape, name="n")
     )

@@ -29,5 +29,7 @@ def fold_constants(graph: Graph) -> bool:
             graph.replace_all_uses(out, graph.add_constant(arr, out.name + ".folded"))
         graph.remove_node(node)
         changed = True
-    graph.drop_unused_constants()
+    if changed:
+        graph.reinfer()
+        graph.drop_unused_constants()
     return changed

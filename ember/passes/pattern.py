@@ -157,6 +157,20 @@ def _remove_dead(graph: Graph, nodes: list[Node]) -> None:
             graph.remove_node(node)
 
 
+def _inherit_names(graph: Graph, new: Value, old_name: str, node_name: str) -> None:
+    """Give a freshly built replacement the replaced value's and node's names, so dumps stay readable."""
+    node = new.producer
+    if node is None or node.graph is not graph or len(node.outputs) != 1 or graph.has_value(old_name):
+        return
+    if not node.name.startswith(node_name):
+        return
+    graph.rename_value(new, old_name)
+    if node.name != node_name and node_name not in graph._node_names:
+        graph._node_names.discard(node.name)
+        node.name = node_name
+        graph._node_names.add(node_name)
+
+
 def rewrite(graph: Graph, rules: Sequence[Rule], max_sweeps: int = 100) -> bool:
     """Apply `rules` to single-output nodes until none matches; returns whether anything changed."""
     changed = False
@@ -172,8 +186,10 @@ def rewrite(graph: Graph, rules: Sequence[Rule], max_sweeps: int = 100) -> bool:
                 new = rule.build(m, Builder(graph, node))
                 if new is None or new is node.output or not graph.can_replace(node.output, new):
                     continue
+                old_name, node_name = node.output.name, node.name
                 graph.replace_all_uses(node.output, new)
                 _remove_dead(graph, m.nodes)
+                _inherit_names(graph, new, old_name, node_name)
                 swept = changed = True
                 break
         if not swept:

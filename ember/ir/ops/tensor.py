@@ -9,13 +9,15 @@ from ember.ir.ops.registry import Attr, op, reference
 from ember.ir.ops.shapes import UNKNOWN, fmt, norm_axis, prod
 
 
-def _const_ints(v, what: str) -> list[int]:
-    """The integer contents of a constant operand; shape inference needs them known."""
-    if v is None or v.const is None:
-        raise EmberError(
-            f"{what} must be a constant to infer shapes",
-            hint="give static input shapes with --input-shape so shape computations fold",
-        )
+def _const_ints(v, what: str) -> list[int] | None:
+    """The integer contents of a constant operand, or None while it is computed at run time (the
+    result's dims are then unknown until fold-constants resolves it)."""
+    if v is None:
+        raise EmberError(f"{what} is missing")
+    if v.const is None:
+        if v.rank != 1 or not isinstance(v.shape[0], int):
+            raise EmberError(f"{what} must be a 1-D tensor of static length, got {fmt(v.shape)}")
+        return None
     return [int(i) for i in np.asarray(v.const).reshape(-1)]
 
 
@@ -48,7 +50,10 @@ def reshape_target(in_shape, spec: list[int], allowzero: int) -> tuple:
 @op("reshape", "x shape", "reshape to `shape` (0 copies a dim unless allowzero, -1 is inferred)", allowzero=0)
 def reshape(ins, a):
     x, s = ins
-    return reshape_target(x.shape, _const_ints(s, "reshape's shape"), a["allowzero"]), x.dtype
+    spec = _const_ints(s, "reshape's shape")
+    if spec is None:
+        return (UNKNOWN,) * s.shape[0], x.dtype
+    return reshape_target(x.shape, spec, a["allowzero"]), x.dtype
 
 
 @reference(reshape)
@@ -160,13 +165,15 @@ def _sliced_len(n, sl: slice):
 @op("slice", "x starts ends axes? steps?", "ONNX-style slice; bounds are i64 operands")
 def slice_(ins, a):
     x, starts, ends, axes, steps = (ins + [None, None])[:5]
-    sl = slice_params(
-        x.shape,
+    bounds = [
         _const_ints(starts, "slice starts"),
         _const_ints(ends, "slice ends"),
         None if axes is None else _const_ints(axes, "slice axes"),
         None if steps is None else _const_ints(steps, "slice steps"),
-    )
+    ]
+    if any(b is None for b, v in zip(bounds, (starts, ends, axes, steps)) if v is not None):
+        return (UNKNOWN,) * x.rank, x.dtype
+    sl = slice_params(x.shape, *bounds)
     return tuple(_sliced_len(n, s) for n, s in zip(x.shape, sl)), x.dtype
 
 
@@ -202,7 +209,10 @@ def expand(ins, a):
     from ember.ir.ops.shapes import broadcast
 
     x, s = ins
-    return broadcast(x.shape, tuple(_const_ints(s, "expand's shape"))), x.dtype
+    spec = _const_ints(s, "expand's shape")
+    if spec is None:
+        return (UNKNOWN,) * max(s.shape[0], x.rank), x.dtype
+    return broadcast(x.shape, tuple(spec)), x.dtype
 
 
 reference(expand)(lambda x, s, a: x * np.ones([int(i) for i in s], dtype=x.dtype))
@@ -210,7 +220,8 @@ reference(expand)(lambda x, s, a: x * np.ones([int(i) for i in s], dtype=x.dtype
 
 @op("constant_of_shape", "shape", "a tensor of `shape` filled with `value`", value=0.0, dtype="f32")
 def constant_of_shape(ins, a):
-    return tuple(_const_ints(ins[0], "constant_of_shape's shape")), a["dtype"]
+    spec = _const_ints(ins[0], "constant_of_shape's shape")
+    return (tuple(spec) if spec is not None else (UNKNOWN,) * ins[0].shape[0]), a["dtype"]
 
 
 @reference(constant_of_shape)
@@ -235,6 +246,8 @@ reference(range_)(lambda s, lim, d, a: np.arange(s.item(), lim.item(), d.item(),
 def tile(ins, a):
     x, r = ins
     reps = _const_ints(r, "tile's repeats")
+    if reps is None:
+        return (UNKNOWN,) * x.rank, x.dtype
     if len(reps) != x.rank:
         raise EmberError(f"repeats {reps} must have one entry per axis of {fmt(x.shape)}")
     return tuple(d * k if isinstance(d, int) else UNKNOWN for d, k in zip(x.shape, reps)), x.dtype

@@ -1,0 +1,247 @@
+"""Exporting Ember IR to ONNX (opset 20) through onnx-graphsurgeon, so any stage runs in onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ember.errors import EmberError
+from ember.ir import dtypes
+from ember.ir.graph import Graph, Node
+
+OPSET = 20
+
+_RENAMES = {
+    "relu": "Relu",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "exp": "Exp",
+    "log": "Log",
+    "sqrt": "Sqrt",
+    "erf": "Erf",
+    "neg": "Neg",
+    "abs": "Abs",
+    "reciprocal": "Reciprocal",
+    "floor": "Floor",
+    "ceil": "Ceil",
+    "round": "Round",
+    "sign": "Sign",
+    "sin": "Sin",
+    "cos": "Cos",
+    "not": "Not",
+    "identity": "Identity",
+    "softplus": "Softplus",
+    "hard_swish": "HardSwish",
+    "add": "Add",
+    "sub": "Sub",
+    "mul": "Mul",
+    "div": "Div",
+    "pow": "Pow",
+    "max": "Max",
+    "min": "Min",
+    "equal": "Equal",
+    "less": "Less",
+    "greater": "Greater",
+    "less_equal": "LessOrEqual",
+    "greater_equal": "GreaterOrEqual",
+    "and": "And",
+    "or": "Or",
+    "xor": "Xor",
+    "where": "Where",
+    "matmul": "MatMul",
+    "global_avg_pool": "GlobalAveragePool",
+    "global_max_pool": "GlobalMaxPool",
+    "expand": "Expand",
+    "tile": "Tile",
+    "range": "Range",
+    "batch_norm": "BatchNormalization",
+    "lrn": "LRN",
+    "softmax": "Softmax",
+    "log_softmax": "LogSoftmax",
+    "layer_norm": "LayerNormalization",
+    "transpose": "Transpose",
+    "concat": "Concat",
+    "gather": "Gather",
+    "shape": "Shape",
+    "flatten": "Flatten",
+    "reshape": "Reshape",
+    "elu": "Elu",
+    "leaky_relu": "LeakyRelu",
+    "hard_sigmoid": "HardSigmoid",
+    "gelu": "Gelu",
+    "argmax": "ArgMax",
+    "argmin": "ArgMin",
+    "reduce_mean": "ReduceMean",
+    "reduce_sum": "ReduceSum",
+    "reduce_max": "ReduceMax",
+    "reduce_min": "ReduceMin",
+    "reduce_prod": "ReduceProd",
+}
+_ATTR_RENAMES = {
+    "approximate": "approximate",
+    "axis": "axis",
+    "epsilon": "epsilon",
+    "alpha": "alpha",
+    "beta": "beta",
+    "bias": "bias",
+    "size": "size",
+    "perm": "perm",
+    "start": "start",
+    "end": "end",
+    "keepdims": "keepdims",
+    "allowzero": "allowzero",
+}
+
+
+class _Exporter:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.tensors: dict[int, gs.Tensor] = {}
+        self.nodes: list[gs.Node] = []
+        self.count = 0
+
+    def tensor(self, v) -> gs.Tensor:
+        if v is None:
+            return gs.Variable.empty()
+        if id(v) not in self.tensors:
+            if v.is_const:
+                self.tensors[id(v)] = gs.Constant(v.name, np.ascontiguousarray(v.const))
+            else:
+                shape = [d if isinstance(d, int) else (None if d == "?" else d) for d in v.shape]
+                self.tensors[id(v)] = gs.Variable(v.name, dtypes.to_numpy(v.dtype), shape)
+        return self.tensors[id(v)]
+
+    def const(self, array, hint: str) -> gs.Constant:
+        self.count += 1
+        return gs.Constant(f"{hint}__c{self.count}", np.asarray(array))
+
+    def temp(self, hint: str) -> gs.Variable:
+        self.count += 1
+        return gs.Variable(f"{hint}__t{self.count}")
+
+    def add(self, op: str, inputs, outputs, name: str, **attrs) -> None:
+        self.nodes.append(gs.Node(op, name=name, attrs=attrs, inputs=list(inputs), outputs=list(outputs)))
+
+
+def _ints(values) -> np.ndarray:
+    return np.array(list(values), dtype=np.int64)
+
+
+def _export_node(e: _Exporter, n: Node) -> None:
+    ins = [e.tensor(v) for v in n.inputs]
+    outs = [e.tensor(v) for v in n.outputs]
+    a = n.attrs
+    if n.op in _RENAMES and n.op not in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
+        attrs = {_ATTR_RENAMES[k]: v for k, v in a.items() if k in _ATTR_RENAMES}
+        if n.op == "layer_norm":
+            attrs = {"axis": a["axis"], "epsilon": a["epsilon"]}
+        e.add(
+            _RENAMES[n.op], ins, outs, n.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
+        )
+    elif n.op.startswith("reduce_"):
+        axes = [e.const(_ints(a["axes"]), n.name)] if a["axes"] else []
+        e.add(_RENAMES[n.op], ins + axes, outs, n.name, keepdims=a["keepdims"])
+    elif n.op == "silu":
+        t = e.temp(n.name)
+        e.add("Sigmoid", ins, [t], n.name + "/sigmoid")
+        e.add("Mul", [ins[0], t], outs, n.name)
+    elif n.op == "clip":
+        dt = dtypes.to_numpy(n.inputs[0].dtype)
+        lo = e.const(np.asarray(a["min"], dt), n.name) if np.isfinite(a["min"]) else gs.Variable.empty()
+        hi = e.const(np.asarray(a["max"], dt), n.name) if np.isfinite(a["max"]) else gs.Variable.empty()
+        e.add("Clip", [ins[0], lo, hi], outs, n.name)
+    elif n.op == "mod":
+        e.add("Mod", ins, outs, n.name, fmod=1)
+    elif n.op == "cast":
+        e.add("Cast", ins, outs, n.name, to=int(onnx.helper.np_dtype_to_tensor_dtype(dtypes.to_numpy(a["to"]))))
+    elif n.op in ("conv2d", "conv2d_transpose"):
+        attrs = dict(
+            strides=list(a["strides"]),
+            pads=list(a["pads"]),
+            dilations=list(a["dilations"]),
+            group=a["group"],
+            kernel_shape=list(n.inputs[1].shape[2:]),
+        )
+        if n.op == "conv2d_transpose":
+            attrs["output_padding"] = list(a["output_padding"])
+        e.add("Conv" if n.op == "conv2d" else "ConvTranspose", ins, outs, n.name, **attrs)
+    elif n.op in ("max_pool2d", "avg_pool2d"):
+        attrs = dict(
+            kernel_shape=list(a["kernel"]),
+            strides=list(a["strides"]),
+            pads=list(a["pads"]),
+            dilations=list(a["dilations"]),
+            ceil_mode=a["ceil_mode"],
+        )
+        if n.op == "avg_pool2d":
+            attrs["count_include_pad"] = a["count_include_pad"]
+        e.add("MaxPool" if n.op == "max_pool2d" else "AveragePool", ins, outs, n.name, **attrs)
+    elif n.op == "dense":
+        w = n.inputs[1]
+        wt = e.const(np.ascontiguousarray(w.const.T), n.name) if w.is_const else e.temp(n.name)
+        if not w.is_const:
+            e.add("Transpose", [ins[1]], [wt], n.name + "/wt", perm=[1, 0])
+        if len(ins) > 2 and n.inputs[2] is not None:
+            t = e.temp(n.name)
+            e.add("MatMul", [ins[0], wt], [t], n.name + "/matmul")
+            e.add("Add", [t, ins[2]], outs, n.name)
+        else:
+            e.add("MatMul", [ins[0], wt], outs, n.name)
+    elif n.op in ("squeeze", "unsqueeze"):
+        e.add(n.op.capitalize(), [ins[0], e.const(_ints(a["axes"]), n.name)], outs, n.name)
+    elif n.op == "split":
+        e.add("Split", [ins[0], e.const(_ints(a["sizes"]), n.name)], outs, n.name, axis=a["axis"])
+    elif n.op == "slice":
+        e.add("Slice", ins, outs, n.name)
+    elif n.op == "constant_of_shape":
+        value = onnx.helper.make_tensor(
+            "value", onnx.helper.np_dtype_to_tensor_dtype(dtypes.to_numpy(a["dtype"])), [1], [a["value"]]
+        )
+        e.add("ConstantOfShape", ins, outs, n.name, value=value)
+    elif n.op == "pad":
+        dt = dtypes.to_numpy(n.inputs[0].dtype)
+        e.add(
+            "Pad",
+            [ins[0], e.const(_ints(a["pads"]), n.name), e.const(np.asarray(a["value"], dt), n.name)],
+            outs,
+            n.name,
+            mode=a["mode"],
+        )
+    elif n.op == "resize2d":
+        x = n.inputs[0]
+        sizes = e.const(_ints([*x.shape[:2], *a["sizes"]]), n.name)
+        e.add(
+            "Resize",
+            [ins[0], gs.Variable.empty(), gs.Variable.empty(), sizes],
+            outs,
+            n.name,
+            mode=a["mode"],
+            coordinate_transformation_mode=a["coordinate_transformation_mode"],
+            nearest_mode=a["nearest_mode"],
+            cubic_coeff_a=a["cubic_coeff_a"],
+        )
+    else:
+        raise EmberError(f"no ONNX export for op '{n.op}'", node=n.name, op=n.op)
+
+
+def export_onnx(graph: Graph) -> onnx.ModelProto:
+    """An ONNX ModelProto computing the same function as `graph`."""
+    e = _Exporter(graph)
+    inputs = [e.tensor(v) for v in graph.inputs]
+    for node in graph.nodes:
+        _export_node(e, node)
+    outputs = []
+    for v in graph.outputs:
+        t = e.tensor(v)
+        if isinstance(t, gs.Constant):
+            out = gs.Variable(v.name + "__out", dtypes.to_numpy(v.dtype), list(v.shape))
+            e.add("Identity", [t], [out], v.name + "/output")
+            t = out
+        if t.dtype is None:
+            t.dtype, t.shape = dtypes.to_numpy(v.dtype), list(v.shape)
+        outputs.append(t)
+    g = gs.Graph(nodes=e.nodes, inputs=inputs, outputs=outputs, name=graph.name, opset=OPSET)
+    model = gs.export_onnx(g)
+    model.ir_version = min(model.ir_version, 10)
+    return model
