@@ -84,6 +84,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     from ember.passes.plugins import load_plugin
 
     spec = resolve(target)
+    verify_each = verify_each or os.environ.get("EMBER_VERIFY_EACH") == "1"
     for plugin in pass_plugins:
         load_plugin(plugin)
     dumper = DumpIR(dump_ir) if dump_ir is not None else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -9,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 RTOL, ATOL = 1e-4, 1e-5
+os.environ["EMBER_VERIFY_EACH"] = "1"  # every compile in the tests checks the IR after each pass
 
 
 def ort_run(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

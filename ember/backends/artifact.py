@@ -46,6 +46,8 @@ class Artifact:
         self._executable = executable
         self.path = path
         self.sources = sources or {}
+        self.graph = None  # the optimized Ember IR, for artifacts compiled in this process
+        self.pass_records: list = []
         self._vm = None
 
     # ---- description --------------------------------------------------------------------

@@ -260,3 +260,50 @@ def test_transformer_ops():
 @pytest.mark.parametrize("case", OPSET_CASES)
 def test_opset_variants(case):
     check(opset_variant(case))
+
+
+def test_external_data_loads_from_the_model_folder(tmp_path):
+    import onnx
+
+    model = mobile_block()
+    saved = onnx.ModelProto()
+    saved.CopyFrom(model)  # onnx.save moves the tensors of what it saves out to the data file
+    onnx.save(
+        saved,
+        str(tmp_path / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.data",
+        size_threshold=0,
+    )
+    assert (tmp_path / "m.data").stat().st_size > 1000
+    feeds = random_feeds(model, seed=3)
+    assert_close(ir.interpret(load(tmp_path / "m.onnx"), feeds), ort_run(model, feeds))
+
+
+@pytest.mark.parametrize(
+    "location, message",
+    [("../../etc/passwd", "outside the model's folder"), ("missing.bin", "is missing"), ("m.data", "declares")],
+)
+def test_bad_external_data_is_refused(tmp_path, location, message):
+    import onnx
+
+    model = mobile_block()
+    onnx.save(
+        model,
+        str(tmp_path / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.data",
+        size_threshold=0,
+    )
+    m = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    t = next(t for t in m.graph.initializer if t.external_data)
+    for e in t.external_data:
+        if e.key == "location":
+            e.value = location
+        if e.key == "length" and location == "m.data":
+            e.value = str(10**9)
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    with pytest.raises(ember.EmberError, match=message):
+        load(tmp_path / "m.onnx")

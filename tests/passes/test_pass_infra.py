@@ -183,3 +183,20 @@ def test_malformed_ir_on_the_cli(tmp_path):
     r = ember("opt", str(tmp_path / "bad.ir"), "-o", str(tmp_path / "out.ir"))
     assert r.returncode == 2 and f"{tmp_path / 'bad.ir'}:2:" in r.stderr and "expected" in r.stderr
     assert not (tmp_path / "out.ir").exists()
+
+
+def test_installed_packages_register_through_entry_points(tmp_path):
+    site = tmp_path / "site"
+    (site / "acme_passes-1.0.dist-info").mkdir(parents=True)
+    (site / "acme_passes.py").write_text(
+        "import ember.passes\n"
+        "@ember.passes.register('acme-noop', description='does nothing, from an installed package')\n"
+        "def noop(graph):\n    return False\n"
+    )
+    info = site / "acme_passes-1.0.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-passes\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[ember.passes]\nacme = acme_passes\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    r = subprocess.run([EMBER, "passes"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "acme-noop" in r.stdout and "entry point acme" in r.stdout
