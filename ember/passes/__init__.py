@@ -1,6 +1,15 @@
 """Graph passes: the registry, the PassManager and Ember's built-in passes."""
 
-from ember.passes import canonicalize, cse, dce, fold_constants, fuse_conv_bn  # noqa: F401  (registration)
+from ember.passes import (  # noqa: F401  (registration)
+    canonicalize,
+    cse,
+    dce,
+    fold_constants,
+    fold_scale,
+    fuse_bias_add,
+    fuse_conv_bn,
+    matmul_to_dense,
+)
 from ember.passes.manager import (
     OPT_LEVELS,
     Instrument,

@@ -25,11 +25,20 @@ class PassInfo:
 _PASSES: dict[str, PassInfo] = {}
 _ORIGIN = {"current": "ember"}
 
+_O2 = (
+    "canonicalize",
+    "fold-constants",
+    "fuse-conv-bn",
+    "matmul-to-dense",
+    "fold-scale",
+    "fuse-bias-add",
+    "canonicalize",
+)
 OPT_LEVELS: dict[int, tuple[str, ...]] = {
     0: (),
     1: ("canonicalize", "fold-constants"),
-    2: ("canonicalize", "fold-constants", "fuse-conv-bn", "canonicalize"),
-    3: ("canonicalize", "fold-constants", "fuse-conv-bn", "canonicalize"),
+    2: _O2,
+    3: _O2,
 }
 
 

@@ -1,0 +1,21 @@
+"""Shared checks for folding constant affine operations (add/mul by per-channel constants) into layers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.ir.graph import Node
+
+
+def channel_vector(node: Node, const: np.ndarray) -> np.ndarray | None:
+    """`const` as one value per output channel of `node` (conv2d: axis 1 of NCHW; dense: last axis),
+    or None when it broadcasts over anything else or would change the result's shape."""
+    out = node.output
+    channels = out.shape[1] if node.op == "conv2d" else out.shape[-1]
+    if const.ndim > out.rank or not isinstance(channels, int):
+        return None
+    shape = (1,) * (out.rank - const.ndim) + const.shape
+    axis = 1 if node.op == "conv2d" else out.rank - 1
+    if any(d != 1 for i, d in enumerate(shape) if i != axis) or shape[axis] not in (1, channels):
+        return None
+    return np.broadcast_to(const.reshape(-1), (channels,)).astype(const.dtype)
