@@ -105,7 +105,7 @@ class Artifact:
             raise EmberError(
                 f"this bundle targets {self.target} ({self.arch}, {self.device}); it cannot run on this "
                 f"{host_arch()} host",
-                hint="copy it to the device, or run it under emulation with 'ember run DIR --emulate'",
+                hint=f"copy the bundle to a {self.arch} device and load model.so there with the TVM runtime",
             )
         if self._vm is None:
             exe = self._executable
