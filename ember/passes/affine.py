@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ember.ir.graph import Node
+from ember.passes.pattern import P
+
+# conv2d or dense with constant weights (and bias, when present): the layers affine ops fold into.
+LAYER = P.op(("conv2d", "dense"), P.any("x"), P.const("w"), P.opt(P.const("b")), name="layer")
 
 
 def channel_vector(node: Node, const: np.ndarray) -> np.ndarray | None:

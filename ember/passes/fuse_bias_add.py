@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ember.ir.graph import Graph
-from ember.passes.affine import channel_vector
+from ember.passes.affine import LAYER, channel_vector
 from ember.passes.manager import register
 from ember.passes.pattern import P, Rule, rewrite
-
-LAYER = P.op(("conv2d", "dense"), P.any("x"), P.const("w"), P.opt(P.const("b")), name="layer")
 
 
 def _merge(m, b):

@@ -262,20 +262,21 @@ def test_opset_variants(case):
     check(opset_variant(case))
 
 
-def test_external_data_loads_from_the_model_folder(tmp_path):
+def save_with_external_data(model, path):
+    """Save a copy of `model` with every tensor in `m.data` beside it (onnx.save moves the tensors of
+    what it saves out to the data file, so the original stays intact)."""
     import onnx
 
-    model = mobile_block()
     saved = onnx.ModelProto()
-    saved.CopyFrom(model)  # onnx.save moves the tensors of what it saves out to the data file
+    saved.CopyFrom(model)
     onnx.save(
-        saved,
-        str(tmp_path / "m.onnx"),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location="m.data",
-        size_threshold=0,
+        saved, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="m.data", size_threshold=0
     )
+
+
+def test_external_data_loads_from_the_model_folder(tmp_path):
+    model = mobile_block()
+    save_with_external_data(model, tmp_path / "m.onnx")
     assert (tmp_path / "m.data").stat().st_size > 1000
     feeds = random_feeds(model, seed=3)
     assert_close(ir.interpret(load(tmp_path / "m.onnx"), feeds), ort_run(model, feeds))
@@ -288,15 +289,7 @@ def test_external_data_loads_from_the_model_folder(tmp_path):
 def test_bad_external_data_is_refused(tmp_path, location, message):
     import onnx
 
-    model = mobile_block()
-    onnx.save(
-        model,
-        str(tmp_path / "m.onnx"),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location="m.data",
-        size_threshold=0,
-    )
+    save_with_external_data(mobile_block(), tmp_path / "m.onnx")
     m = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
     t = next(t for t in m.graph.initializer if t.external_data)
     for e in t.external_data:
