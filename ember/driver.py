@@ -16,9 +16,11 @@ from ember.passes import PassManager
 def _source_info(model: Any) -> dict[str, Any]:
     import onnx
 
+    from ember.backends.artifact import sha256_file
+
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
-        h = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        h = sha256_file(p) if p.is_file() else None
         return {"name": p.stem, "path": str(p), "sha256": h}
     if isinstance(model, onnx.ModelProto):
         return {

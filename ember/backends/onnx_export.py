@@ -72,6 +72,8 @@ _RENAMES = {
     "gelu": "Gelu",
     "argmax": "ArgMax",
     "argmin": "ArgMin",
+}
+_REDUCE = {
     "reduce_mean": "ReduceMean",
     "reduce_sum": "ReduceSum",
     "reduce_max": "ReduceMax",
@@ -132,16 +134,16 @@ def _export_node(e: _Exporter, n: Node) -> None:
     ins = [e.tensor(v) for v in n.inputs]
     outs = [e.tensor(v) for v in n.outputs]
     a = n.attrs
-    if n.op in _RENAMES and n.op not in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod"):
+    if n.op in _RENAMES:
         attrs = {_ATTR_RENAMES[k]: v for k, v in a.items() if k in _ATTR_RENAMES}
         if n.op == "layer_norm":
             attrs = {"axis": a["axis"], "epsilon": a["epsilon"]}
         e.add(
             _RENAMES[n.op], ins, outs, n.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
         )
-    elif n.op.startswith("reduce_"):
+    elif n.op in _REDUCE:
         axes = [e.const(_ints(a["axes"]), n.name)] if a["axes"] else []
-        e.add(_RENAMES[n.op], ins + axes, outs, n.name, keepdims=a["keepdims"])
+        e.add(_REDUCE[n.op], ins + axes, outs, n.name, keepdims=a["keepdims"])
     elif n.op == "silu":
         t = e.temp(n.name)
         e.add("Sigmoid", ins, [t], n.name + "/sigmoid")

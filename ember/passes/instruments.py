@@ -10,7 +10,7 @@ from typing import TextIO
 import numpy as np
 
 from ember.ir.graph import Graph
-from ember.ir.printer import print_graph
+from ember.ir.printer import INLINE_LIMIT, print_graph
 from ember.passes.manager import Instrument
 
 
@@ -51,14 +51,13 @@ class DumpIR(Instrument):
         self._last_weights: tuple[str, dict[str, np.ndarray]] | None = None
 
     def write(self, stem: str, graph: Graph) -> Path:
-        sidecar: dict[str, np.ndarray] = {}
+        large = {c.name: c.const for c in graph.constants if c.const.size > INLINE_LIMIT}
         weights_name = f"{stem}.npz"
         if self._last_weights is not None:
             prev_name, prev = self._last_weights
-            print_graph(graph, sidecar, weights_name)
-            if sidecar.keys() == prev.keys() and all(sidecar[k] is prev[k] for k in sidecar):
+            if large.keys() == prev.keys() and all(large[k] is prev[k] for k in large):
                 weights_name = prev_name
-        sidecar = {}
+        sidecar: dict[str, np.ndarray] = {}
         text = print_graph(graph, sidecar, weights_name)
         if sidecar and (self._last_weights is None or weights_name != self._last_weights[0]):
             np.savez(self.dir / weights_name, **sidecar)

@@ -39,16 +39,20 @@ def rule(*ops: str):
     return wrap
 
 
-def _shape(node: Node, i: int = 0) -> list[int]:
-    shape = node.outputs[i].shape
-    if not all(isinstance(d, int) for d in shape):
+def _shape_of(v, node: Node) -> list[int]:
+    """The static shape of a value a rule needs, or an error naming the node."""
+    if not v.is_static:
         raise EmberError(
-            f"output shape {list(shape)} is not static",
+            f"shape {list(v.shape)} of '{v.name}' is not static",
             node=node.name,
             op=node.op,
             hint="pass --input-shape to fix dynamic dims",
         )
-    return list(shape)
+    return list(v.shape)
+
+
+def _shape(node: Node) -> list[int]:
+    return _shape_of(node.output, node)
 
 
 _UNARY = {
@@ -325,17 +329,6 @@ def _slice(L, n, a):
         else:
             y = R.take(y, L.const(idx), axis=axis)
     return y
-
-
-def _shape_of(v, n: Node) -> list[int]:
-    if not v.is_static:
-        raise EmberError(
-            f"operand shape {list(v.shape)} is not static",
-            node=n.name,
-            op=n.op,
-            hint="pass --input-shape to fix dynamic dims",
-        )
-    return list(v.shape)
 
 
 @rule("gather")
