@@ -8,7 +8,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
+
+from ember.models.blocks import make_model  # noqa: F401  (the tests build their small models with it)
 
 RTOL, ATOL = 1e-4, 1e-5
 os.environ["EMBER_VERIFY_EACH"] = "1"  # every compile in the tests checks the IR after each pass
@@ -20,27 +22,6 @@ def ort_run(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[
     opts.log_severity_level = 3
     src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
-
-
-def make_model(nodes, inputs, outputs, initializers=(), opset: int = 17, name: str = "test") -> onnx.ModelProto:
-    """A checked ONNX model; inputs/outputs are (name, shape) for f32 or (name, shape, TensorProto type)."""
-
-    def info(spec):
-        name, shape, *rest = spec
-        return helper.make_tensor_value_info(name, rest[0] if rest else TensorProto.FLOAT, shape)
-
-    graph = helper.make_graph(
-        nodes,
-        name,
-        [info(i) for i in inputs],
-        [info(o) for o in outputs],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in dict(initializers).items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = min(model.ir_version, 9)
-    if all(spec[1] is not None for spec in list(inputs) + list(outputs)):
-        onnx.checker.check_model(model)
-    return model
 
 
 def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:

@@ -33,6 +33,7 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
     rng = np.random.default_rng(seed)
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    out.ir_version = max(out.ir_version, 4)  # IR 3 requires every initializer to be a graph input too
     g = out.graph
     inits = {t.name: t for t in g.initializer}
     keep = []

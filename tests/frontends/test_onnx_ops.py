@@ -10,130 +10,11 @@ from onnx import TensorProto, helper
 import ember
 from ember import ir
 from ember.frontends.onnx import load
+from ember.models.blocks import i64, mobile_block, transformer_block
 from tests.conftest import assert_close, make_model, ort_run, random_feeds
 
 H = helper.make_node
-rng = np.random.default_rng(42)
-
-
-def w(*shape, scale=0.3):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-def i64(*vals):
-    return np.array(vals, dtype=np.int64)
-
-
-def mobile_block():
-    """MobileNetV3-style: strided conv + ReLU6, depthwise + HardSwish, squeeze-excite with HardSigmoid,
-    global pooling, nearest Resize and ConvTranspose."""
-    nodes = [
-        H("Conv", ["x", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
-        H("Clip", ["c1", "zero", "six"], ["r6"]),
-        H("Conv", ["r6", "wd"], ["dw"], group=8, pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
-        H("HardSwish", ["dw"], ["hs"]),
-        H("GlobalAveragePool", ["hs"], ["gp"]),
-        H("Conv", ["gp", "wse"], ["se"]),
-        H("HardSigmoid", ["se"], ["gate"], alpha=0.2, beta=0.5),
-        H("Mul", ["hs", "gate"], ["scaled"]),
-        H("Conv", ["scaled", "wg"], ["grouped"], group=2, kernel_shape=[1, 1]),
-        H("Resize", ["grouped", "", "scales"], ["up"], mode="nearest"),
-        H("ConvTranspose", ["up", "wt", "bt"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]),
-        H("GlobalMaxPool", ["grouped"], ["pooled"]),
-    ]
-    inits = {
-        "w1": w(8, 3, 3, 3),
-        "b1": w(8),
-        "zero": np.float32(0),
-        "six": np.float32(6),
-        "wd": w(8, 1, 3, 3),
-        "wse": w(8, 8, 1, 1),
-        "wg": w(16, 4, 1, 1),
-        "scales": np.array([1, 1, 2, 2], np.float32),
-        "wt": w(16, 4, 3, 3),
-        "bt": w(4),
-    }
-    return make_model(nodes, [("x", [1, 3, 16, 16])], [("y", None), ("pooled", None)], inits, opset=14)
-
-
-def transformer_block():
-    """A BERT-style layer as exporters write it: LayerNormalization, Gemm through computed Reshape shapes
-    (Shape/Gather/Unsqueeze/Concat), attention with Where masking, erf-GELU, and a hand-written LayerNorm
-    (ReduceMean/Sub/Pow/Sqrt/Div), plus Cast, Slice and Squeeze."""
-    d, s, heads = 16, 8, 2
-    mask = np.tril(np.ones((s, s), dtype=bool))
-    nodes = [
-        H("LayerNormalization", ["x", "ln_g", "ln_b"], ["ln"], axis=-1, epsilon=1e-5),
-        H("Shape", ["ln"], ["shp"]),
-        H("Gather", ["shp", "idx0"], ["batch"], axis=0),
-        H("Gather", ["shp", "idx1"], ["seq"], axis=0),
-        H("Unsqueeze", ["batch", "ax0"], ["batch1"]),
-        H("Unsqueeze", ["seq", "ax0"], ["seq1"]),
-        H("Reshape", ["ln", "flat_shape"], ["flat"]),
-        H("Gemm", ["flat", "wqkv", "bqkv"], ["qkv_flat"], transB=1),
-        H("Concat", ["batch1", "seq1", "three_heads"], ["qkv_shape"], axis=0),
-        H("Reshape", ["qkv_flat", "qkv_shape"], ["qkv"]),
-        H("Transpose", ["qkv"], ["qkv_t"], perm=[2, 0, 3, 1, 4]),
-        H("Split", ["qkv_t", "split3"], ["q5", "k5", "v5"], axis=0),
-        H("Squeeze", ["q5", "ax0"], ["q"]),
-        H("Squeeze", ["k5", "ax0"], ["k"]),
-        H("Squeeze", ["v5", "ax0"], ["v"]),
-        H("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
-        H("MatMul", ["q", "kt"], ["scores_raw"]),
-        H("Div", ["scores_raw", "sqrt_dk"], ["scores"]),
-        H("Where", ["mask", "scores", "neg"], ["masked"]),
-        H("Softmax", ["masked"], ["probs"], axis=-1),
-        H("MatMul", ["probs", "v"], ["ctx"]),
-        H("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
-        H("Concat", ["batch1", "seq1", "minus1"], ["out_shape"], axis=0),
-        H("Reshape", ["ctx_t", "out_shape"], ["attn"]),
-        H("Add", ["x", "attn"], ["res"]),
-        H("MatMul", ["res", "w_ff1"], ["ff1"]),
-        H("Div", ["ff1", "sqrt2"], ["ff1s"]),
-        H("Erf", ["ff1s"], ["erf"]),
-        H("Add", ["erf", "one"], ["erf1"]),
-        H("Mul", ["ff1", "erf1"], ["g0"]),
-        H("Mul", ["g0", "half"], ["gelu"]),
-        H("MatMul", ["gelu", "w_ff2"], ["ff2"]),
-        H("Add", ["res", "ff2"], ["res2"]),
-        H("ReduceMean", ["res2"], ["mu"], axes=[-1]),
-        H("Sub", ["res2", "mu"], ["dev"]),
-        H("Pow", ["dev", "two"], ["sq"]),
-        H("ReduceMean", ["sq"], ["var"], axes=[-1]),
-        H("Add", ["var", "eps"], ["var_eps"]),
-        H("Sqrt", ["var_eps"], ["std"]),
-        H("Div", ["dev", "std"], ["normed"]),
-        H("Cast", ["seq"], ["seq_f"], to=TensorProto.FLOAT),
-        H("Div", ["normed", "seq_f"], ["y"]),
-        H("Slice", ["y", "s_start", "s_end", "s_axes"], ["first_half"]),
-    ]
-    inits = {
-        "ln_g": w(d) + 1,
-        "ln_b": w(d),
-        "idx0": np.int64(0),
-        "idx1": np.int64(1),
-        "ax0": i64(0),
-        "flat_shape": i64(-1, d),
-        "wqkv": w(3 * d, d),
-        "bqkv": w(3 * d),
-        "three_heads": i64(3, heads, d // heads),
-        "split3": i64(1, 1, 1),
-        "sqrt_dk": np.float32(np.sqrt(d // heads)),
-        "mask": mask,
-        "neg": np.float32(-1e9),
-        "minus1": i64(-1),
-        "w_ff1": w(d, 4 * d),
-        "sqrt2": np.float32(np.sqrt(2)),
-        "one": np.float32(1),
-        "half": np.float32(0.5),
-        "w_ff2": w(4 * d, d),
-        "two": np.float32(2),
-        "eps": np.float32(1e-5),
-        "s_start": i64(0),
-        "s_end": i64(s // 2),
-        "s_axes": i64(1),
-    }
-    return make_model(nodes, [("x", [1, s, d])], [("y", None), ("first_half", None)], inits, opset=13)
+rng = np.random.default_rng(42)  # the blocks' weights: one stream shared by every test, as before the move
 
 
 def opset_variant(op_case: str):
@@ -245,13 +126,13 @@ def check(model):
 
 
 def test_mobile_ops():
-    graph = check(mobile_block())
+    graph = check(mobile_block(rng))
     ops = graph.op_counts()
     assert {"conv2d", "clip", "hard_swish", "hard_sigmoid", "resize2d", "conv2d_transpose"} <= set(ops)
 
 
 def test_transformer_ops():
-    graph = check(transformer_block())
+    graph = check(transformer_block(rng))
     # Shape arithmetic is resolved at import: the computed Reshape shapes became constants.
     assert "shape" not in graph.op_counts() and "concat" not in graph.op_counts()
     assert {"layer_norm", "dense", "softmax", "where", "erf", "reduce_mean", "pow", "sqrt"} <= set(graph.op_counts())
@@ -275,7 +156,7 @@ def save_with_external_data(model, path):
 
 
 def test_external_data_loads_from_the_model_folder(tmp_path):
-    model = mobile_block()
+    model = mobile_block(rng)
     save_with_external_data(model, tmp_path / "m.onnx")
     assert (tmp_path / "m.data").stat().st_size > 1000
     feeds = random_feeds(model, seed=3)
@@ -289,7 +170,7 @@ def test_external_data_loads_from_the_model_folder(tmp_path):
 def test_bad_external_data_is_refused(tmp_path, location, message):
     import onnx
 
-    save_with_external_data(mobile_block(), tmp_path / "m.onnx")
+    save_with_external_data(mobile_block(rng), tmp_path / "m.onnx")
     m = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
     t = next(t for t in m.graph.initializer if t.external_data)
     for e in t.external_data:

@@ -12,7 +12,8 @@ from ember import EmberError, ir
 from ember.frontends.onnx import load
 from ember.ir.graph import Graph
 from ember.models import LIGHT_MODELS, random_light_model
-from tests.frontends.test_onnx_ops import OPSET_CASES, mobile_block, opset_variant, transformer_block
+from ember.models.blocks import mobile_block, transformer_block
+from tests.frontends.test_onnx_ops import OPSET_CASES, opset_variant, rng
 
 
 def graphs_equal(a: Graph, b: Graph) -> bool:
@@ -54,7 +55,7 @@ def round_trip(graph: Graph, tmp_path) -> Graph:
 
 
 MODELS = {f"light-{n}": (lambda n=n: random_light_model(n)) for n in LIGHT_MODELS}
-MODELS |= {"mobile": mobile_block, "transformer": transformer_block}
+MODELS |= {"mobile": lambda: mobile_block(rng), "transformer": lambda: transformer_block(rng)}
 MODELS |= {f"opset-{c}": (lambda c=c: opset_variant(c)) for c in OPSET_CASES}
 
 
