@@ -12,6 +12,7 @@ from ember.errors import EmberError
 from ember.frontends.onnx.importer import MAX_NODES, Importer, apply_input_shapes, input_dims, read_model
 from ember.frontends.onnx.ops import ONNX_OPS
 from ember.ir import dtypes
+from ember.ir.fold import fold_scope
 from ember.ir.graph import Graph
 
 __all__ = ["ONNX_OPS", "load", "read_model"]
@@ -41,16 +42,20 @@ def _unsupported(graph: gs.Graph, opset_domains: dict[str, int], file: str) -> N
 def load(
     model: str | os.PathLike | onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    fold_limit: int | str | None = None,
 ) -> Graph:
-    """Import an ONNX model into Ember IR; `input_shapes` fixes dynamic input dims."""
+    """Import an ONNX model into Ember IR; `input_shapes` fixes dynamic input dims. Import folds what is
+    known, up to `fold_limit` bytes per tensor (an int or '64MiB'; None: the enclosing `fold_scope`'s)."""
     file = str(model) if not isinstance(model, onnx.ModelProto) else "<model>"
     proto = read_model(model) if not isinstance(model, onnx.ModelProto) else model
-    try:
-        return _import(proto, input_shapes or {}, file)
-    except EmberError as e:
-        raise e.with_file(file) from None
-    except RecursionError:
-        raise EmberError("model is nested too deeply to import", file=file) from None
+    with fold_scope(fold_limit):
+        try:
+            return _import(proto, input_shapes or {}, file)
+        except EmberError as e:
+            raise e.with_file(file) from None
+        except RecursionError:
+            raise EmberError("model is nested too deeply to import", file=file) from None
 
 
 def _import(proto: onnx.ModelProto, input_shapes, file: str) -> Graph:

@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 
 from ember.errors import EmberError
 from ember.ir import dtypes
-from ember.ir.fold import DEFAULT_FOLD_LIMIT, fold
+from ember.ir.fold import fold
 from ember.ir.graph import Graph, Value
 from ember.ir.ops import get_schema
 
@@ -75,14 +75,14 @@ def _np_dtype_name(t) -> str:
 
 
 class Importer:
-    """Maps a graphsurgeon graph onto an Ember Graph, folding what is known at import time."""
+    """Maps a graphsurgeon graph onto an Ember Graph, folding what is known at import time (within the
+    size cap of the enclosing `fold_scope`)."""
 
-    def __init__(self, file: str, opset: int, fold_limit: int = DEFAULT_FOLD_LIMIT):
+    def __init__(self, file: str, opset: int):
         self.file = file
         self.opset = opset
         self.graph = Graph()
         self.values: dict[str, Value] = {}
-        self.fold_limit = fold_limit
         self.node: gs.Node | None = None
 
     # ---- operands -----------------------------------------------------------------------
@@ -134,14 +134,14 @@ class Importer:
         attrs = schema.complete_attrs(attrs or {})
         schema.check_arity(len(inputs))
         types = schema.infer_types(inputs, attrs)
-        folded = fold(op, inputs, attrs, types, self.fold_limit)
         names = list(outputs or [])
+        base = self.node.name if self.node is not None and self.node.name else (names[0] if names else op)
+        folded = fold(op, inputs, attrs, types, node=base, stage="import")
         if folded is not None:
             return [
                 self.graph.add_constant(arr, self._cname(names[i] if i < len(names) else op))
                 for i, arr in enumerate(folded)
             ]
-        base = self.node.name if self.node is not None and self.node.name else (names[0] if names else op)
         return self.graph.add_node(op, inputs, attrs, name=base, output_names=names).outputs
 
     def emit1(
