@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ember.errors import EmberError
+from ember.ir.fold import fold_scope
 from ember.ir.graph import Graph
-from ember.passes import PassManager
+from ember.passes import PassManager, parse_pipeline
 
 
 def _source_info(model: Any) -> dict[str, Any]:
@@ -63,6 +64,19 @@ def _value_info(v) -> dict[str, Any]:
     return {"name": v.name, "shape": list(v.shape), "dtype": v.dtype}
 
 
+def layout_passes(wanted: str, passes: str | Sequence[str] | int, explicit: str | None) -> list[str]:
+    """Passes that put convolutions in the `wanted` layout: always when the caller asked for a layout,
+    otherwise only with an opt level of 2 or more."""
+    if wanted.upper() not in ("NCHW", "NHWC"):
+        raise EmberError(f"unknown layout '{wanted}'", hint="use NCHW or NHWC")
+    level = passes if isinstance(passes, int) else None
+    if isinstance(passes, str) and passes.strip().startswith("-O") and passes.strip()[2:].isdigit():
+        level = int(passes.strip()[2:])
+    if wanted.upper() == "NCHW" or (explicit is None and (level is None or level < 2)):
+        return []
+    return ["convert-to-nhwc", "canonicalize"]
+
+
 def compile(  # noqa: A001  (the verb users expect: ember.compile)
     model: Any,
     target: str = "host",
@@ -73,8 +87,16 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     instruments: Sequence[Any] = (),
     dump_ir: str | os.PathLike | None = None,
     pass_plugins: Sequence[str | os.PathLike] = (),
+    fold_limit: int | str | None = None,
+    layout: str | None = None,
 ):
-    """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle)."""
+    """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle).
+
+    `layout` ('NCHW' or 'NHWC') is the layout convolutions run in; by default the target's (NHWC on ARM
+    CPUs) at -O2 and above, and left as imported for explicit pass lists.
+
+    `fold_limit` caps each tensor that constant folding creates, at import and in passes: bytes or a size
+    such as '64MiB' (the default; None keeps the enclosing `ember.ir.fold.fold_scope`'s)."""
     import tvm
 
     import ember
@@ -90,11 +112,11 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     for plugin in pass_plugins:
         load_plugin(plugin)
     dumper = DumpIR(dump_ir) if dump_ir is not None else None
-    manager = PassManager.from_spec(
-        passes, verify_each=verify_each, instruments=list(instruments) + ([dumper] if dumper else [])
-    )
-    graph = import_model(model, input_shapes)
-    manager.run(graph)
+    pipeline = parse_pipeline(passes) + layout_passes(spec.layout if layout is None else layout, passes, layout)
+    manager = PassManager(pipeline, verify_each, list(instruments) + ([dumper] if dumper else []))
+    with fold_scope(fold_limit):
+        graph = import_model(model, input_shapes)
+        manager.run(graph)
     if dumper is not None and dumper.count == 0:
         dumper.write(dumper.next_stem("input"), graph)
     mod = lower_to_relax(graph)
@@ -114,6 +136,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
             "linker": spec.cross_compiler,
         },
         "passes": manager.pipeline,
+        "layout": "NHWC" if "convert-to-nhwc" in manager.pipeline else "NCHW",
         "versions": {"ember": ember.__version__, "tvm": tvm.__version__},
         "library": None,
     }

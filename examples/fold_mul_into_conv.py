@@ -18,7 +18,7 @@ def per_channel(scale: np.ndarray) -> bool:
 
 CONV_TIMES_CONST = P.op(
     "mul",
-    P.op("conv2d", P.any("x"), P.const("w"), P.opt(P.const("b")), name="conv"),
+    P.op("conv2d", P.any("x"), P.const("w"), P.opt(P.const("b")), name="conv", layout="NCHW"),
     P.const("s", where=per_channel),
 )
 

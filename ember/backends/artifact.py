@@ -52,6 +52,11 @@ class Artifact:
 
     # ---- description --------------------------------------------------------------------
     @property
+    def executable(self):
+        """TVM's VM executable for an artifact compiled in this process (None for a loaded bundle)."""
+        return self._executable
+
+    @property
     def input_names(self) -> list[str]:
         return [i["name"] for i in self.metadata["inputs"]]
 

@@ -8,7 +8,10 @@ import onnx_graphsurgeon as gs
 
 from ember.errors import EmberError
 from ember.ir import dtypes
-from ember.ir.graph import Graph, Node
+from ember.ir.decompose import decompose
+from ember.ir.graph import Graph, Node, Value
+from ember.ir.ops import get_schema
+from ember.ir.ops.nn import HWIO_TO_OIHW, TO_NCHW, TO_NHWC
 
 OPSET = 20
 
@@ -130,7 +133,22 @@ def _ints(values) -> np.ndarray:
     return np.array(list(values), dtype=np.int64)
 
 
+def _as_nchw(node: Node, emit) -> Value:
+    """An NHWC conv2d or pool as transpose -> NCHW op -> transpose (ONNX has no NHWC Conv)."""
+    x, *rest = node.inputs
+    if node.op == "conv2d":
+        w = rest[0]
+        rest[0] = w.const.transpose(HWIO_TO_OIHW).copy() if w.is_const else emit("transpose", w, perm=HWIO_TO_OIHW)
+    y = emit(node.op, emit("transpose", x, perm=TO_NCHW), *rest, **{**node.attrs, "layout": "NCHW"})
+    return emit("transpose", y, perm=TO_NHWC)
+
+
 def _export_node(e: _Exporter, n: Node) -> None:
+    expand = get_schema(n.op).decompose or (_as_nchw if n.attrs.get("layout") == "NHWC" else None)
+    if expand is not None:
+        for sub in decompose(n, expand):
+            _export_node(e, sub)
+        return
     ins = [e.tensor(v) for v in n.inputs]
     outs = [e.tensor(v) for v in n.outputs]
     a = n.attrs

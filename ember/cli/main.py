@@ -3,18 +3,55 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TextIO
 
 import click
 import numpy as np
 
-from ember.cli.passopts import pass_options, pipeline_of, printers, time_table
+from ember.cli.passopts import fold_notes, fold_options, pass_options, pipeline_of, printers, time_table
 from ember.errors import EmberError
+from ember.ir.fold import fold_scope, parse_size
 
 DEBUG = {"on": False}
+
+
+class _StderrLog(logging.Handler):
+    """Ember's log records as one 'warning: ...' line each on the stderr the command started with, which
+    still reaches the terminal while a compile captures what TVM writes to fd 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            self.stream: TextIO | None = os.fdopen(os.dup(sys.stderr.fileno()), "w")
+        except (AttributeError, OSError, ValueError):
+            self.stream = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = self.stream or sys.stderr
+        stream.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+        stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        super().close()
+
+
+def _log_to_stderr() -> None:
+    """Warnings show by default; -v on a command lowers the level to INFO."""
+    logger = logging.getLogger("ember")
+    for old in [h for h in logger.handlers if isinstance(h, _StderrLog)]:
+        logger.removeHandler(old)
+        old.close()
+    logger.addHandler(_StderrLog())
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
 
 
 def _fail(message: str, code: int = 2):
@@ -67,6 +104,7 @@ def parse_input_shapes(specs: tuple[str, ...]) -> dict[str, list[int]]:
 def cli(debug: bool) -> None:
     """Ember: compile ONNX models into small, fast artifacts for ARM CPUs and edge GPUs."""
     DEBUG["on"] = debug
+    _log_to_stderr()
 
 
 def _default_out(model: str, target: str) -> Path:
@@ -80,18 +118,25 @@ def _default_out(model: str, target: str) -> Path:
 )
 @click.option("-o", "--output", type=click.Path(), help="Bundle directory [default: MODEL-TARGET].")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
+@click.option(
+    "--layout",
+    type=click.Choice(["NCHW", "NHWC"], case_sensitive=False),
+    help="Layout convolutions run in [default: the target's at -O2: NHWC on ARM CPUs, else NCHW].",
+)
 @pass_options(None)
+@fold_options
 @handles_errors
-def compile_cmd(model, target, output, input_shapes, **o) -> None:
+def compile_cmd(model, target, output, input_shapes, layout, **o) -> None:
     """Compile MODEL (.onnx or .ir) for a target and write a bundle directory."""
     import ember
     from ember.backends.tvm.quiet import native_stderr_captured
 
     out = Path(output) if output else _default_out(model, target)
+    limit = parse_size(o["fold_limit"], "--fold-limit")
     start = time.perf_counter()
     artifact = None
     try:
-        with native_stderr_captured():
+        with native_stderr_captured(), fold_scope(limit) as folds:
             artifact = ember.compile(
                 model,
                 target,
@@ -101,12 +146,14 @@ def compile_cmd(model, target, output, input_shapes, **o) -> None:
                 instruments=printers(o),
                 dump_ir=o["dump_ir"],
                 pass_plugins=o["plugins"],
+                layout=layout,
             )
             compiled = time.perf_counter() - start
             artifact.save(out)
     finally:
         if o["time_passes"] and artifact is not None:
             time_table(artifact.pass_records)
+            fold_notes(folds.skipped)
     lib = out / artifact.metadata["library"]
     click.echo(f"compiled {Path(model).name} for {target} in {compiled:.1f}s -> {out}/")
     click.echo(f"  {lib.name}: {lib.stat().st_size / 1e6:.1f} MB  ({artifact.arch}, {artifact.device})")
@@ -130,7 +177,8 @@ def compile_cmd(model, target, output, input_shapes, **o) -> None:
     help="OUT.ir (weights in OUT.npz) or OUT.onnx; default: IR text on stdout.",
 )
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
-@pass_options("")
+@pass_options(None)
+@fold_options
 @handles_errors
 def opt_cmd(source, output, input_shapes, **o) -> None:
     """Run passes over SOURCE (.onnx or .ir) and write the result, like mlir-opt."""
@@ -144,12 +192,14 @@ def opt_cmd(source, output, input_shapes, **o) -> None:
         load_plugin(plugin)
     instruments = printers(o) + ([DumpIR(o["dump_ir"])] if o["dump_ir"] else [])
     manager = PassManager.from_spec(pipeline_of(o["passes"], o["opt_level"], 0), o["verify_each"], instruments)
-    graph = import_model(source, parse_input_shapes(input_shapes))
-    try:
-        manager.run(graph)
-    finally:
-        if o["time_passes"]:
-            time_table(manager.records)
+    with fold_scope(parse_size(o["fold_limit"], "--fold-limit")) as folds:
+        graph = import_model(source, parse_input_shapes(input_shapes))
+        try:
+            manager.run(graph)
+        finally:
+            if o["time_passes"]:
+                time_table(manager.records)
+                fold_notes(folds.skipped)
     write_graph(graph, output)
 
 
@@ -178,15 +228,17 @@ def passes_cmd(plugins) -> None:
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
+@fold_options
 @handles_errors
-def inspect_cmd(source, fmt, output, input_shapes) -> None:
+def inspect_cmd(source, fmt, output, input_shapes, fold_limit) -> None:
     """Show a model (.onnx or .ir) as Ember IR text, JSON, DOT, HTML or SVG."""
     from ember.cli.files import write_text_atomic
     from ember.driver import import_model
     from ember.ir import render
     from ember.ir.printer import print_graph
 
-    graph = import_model(source, parse_input_shapes(input_shapes))
+    with fold_scope(parse_size(fold_limit, "--fold-limit")):
+        graph = import_model(source, parse_input_shapes(input_shapes))
     if fmt == "text":
         counts = ", ".join(f"{op} {k}" for op, k in sorted(graph.op_counts().items(), key=lambda kv: -kv[1]))
         text = print_graph(graph, {}) + f"// {len(graph.nodes)} nodes: {counts}\n"

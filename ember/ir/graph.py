@@ -267,6 +267,26 @@ class Graph:
         value.name = name
         self._values[name] = value
 
+    def reclaim_names(self, keep: set[str]) -> int:
+        """Rename nodes not in `keep` that a rewrite called `base_N` (because `base` was taken then), and
+        their outputs named that way, back to `base` where that name is free again; returns how many."""
+        renamed = 0
+        for node in self.nodes:
+            if node.name in keep:
+                continue
+            m = re.fullmatch(r"(.+)_\d+", node.name)
+            if m and m.group(1) not in self._node_names:
+                self._node_names.discard(node.name)
+                node.name = m.group(1)
+                self._node_names.add(node.name)
+                renamed += 1
+            for out in node.outputs:
+                m = re.fullmatch(r"(.+)_\d+", out.name)
+                if m and m.group(1) not in self._values:
+                    self.rename_value(out, m.group(1))
+                    renamed += 1
+        return renamed
+
     def reinfer(self) -> bool:
         """Re-run type inference over all nodes (after operands became constants); returns whether any
         output type changed."""

@@ -2,13 +2,18 @@
 
 from ember.passes import (  # noqa: F401  (registration)
     canonicalize,
+    convert_layout,
     cse,
     dce,
     fold_constants,
     fold_scale,
+    fuse_activation,
+    fuse_attention,
     fuse_bias_add,
     fuse_conv_bn,
+    fuse_layer_norm,
     matmul_to_dense,
+    recognize_activations,
 )
 from ember.passes.manager import (
     OPT_LEVELS,

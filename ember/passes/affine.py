@@ -7,8 +7,14 @@ import numpy as np
 from ember.ir.graph import Node
 from ember.passes.pattern import P
 
+
+def nchw(node: Node) -> bool:
+    """Not an NHWC layer: the affine folds assume output channels on axis 1 and OIHW weights."""
+    return node.attrs.get("layout", "NCHW") == "NCHW"
+
+
 # conv2d or dense with constant weights (and bias, when present): the layers affine ops fold into.
-LAYER = P.op(("conv2d", "dense"), P.any("x"), P.const("w"), P.opt(P.const("b")), name="layer")
+LAYER = P.op(("conv2d", "dense"), P.any("x"), P.const("w"), P.opt(P.const("b")), name="layer", where=nchw)
 
 
 def channel_vector(node: Node, const: np.ndarray) -> np.ndarray | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ember.ir.graph import Graph
+from ember.ir.ops.shapes import UNKNOWN
 from ember.passes.cse import eliminate_common_subexpressions
 from ember.passes.dce import eliminate_dead_code
 from ember.passes.manager import register
@@ -16,6 +17,11 @@ RESHAPES = ("reshape", "flatten", "squeeze", "unsqueeze")
 def _same_shape(node, operand: int = 0) -> bool:
     x = node.inputs[operand]
     return node.output.shape == x.shape and node.output.dtype == x.dtype
+
+
+def _same_known_shape(node) -> bool:
+    """A reshape is a no-op only when its result's dims are all known: '?' dims can differ at run time."""
+    return _same_shape(node) and UNKNOWN not in node.output.shape
 
 
 def _all(value: float):
@@ -49,7 +55,7 @@ def _static(node) -> bool:
 
 RULES = [
     Rule(P.op("identity", P.any("x")), lambda m, b: m["x"]),
-    Rule(P.op(RESHAPES, P.any("x"), P.opt(P.any()), where=_same_shape), lambda m, b: m["x"]),
+    Rule(P.op(RESHAPES, P.any("x"), P.opt(P.any()), where=_same_known_shape), lambda m, b: m["x"]),
     Rule(
         P.op("transpose", P.any("x"), where=lambda n: list(n.attrs["perm"]) == sorted(n.attrs["perm"])),
         lambda m, b: m["x"],
@@ -71,7 +77,7 @@ RULES = [
         ),
         _merged_reshape,
     ),
-    Rule(P.op("transpose", P.op("transpose", P.any("x"), name="inner"), name="outer"), _merged_transpose),
+    Rule(P.op("transpose", P.op("transpose", P.any("x"), name="inner", shared=True), name="outer"), _merged_transpose),
 ]
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from ember.ir.graph import Graph
+from ember.passes.affine import nchw
 from ember.passes.manager import register
 from ember.passes.pattern import P, Rule, rewrite
 
 CONV_BN = P.op(
     "batch_norm",
-    P.op("conv2d", P.any("x"), P.const("w"), P.opt(P.const("b")), name="conv"),
+    P.op("conv2d", P.any("x"), P.const("w"), P.opt(P.const("b")), name="conv", where=nchw),
     P.const("scale"),
     P.const("shift"),
     P.const("mean"),

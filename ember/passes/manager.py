@@ -32,7 +32,11 @@ _O2 = (
     "matmul-to-dense",
     "fold-scale",
     "fuse-bias-add",
+    "recognize-activations",
+    "fuse-layer-norm",
+    "fuse-attention",
     "canonicalize",
+    "fuse-activation",
 )
 OPT_LEVELS: dict[int, tuple[str, ...]] = {
     0: (),

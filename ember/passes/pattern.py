@@ -30,6 +30,7 @@ class Pattern:
     attrs: tuple[tuple[str, Any], ...] = ()
     where: Callable | None = None
     shared: bool = False
+    commute: bool = False
 
 
 class P:
@@ -42,12 +43,14 @@ class P:
         name: str | None = None,
         where: Callable | None = None,
         shared: bool = False,
+        commute: bool = False,
         **attrs: Any,
     ) -> Pattern:
-        """A node whose op is `op` (or one of several), whose operands match `operands` in order, and
-        whose attributes equal `attrs`; `where(node)` adds any other constraint."""
+        """A node whose op is `op` (or one of several), whose operands match `operands` in order (either
+        order of two when `commute`), and whose attributes equal `attrs`; `where(node)` adds any other
+        constraint. `shared` lets an interior node have readers outside the pattern (it then survives)."""
         ops = (op,) if isinstance(op, str) else tuple(op)
-        return Pattern("op", name, ops, tuple(operands), tuple(sorted(attrs.items())), where, shared)
+        return Pattern("op", name, ops, tuple(operands), tuple(sorted(attrs.items())), where, shared, commute)
 
     @staticmethod
     def any(name: str | None = None, where: Callable | None = None) -> Pattern:
@@ -58,6 +61,17 @@ class P:
     def const(name: str | None = None, where: Callable | None = None) -> Pattern:
         """A constant value; `where(array)` may constrain its contents."""
         return Pattern("const", name, where=where)
+
+    @staticmethod
+    def scalar(name: str | None = None, value: float | None = None, rtol: float = 1e-5) -> Pattern:
+        """A one-element constant, equal to `value` within `rtol` when given."""
+
+        def ok(a: np.ndarray) -> bool:
+            if a.size != 1:
+                return False
+            return value is None or abs(float(a.reshape(-1)[0]) - value) <= rtol * max(1.0, abs(value))
+
+        return Pattern("const", name, where=ok)
 
     @staticmethod
     def opt(inner: Pattern) -> Pattern:
@@ -88,6 +102,8 @@ def _match(pat: Pattern, value: Value | None, m: Match, root: bool) -> bool:
         ok = value.is_const and (pat.where is None or bool(pat.where(value.const)))
     else:
         node = value.producer
+        if pat.name and pat.name in m:  # the same op bound twice: it must be the same node
+            return m[pat.name] is node
         ok = node is not None and node.op in pat.ops and _match_node(pat, node, value, m, root)
         if ok and pat.name:
             m[pat.name] = node
@@ -111,7 +127,15 @@ def _match_node(pat: Pattern, node: Node, value: Value, m: Match, root: bool) ->
         return False
     inputs += [None] * (len(pat.operands) - len(inputs))
     m.nodes.append(node)
-    return all(_match(p, v, m, False) for p, v in zip(pat.operands, inputs))
+    orders = [inputs, inputs[::-1]] if pat.commute and len(inputs) == 2 else [inputs]
+    for order in orders:
+        saved, count = dict(m), len(m.nodes)
+        if all(_match(p, v, m, False) for p, v in zip(pat.operands, order)):
+            return True
+        m.clear()
+        m.update(saved)
+        del m.nodes[count:]
+    return False
 
 
 def match(pat: Pattern, value: Value) -> Match | None:

@@ -77,3 +77,23 @@ def test_mali_bundle_holds_opencl_kernels(squeezenet, tmp_path):
 def test_vulkan_reports_missing_codegen(squeezenet):
     with pytest.raises(EmberError, match="vulkan code generator"):
         ember.compile(squeezenet, "vulkan")
+
+
+@pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-g++"), reason="aarch64-linux-gnu-g++ is not installed")
+@pytest.mark.parametrize("fused_layer_norm", [True, False])
+def test_computed_reshape_encoder_compiles_for_aarch64_and_host(fused_layer_norm, tmp_path):
+    """A BERT layer whose Reshape shapes come from Shape/Gather/Concat chains: every computed shape folds,
+    the attention and layer norms fuse, and both the aarch64 and the host builds come out (the host one
+    checked against onnxruntime)."""
+    from ember.models.blocks import bert_layer
+    from tests.conftest import assert_close, ort_run, random_feeds
+
+    model = bert_layer(hidden=64, heads=4, seq=16, fused_layer_norm=fused_layer_norm)
+    arm = ember.compile(model, "aarch64-linux-gnu")
+    counts = arm.graph.op_counts()
+    assert not {"shape", "gather", "concat", "constant_of_shape"} & set(counts)
+    assert counts["attention"] == 1 and counts["layer_norm"] == 2
+    assert elf_arch(arm.save(tmp_path / "arm") / "model.so") == "aarch64"
+    host = ember.compile(model, "host")
+    feeds = random_feeds(model)
+    assert_close(host.run(feeds), ort_run(model, feeds))

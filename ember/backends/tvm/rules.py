@@ -181,8 +181,64 @@ def _cast(L, n, a):
 @rule("conv2d")
 def _conv2d(L, n, a):
     at = n.attrs
-    y = R.nn.conv2d(a[0], a[1], strides=at["strides"], padding=at["pads"], dilation=at["dilations"], groups=at["group"])
-    return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, -1, 1, 1)))
+    nhwc = at["layout"] == "NHWC"
+    y = R.nn.conv2d(
+        a[0],
+        a[1],
+        strides=at["strides"],
+        padding=at["pads"],
+        dilation=at["dilations"],
+        groups=at["group"],
+        data_layout=at["layout"],
+        kernel_layout="HWIO" if nhwc else "OIHW",
+    )
+    return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, 1, 1, -1) if nhwc else (1, -1, 1, 1)))
+
+
+class _Stand:
+    """The attributes and output an activation rule reads, for an activation applied inside a composite."""
+
+    def __init__(self, op: str, attrs: dict, node: Node):
+        self.op, self.attrs, self.name = op, attrs, node.name
+        self.output = node.output
+        self.inputs = [node.output]
+
+
+@rule("fused_conv2d", "fused_dense")
+def _fused_layer(L, n, a):
+    from ember.ir.ops.fused import activation_op
+
+    base = RULES["conv2d" if n.op == "fused_conv2d" else "dense"]
+    y = base(L, n, a[:3])
+    if len(a) > 3 and a[3] is not None:
+        y = R.add(y, a[3])
+    if n.attrs["activation"] == "none":
+        return y
+    unary, attrs = activation_op(n.attrs["activation"], n.attrs["act_params"])
+    return RULES[unary](L, _Stand(unary, attrs, n), [y])
+
+
+@rule("attention")
+def _attention(L, n, a):
+    q, k, v = n.inputs[:3]
+    lead = [_shape_of(x, n)[:-2] for x in (q, k, v)]
+    batch = int(np.prod(lead[0], dtype=np.int64))
+
+    def compute(qt, kt, vt, *bias):
+        sq, d, sk, dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
+        q3 = topi.reshape(qt, [batch, sq, d])
+        k3 = topi.reshape(kt, [batch, sk, d])
+        v3 = topi.reshape(vt, [batch, sk, dv])
+        s = topi.multiply(topi.nn.batch_matmul(q3, k3), n.attrs["scale"])
+        if bias:
+            s4 = topi.add(topi.reshape(s, [*lead[0], sq, sk]), bias[0])
+            s = topi.reshape(s4, [batch, sq, sk])
+        p = topi.nn.softmax(s, axis=-1)
+        out = topi.nn.batch_matmul(p, v3, transpose_b=False)
+        return topi.reshape(out, [*lead[0], sq, dv])
+
+    args = [x for x in a[:4] if x is not None]
+    return L.bb.emit_te(compute, *args, primfunc_name_hint="attention")
 
 
 @rule("conv2d_transpose")
@@ -209,6 +265,7 @@ def _pool(L, n, a):
         padding=at["pads"],
         dilation=at["dilations"],
         ceil_mode=bool(at["ceil_mode"]),
+        layout=at["layout"],
     )
     if n.op == "max_pool2d":
         return R.nn.max_pool2d(a[0], **kw)

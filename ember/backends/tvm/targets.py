@@ -50,6 +50,11 @@ class TargetSpec:
         cc = CROSS_COMPILERS.get(self.arch)
         return cc if cc and shutil.which(cc) else None
 
+    @property
+    def layout(self) -> str:
+        """The convolution layout -O2 picks for this target: NHWC on ARM CPUs, NCHW elsewhere."""
+        return "NHWC" if self.device == "cpu" and self.arch in ("aarch64", "armv7") else "NCHW"
+
     def describe(self) -> str:
         return str(self.target.export()) if hasattr(self.target, "export") else str(self.target)
 

@@ -268,6 +268,9 @@ def _softmax(m, n):
     axis = n.attrs.get("axis", 1 if m.opset < 13 else -1) % max(x.rank, 1)
     if m.opset >= 13 or axis == x.rank - 1:
         return m.emit(op, [x], {"axis": axis}, _outs(n))
+    trailing = [i for i in range(axis, x.rank) if x.shape[i] != 1]
+    if len(trailing) == 1 and all(isinstance(x.shape[i], int) for i in range(axis, x.rank)):
+        return m.emit(op, [x], {"axis": trailing[0]}, _outs(n))  # flattening would only drop 1s
     # Before opset 13 the op flattened to 2-D at `axis` first.
     flat = m.emit1("flatten", [x], {"axis": axis})
     y = m.emit1(op, [flat], {"axis": 1})

@@ -11,6 +11,43 @@ from ember.ir.ops.shapes import UNKNOWN, fmt, norm_axis, pool_out
 
 _CONV_ATTRS = dict(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1)
 _POOL_ATTRS = dict(kernel=(1, 1), strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), ceil_mode=0)
+LAYOUTS = ("NCHW", "NHWC")
+TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+OIHW_TO_HWIO, HWIO_TO_OIHW = (2, 3, 1, 0), (3, 2, 0, 1)
+
+
+def _layout(a: dict) -> str:
+    if a["layout"] not in LAYOUTS:
+        raise EmberError(f"layout must be one of {', '.join(LAYOUTS)}, got '{a['layout']}'")
+    return a["layout"]
+
+
+def _permuted(shape, perm) -> tuple:
+    return tuple(shape[p] for p in perm)
+
+
+class _View:
+    """A value's shape seen through a permutation (type inference of NHWC ops reuses the NCHW rules)."""
+
+    def __init__(self, v, perm):
+        self.shape, self.dtype, self.rank, self.name = _permuted(v.shape, perm), v.dtype, v.rank, v.name
+
+
+def nchw_reference(fn):
+    """Run an NCHW reference on NHWC arrays (input, and HWIO weights when given) when `layout` says so."""
+
+    def ref(x, *rest):
+        a = rest[-1]
+        if a["layout"] == "NCHW":
+            return fn(x, *rest)
+        w = rest[0] if len(rest) > 1 else None
+        args = [x.transpose(TO_NCHW)]
+        if w is not None:
+            args.append(w.transpose(HWIO_TO_OIHW))
+        args += list(rest[1 if w is not None else 0 : -1]) + [{**a, "layout": "NCHW"}]
+        return np.ascontiguousarray(fn(*args).transpose(TO_NHWC))
+
+    return ref
 
 
 def _rank(v, r: int, what: str) -> None:
@@ -26,9 +63,20 @@ def _check_pair_attrs(a: dict, names=("strides", "dilations")) -> None:
         raise EmberError(f"'pads' must be four non-negative ints [top, left, bottom, right], got {list(a['pads'])}")
 
 
-@op("conv2d", "x w b?", "2-D convolution, NCHW input, OIHW weights", tags=("conv",), **_CONV_ATTRS)
+@op(
+    "conv2d",
+    "x w b?",
+    "2-D convolution: NCHW input with OIHW weights, or NHWC input with HWIO weights",
+    tags=("conv",),
+    **_CONV_ATTRS,
+    layout="NCHW",
+)
 def conv2d(ins, a):
     x, w, b = (ins + [None])[:3]
+    if _layout(a) == "NHWC":
+        _rank(x, 4, "input"), _rank(w, 4, "weight")
+        shape, dtype = conv2d.infer([_View(x, TO_NCHW), _View(w, HWIO_TO_OIHW), b], {**a, "layout": "NCHW"})
+        return _permuted(shape, TO_NHWC), dtype
     _rank(x, 4, "input"), _rank(w, 4, "weight")
     _check_pair_attrs(a)
     g = a["group"]
@@ -51,6 +99,7 @@ def _windows(x, kh, kw, a, fill=0.0, extra=(0, 0)):
 
 
 @reference(conv2d)
+@nchw_reference
 def _conv2d(x, w, b, a):
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
@@ -119,6 +168,9 @@ def _conv2d_transpose(x, w, b, a):
 def _pool_infer(ins, a):
     (x,) = ins
     _rank(x, 4, "input")
+    if _layout(a) == "NHWC":
+        shape, dtype = _pool_infer([_View(x, TO_NCHW)], {**a, "layout": "NCHW"})
+        return _permuted(shape, TO_NHWC), dtype
     _check_pair_attrs(a, ("kernel", "strides", "dilations"))
     (kh, kw), (pt, pl, pb, pr), (sh, sw), (dh, dw) = a["kernel"], a["pads"], a["strides"], a["dilations"]
     c = bool(a["ceil_mode"])
@@ -136,13 +188,22 @@ def _ceil_extra(x, a, oh, ow):
     return max(need_h, 0), max(need_w, 0)
 
 
-max_pool2d = op("max_pool2d", "x", "2-D max pooling, NCHW", tags=("pool",), **_POOL_ATTRS)(_pool_infer)
-avg_pool2d = op("avg_pool2d", "x", "2-D average pooling, NCHW", tags=("pool",), count_include_pad=0, **_POOL_ATTRS)(
+max_pool2d = op("max_pool2d", "x", "2-D max pooling, NCHW or NHWC", tags=("pool",), **_POOL_ATTRS, layout="NCHW")(
     _pool_infer
 )
+avg_pool2d = op(
+    "avg_pool2d",
+    "x",
+    "2-D average pooling, NCHW or NHWC",
+    tags=("pool",),
+    count_include_pad=0,
+    **_POOL_ATTRS,
+    layout="NCHW",
+)(_pool_infer)
 
 
 @reference(max_pool2d)
+@nchw_reference
 def _max_pool2d(x, a):
     oh, ow = _pool_out_hw(x, a)
     win = _windows(x, *a["kernel"], a, fill=-np.inf, extra=_ceil_extra(x, a, oh, ow))
@@ -156,6 +217,7 @@ def _pool_out_hw(x, a):
 
 
 @reference(avg_pool2d)
+@nchw_reference
 def _avg_pool2d(x, a):
     oh, ow = _pool_out_hw(x, a)
     extra = _ceil_extra(x, a, oh, ow)

@@ -82,6 +82,7 @@ class OpSchema:
     doc: str
     infer: Callable
     reference: Callable | None = None
+    decompose: Callable | None = None
     tags: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -163,6 +164,17 @@ def reference(schema: OpSchema):
 
     def wrap(fn: Callable) -> Callable:
         schema.reference = fn
+        return fn
+
+    return wrap
+
+
+def decomposition(schema: OpSchema):
+    """Attach `expand(node, emit) -> Value` to a composite op: it rebuilds the node from primitive ops, where
+    `emit(op, *inputs, **attrs)` makes one (a numpy array as an input becomes a constant)."""
+
+    def wrap(fn: Callable) -> Callable:
+        schema.decompose = fn
         return fn
 
     return wrap
