@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,8 @@ class Artifact:
             arrays.append(np.ascontiguousarray(arr))
         return arrays
 
-    def _host_vm(self):
+    def host_vm(self):
+        """The TVM VirtualMachine running this artifact on the host CPU (made once)."""
         import tvm
         from tvm import relax
 
@@ -133,17 +134,25 @@ class Artifact:
         """Run on the host CPU; returns outputs by name, in the model's output order."""
         import tvm
 
-        vm = self._host_vm()
+        vm = self.host_vm()
         arrays = self._check_inputs(inputs)
         result = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
         return {name: result[i].numpy() for i, name in enumerate(self.output_names)}
+
+    def runner(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], object]:
+        """A function that runs the model once on `inputs`, converted up front, for timing loops."""
+        import tvm
+
+        vm = self.host_vm()
+        arrays = [tvm.runtime.tensor(a) for a in self._check_inputs(inputs)]
+        return lambda: vm["main"](*arrays)
 
     def benchmark(self, inputs: Mapping[str, np.ndarray], number: int = 10, repeat: int = 3) -> list[float]:
         """Per-run seconds for `repeat` batches of `number` runs each (TVM's time_evaluator)."""
         import tvm
 
         arrays = [tvm.runtime.tensor(a) for a in self._check_inputs(inputs)]
-        vm = self._host_vm()
+        vm = self.host_vm()
         timer = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
         return list(timer(*arrays).results)
 

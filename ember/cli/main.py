@@ -313,6 +313,56 @@ def run_cmd(bundle, inputs, output) -> None:
         click.echo(f"outputs written to {output}")
 
 
+@cli.command("bench")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-t", "--target", default="host", show_default=True, help="A target this machine can run.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
+@click.option("--threads", default=2, show_default=True, help="CPU threads for Ember and onnxruntime alike.")
+@click.option("--runs", default=20, show_default=True, help="Timed runs of each, alternating.")
+@click.option("--per-op", is_flag=True, help="Also print the time of each kernel, slowest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handles_errors
+def bench_cmd(model, target, input_shapes, threads, runs, per_op, as_json) -> None:
+    """Compile MODEL, then time Ember against onnxruntime on random inputs, in one process."""
+    import json
+
+    from ember.backends.tvm.quiet import native_stderr_captured
+    from ember.bench import bench
+
+    if runs < 1:
+        raise EmberError(f"--runs must be at least 1, got {runs}")
+    with native_stderr_captured():
+        result = bench(model, target, parse_input_shapes(input_shapes), threads=threads, runs=runs, per_op=per_op)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    _print_bench(result)
+
+
+def _print_bench(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    table = Table(title=f"{result.model} on {result.target}, {result.threads} threads, {result.ember.runs} runs each")
+    for col in ("", "median ms", "min ms", "max ms"):
+        table.add_column(col, justify="right" if col else "left")
+    for label, t in (("ember", result.ember), ("onnxruntime", result.onnxruntime)):
+        if t is not None:
+            table.add_row(label, f"{t.median:.3f}", f"{t.min:.3f}", f"{t.max:.3f}")
+    console.print(table)
+    if result.ratio is not None:
+        console.print(f"ember / onnxruntime: {result.ratio:.2f}x   (compile {result.compile_s:.1f} s)")
+    if result.kernels:
+        total = sum(k.total_ms for k in result.kernels) or 1.0
+        kt = Table(title="time per kernel (median run)")
+        for col in ("kernel", "calls", "ms", "share"):
+            kt.add_column(col, justify="left" if col == "kernel" else "right")
+        for k in result.kernels:
+            kt.add_row(k.name, str(k.calls), f"{k.total_ms:.3f}", f"{100 * k.total_ms / total:.1f}%")
+        console.print(kt)
+
+
 @cli.command("targets")
 @handles_errors
 def targets_cmd() -> None:
