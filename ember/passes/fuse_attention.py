@@ -18,6 +18,9 @@ def _scalar(m, name: str) -> float:
 
 # Scalar factors hoisted out of matmul operands (torch's exporter scales q and k by sqrt(scale) each).
 def _hoist(m, b):
+    s, op = m["s"].const, m["op"]
+    if op.output.shape != m["a"].shape or not np.all(np.isfinite(s)) or not np.all(s != 0):
+        return None  # the factor would broadcast the result, or inf/nan/0 do not commute with the sum
     y = b.emit("matmul", m["a"], m["c"]) if m["first"] else b.emit("matmul", m["c"], m["a"])
     return b.emit(m["op"].op, y, m["s"])
 
@@ -40,6 +43,7 @@ HOIST.append(
     Rule(
         P.op("mul", P.op("mul", P.any("a"), P.scalar("s1"), commute=True), P.scalar("s2"), commute=True),
         lambda m, b: b.emit("mul", m["a"], b.const(m["s1"].const * m["s2"].const)),
+        where=lambda m: m.nodes[0].output.shape == m["a"].shape,
     )
 )
 
@@ -61,6 +65,12 @@ def _masked(scaled):
 
 def _last_axis(node) -> bool:
     return node.attrs["axis"] % node.output.rank == node.output.rank - 1
+
+
+def _is_mask(mask, fill: float) -> bool:
+    """where(mask, s, fill) equals s + where(mask, 0, fill) under softmax only when the fill is far below any
+    score (-1e4 and lower: exp underflows) and every row keeps at least one position."""
+    return mask.is_const and fill <= -1e4 and bool(np.all(np.any(mask.const, axis=-1))) if mask.rank else False
 
 
 def _shapes_fit(q, kt, v, bias) -> bool:
@@ -88,7 +98,7 @@ def _build(scale_kind: str | None, mask_kind: str | None):
         dt = dtypes.to_numpy(q.dtype)
         if mask_kind == "where":
             mask = m["mask"]
-            if not mask.is_const:
+            if not _is_mask(mask, _scalar(m, "neg")):
                 return None
             bias = b.const(np.where(mask.const, 0.0, _scalar(m, "neg")).astype(dt))
         if not _shapes_fit(q.shape, kt.shape, v.shape, None if bias is None else bias.shape):

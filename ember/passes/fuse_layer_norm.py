@@ -50,7 +50,7 @@ LN = P.op("layer_norm", P.any("x"), P.const("s"), P.opt(P.const("b")), name="ln"
 def _trailing(m, c: np.ndarray) -> np.ndarray | None:
     """`c` as an array over the normalized axes, when it broadcasts over nothing else."""
     x, axis = m["x"], m["ln"].attrs["axis"] % m["x"].rank
-    if c.ndim > x.rank:
+    if c.ndim > x.rank or not all(isinstance(d, int) for d in x.shape[axis:]):
         return None
     full = c.reshape((1,) * (x.rank - c.ndim) + c.shape)
     if any(d != 1 for d in full.shape[:axis]):

@@ -155,9 +155,18 @@ class Builder:
 
     def __init__(self, graph: Graph, root: Node):
         self.graph, self.root = graph, root
+        self.created: list[Node] = []
 
     def emit(self, op: str, *inputs: Value | None, **attrs: Any) -> Value:
-        return self.graph.add_node(op, list(inputs), attrs, name=self.root.name, before=self.root).output
+        node = self.graph.add_node(op, list(inputs), attrs, name=self.root.name, before=self.root)
+        self.created.append(node)
+        return node.output
+
+    def discard(self) -> None:
+        """Remove what this builder made, for a rewrite that is declined after building."""
+        for node in reversed(self.created):
+            if node.graph is self.graph and not any(o.uses for o in node.outputs):
+                self.graph.remove_node(node)
 
     def const(self, array: Any, like: Value | None = None, name: str | None = None) -> Value:
         arr = np.asarray(array)
@@ -195,6 +204,11 @@ def _inherit_names(graph: Graph, new: Value, old_name: str, node_name: str) -> N
         graph._node_names.add(node_name)
 
 
+def _same_type(new: Value, old: Value) -> bool:
+    """A replacement must have the replaced value's shape and dtype (a rewrite never changes types)."""
+    return new.shape == old.shape and new.dtype == old.dtype
+
+
 def rewrite(graph: Graph, rules: Sequence[Rule], max_sweeps: int = 100) -> bool:
     """Apply `rules` to single-output nodes until none matches; returns whether anything changed."""
     changed = False
@@ -207,8 +221,13 @@ def rewrite(graph: Graph, rules: Sequence[Rule], max_sweeps: int = 100) -> bool:
                 m = match(rule.pattern, node.output)
                 if m is None or (rule.where is not None and not rule.where(m)):
                     continue
-                new = rule.build(m, Builder(graph, node))
-                if new is None or new is node.output or not graph.can_replace(node.output, new):
+                builder = Builder(graph, node)
+                new = rule.build(m, builder)
+                if new is None or new is node.output or not _same_type(new, node.output):
+                    builder.discard()
+                    continue
+                if not graph.can_replace(node.output, new):
+                    builder.discard()
                     continue
                 old_name, node_name = node.output.name, node.name
                 graph.replace_all_uses(node.output, new)

@@ -79,7 +79,7 @@ def transpose(ins, a):
     return tuple(x.shape[p] for p in a["perm"]), x.dtype
 
 
-reference(transpose)(lambda x, a: np.ascontiguousarray(np.transpose(x, a["perm"])))
+reference(transpose)(lambda x, a: np.transpose(x, a["perm"]).copy())  # copy() keeps 0-d arrays 0-d
 
 
 @op("squeeze", "x", "remove size-1 axes", axes=Attr("ints"))
