@@ -111,7 +111,7 @@ class Artifact:
             raise EmberError(
                 f"this bundle targets {self.target} ({self.arch}, {self.device}); it cannot run on this "
                 f"{host_arch()} host",
-                hint=f"copy the bundle to a {self.arch} device and load model.so there with the TVM runtime",
+                hint=f"run it here under qemu with --emulate (emulate=True), or on a {self.arch} device",
             )
         if self._vm is None:
             exe = self._executable
@@ -130,10 +130,18 @@ class Artifact:
             self._vm = relax.VirtualMachine(exe, tvm.cpu())
         return self._vm
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run on the host CPU; returns outputs by name, in the model's output order."""
+    def run(self, inputs: Mapping[str, np.ndarray], emulate: bool = False) -> dict[str, np.ndarray]:
+        """Run on the host CPU, or with `emulate` under qemu-user (a saved bundle for another CPU, through
+        the C++ runner and that CPU's TVM runtime); returns outputs by name, in the model's output order."""
         import tvm
 
+        if emulate:
+            from ember.backends.runtime import run_emulated
+
+            if self.path is None:
+                raise EmberError("save the artifact before an emulated run", hint="call .save(directory) first")
+            outputs, _ = run_emulated(self.path, self.arch, self._check_inputs(inputs))
+            return dict(zip(self.output_names, outputs))
         vm = self.host_vm()
         arrays = self._check_inputs(inputs)
         result = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])

@@ -292,20 +292,21 @@ def _read_inputs(artifact, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
 @click.argument("bundle", type=click.Path())
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input tensor.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write outputs to this .npz file.")
+@click.option("--emulate", is_flag=True, help="Run an ARM bundle under qemu-user through the C++ runner.")
 @handles_errors
-def run_cmd(bundle, inputs, output) -> None:
-    """Run a host-runnable BUNDLE and print its outputs."""
+def run_cmd(bundle, inputs, output, emulate) -> None:
+    """Run BUNDLE (host-runnable, or with --emulate one for another CPU) and print its outputs."""
     import ember
 
     artifact = ember.load(bundle)
     feeds = _read_inputs(artifact, inputs)
     start = time.perf_counter()
-    outputs = artifact.run(feeds)
+    outputs = artifact.run(feeds, emulate=emulate)
     elapsed = (time.perf_counter() - start) * 1e3
     for name, arr in outputs.items():
         summary = f"min {arr.min():.4g} max {arr.max():.4g} mean {arr.mean():.4g}" if arr.size else "empty"
         click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  {summary}")
-    click.echo(f"ran in {elapsed:.1f} ms (first run, includes loading)")
+    click.echo(f"ran in {elapsed:.1f} ms ({'emulated, ' if emulate else ''}first run, includes loading)")
     if output:
         from ember.cli.files import save_npz_atomic
 
