@@ -96,7 +96,7 @@ fused_conv2d = op(
     "x w b? z?",
     "conv2d, plus bias, plus residual z, then an activation: one kernel",
     tags=("conv", "composite"),
-    **{k: v for k, v in conv2d.attrs.items()},
+    **conv2d.attrs,
     **_ACT_ATTRS,
 )(_layer_infer(conv2d))
 fused_dense = op(
