@@ -6,7 +6,10 @@ import re
 
 import tvm
 from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.s_tir import dlight
 
+from ember.backends.tvm import schedules
 from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.targets import TargetSpec, codegen_available
 from ember.errors import EmberError
@@ -15,13 +18,32 @@ from ember.ir.graph import Graph
 SOURCE_SUFFIX = {"cuda": ".cu", "opencl": ".cl"}
 
 
-def relax_pipeline(spec: TargetSpec):
-    """The Relax pipeline for a target: TVM's fusing default (GPU targets add dlight schedules)."""
-    return relax.get_default_pipeline(spec.target)
+def relax_pipeline(spec: TargetSpec, schedule: bool | None = None):
+    """The Relax pipeline for a target: TVM's fusing default (GPU targets add dlight schedules); on CPUs
+    Ember's schedule rules run after fusion unless `schedule` is False (default: EMBER_SCHEDULES, on)."""
+    schedule = schedules.enabled() if schedule is None else schedule
+    if spec.device != "cpu" or not schedule:
+        return relax.get_default_pipeline(spec.target)
+    target = spec.target
+    passes = (
+        cpu_generic.library_dispatch_passes(target)
+        + cpu_generic.legalize_passes(target)
+        + [dlight.ApplyDefaultSchedule(*schedules.cpu_rules(target))]
+        + cpu_generic.dataflow_lower_passes(target)
+        + cpu_generic.finalize_passes(target)
+    )
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberCPUPipeline")
+    def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
 
 
-def build(graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None):
-    """Lower (unless `mod` is given) and compile; returns TVM's VM executable."""
+def build(graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None, schedule: bool | None = None):
+    """Lower (unless `mod` is given) and compile; returns TVM's VM executable. `schedule` as in
+    `relax_pipeline`."""
     if not codegen_available(spec.device):
         raise EmberError(
             f"target '{spec.name}' needs TVM's {spec.device} code generator, which this TVM build lacks",
@@ -29,8 +51,8 @@ def build(graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None):
         )
     mod = lower_to_relax(graph) if mod is None else mod
     try:
-        return tvm.compile(mod, spec.target, relax_pipeline=relax_pipeline(spec))
-    except tvm.TVMError as e:
+        return tvm.compile(mod, spec.target, relax_pipeline=relax_pipeline(spec, schedule))
+    except (RuntimeError, ValueError, TypeError) as e:  # tvm_ffi's errors (this TVM has no TVMError)
         last = str(e).strip().splitlines()[-1][:300]
         raise EmberError(f"TVM failed to compile for '{spec.name}': {last}") from None
 

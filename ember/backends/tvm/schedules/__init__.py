@@ -1,0 +1,39 @@
+"""Ember's CPU schedule rules: TVM's CPU pipeline leaves kernels as scalar single-threaded loops, so these
+rules (dlight ScheduleRules, tried in order per kernel) parallelize, vectorize and register-block them."""
+
+from __future__ import annotations
+
+import os
+
+import tvm
+from tvm.ir import IRModule
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.s_tir import dlight
+from tvm.target import Target
+
+from ember.backends.tvm.schedules.common import vector_bits
+from ember.backends.tvm.schedules.conv2d import Conv2D
+from ember.backends.tvm.schedules.dense import Dense
+from ember.backends.tvm.schedules.elementwise import Fallback
+
+
+def enabled() -> bool:
+    """Whether builds schedule CPU kernels (EMBER_SCHEDULES=0 turns it off, for A/B comparisons)."""
+    return os.environ.get("EMBER_SCHEDULES", "1") != "0"
+
+
+def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
+    """The rules for a CPU target, most specific first; the target's vector width sizes each schedule."""
+    if target.kind.name != "llvm":
+        return []
+    return [Conv2D(), Dense(), Fallback()]
+
+
+def schedule_module(mod: IRModule, target: Target) -> IRModule:
+    """A lowered Relax module legalized, fused and scheduled as a CPU build would (to inspect kernels)."""
+    with target:
+        passes = cpu_generic.legalize_passes(target) + [dlight.ApplyDefaultSchedule(*cpu_rules(target))]
+        return tvm.transform.Sequential(passes)(mod)
+
+
+__all__ = ["cpu_rules", "enabled", "schedule_module", "vector_bits"]

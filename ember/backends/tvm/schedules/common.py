@@ -1,0 +1,123 @@
+"""What Ember's CPU schedule rules share: the target's vector width, a rule base that never lets a failed
+schedule escape, loop-nest queries, and the parallel-and-vectorize schedule of an elementwise nest."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight import ScheduleRule
+from tvm.s_tir.dlight.analysis.common_analysis import get_sblockrealize
+from tvm.s_tir.schedule import LoopRV, SBlockRV
+from tvm.target import Target
+from tvm.target.codegen import llvm_cpu_has_features
+
+# What TVM raises when a primitive does not apply (ScheduleError is a RuntimeError; tvm_ffi maps the rest).
+SCHEDULE_FAILURES = (RuntimeError, ValueError, TypeError, IndexError, AssertionError)
+MIN_PARALLEL_ELEMENTS = 2048  # below this a thread-pool launch costs more than the loop
+
+
+def vector_bits(target: Target) -> int:
+    """SIMD register width in bits: 512 with AVX-512, 256 with AVX/AVX2, 128 for NEON, SSE and the rest."""
+    if target.kind.name != "llvm" or "arm_cpu" in target.keys:
+        return 128
+    for feature, bits in (("avx512f", 512), ("avx", 256)):
+        if llvm_cpu_has_features(feature, target):
+            return bits
+    return 128
+
+
+class CPURule(ScheduleRule):
+    """A CPU rule that schedules a function completely or returns None (TVM's default lowering keeps it)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        try:
+            return self.schedule(s_tir.Schedule(func), vector_bits(target))
+        except SCHEDULE_FAILURES:
+            return None
+
+    def schedule(self, sch: s_tir.Schedule, bits: int) -> s_tir.Schedule | None:
+        raise NotImplementedError
+
+
+def lanes_for(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> int:
+    """Vector lanes for the element type the block writes."""
+    return max(bits // sch.get(block).writes[0].source.dtype.bits, 1)
+
+
+def bound_loops(sch: s_tir.Schedule, block: SBlockRV) -> list[LoopRV] | None:
+    """The block's loops when each binds exactly one block iterator, in order, with a constant extent."""
+    loops = sch.get_loops(block)
+    values = get_sblockrealize(sch, block).iter_values
+    if len(loops) != len(values):
+        return None
+    for loop, value in zip(loops, values):
+        stmt = sch.get(loop)
+        if not stmt.loop_var.same_as(value) or not isinstance(stmt.extent, tirx.IntImm):
+            return None
+    return loops
+
+
+def extent(sch: s_tir.Schedule, loop: LoopRV) -> int:
+    return int(sch.get(loop).extent)
+
+
+def vector_factor(n: int, lanes: int) -> int:
+    """Lanes to vectorize an axis of length n by, always a divisor of n: a split with a tail would put a
+    predicate in the loop, which TVM's vectorizer turns back into scalar code."""
+    for width in (2 * lanes, lanes):
+        if n % width == 0:
+            return width
+    return n if n <= 2 * lanes else divisor_at_most(n, 2 * lanes)
+
+
+def divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def iter_kinds(sch: s_tir.Schedule, block: SBlockRV) -> str:
+    kind = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
+    return "".join(kind.get(iv.iter_type, "O") for iv in sch.get(block).iter_vars)
+
+
+def strided_reads(sch: s_tir.Schedule, block: SBlockRV, axis: int) -> bool:
+    """Whether iterator `axis` indexes some read outside its last dimension (vectorizing it would gather)."""
+    var = sch.get(block).iter_vars[axis].var
+    for region in sch.get(block).reads:
+        for dim in list(region.region)[:-1]:
+            if any(v.same_as(var) for v in tirx.analysis.undefined_vars(dim.min)):
+                return True
+    return False
+
+
+def vectorize_innermost(sch: s_tir.Schedule, block: SBlockRV) -> None:
+    """Vectorize the block's innermost loop unless it is a single iteration or already vectorized."""
+    loop = sch.get_loops(block)[-1]
+    if extent(sch, loop) > 1 and sch.get(loop).kind != tirx.ForKind.VECTORIZED:
+        sch.vectorize(loop)
+
+
+def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
+    """Parallelize the outer loops of a loop nest and vectorize its innermost; False if it does not fit."""
+    loops = bound_loops(sch, block)
+    if loops is None or "R" in iter_kinds(sch, block):
+        return False
+    total = 1
+    for loop in loops:
+        total *= extent(sch, loop)
+    last = extent(sch, loops[-1])
+    factor = vector_factor(last, lanes_for(sch, block, bits))
+    outer: list[LoopRV] = list(loops[:-1])
+    if factor > 1:
+        if factor < last:
+            o, i = sch.split(loops[-1], factors=[None, factor])
+            outer.append(o)
+        else:
+            i = loops[-1]
+        sch.vectorize(i)
+    else:
+        outer.append(loops[-1])
+    if outer and total >= MIN_PARALLEL_ELEMENTS:
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(fused)
+    return True

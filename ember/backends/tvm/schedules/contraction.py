@@ -1,0 +1,108 @@
+"""The schedule conv2d and matmul share: spatial tiles run in parallel, each accumulating a block of
+`rows x lanes` outputs in registers over the whole reduction, then applying the fused epilogue in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import ir, s_tir, tirx
+from tvm.s_tir.schedule import SBlockRV
+
+from ember.backends.tvm.schedules.common import (
+    bound_loops,
+    divisor_at_most,
+    extent,
+    iter_kinds,
+    lanes_for,
+    schedule_injective,
+    vector_factor,
+    vectorize_innermost,
+)
+
+ACCUMULATOR_REGISTERS = {512: 24, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Which spatial iterators of the contraction get the SIMD lanes and the register rows."""
+
+    vector_axis: int
+    row_axes: tuple[int, ...]  # candidates; the one whose extent divides into the most rows wins
+    weights_by_lanes: bool = False  # the weight is read along the lane axis: keep its tile outermost for reuse
+
+
+def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blocking, bits: int) -> s_tir.Schedule:
+    """Tile `block` (spatial iterators first, then reductions) and fold its prologue and epilogue into it."""
+    kinds = iter_kinds(sch, block)
+    n_spatial = len(kinds) - len(kinds.lstrip("S"))
+    if "O" in kinds or "R" not in kinds or kinds[n_spatial:].strip("R"):
+        raise ValueError("not a spatial-then-reduction contraction")
+    inline_prologue(sch, block, bits)
+    epilogue = gather_epilogue(sch, block)
+    lanes = lanes_for(sch, block, bits)
+    loops = bound_loops(sch, block)
+    if loops is None:
+        raise ValueError("loops do not map one-to-one onto block iterators")
+    vec_len = vector_factor(extent(sch, loops[blocking.vector_axis]), lanes)
+    limit = ACCUMULATOR_REGISTERS[bits] // -(-vec_len // lanes)
+    rows, row_axis = 1, None
+    for axis in blocking.row_axes:
+        if row_factor(extent(sch, loops[axis]), limit) > rows:
+            rows, row_axis = row_factor(extent(sch, loops[axis]), limit), axis
+    outer, inner = [], []
+    for axis, loop in enumerate(loops[:n_spatial]):
+        factor = vec_len if axis == blocking.vector_axis else rows if axis == row_axis else None
+        if factor is None:
+            outer.append(loop)
+            continue
+        o, i = sch.split(loop, factors=[None, factor])
+        outer.insert(0 if blocking.weights_by_lanes and axis == blocking.vector_axis else len(outer), o)
+        inner.append((axis, i))
+    inner.sort(key=lambda item: item[0] == blocking.vector_axis)  # the vector axis innermost
+    reductions = loops[n_spatial:]
+    sch.reorder(*outer, *reductions, *(loop for _, loop in inner))
+    tile = sch.fuse(*outer)
+    if extent(sch, tile) > 1:
+        sch.parallel(tile)
+    sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
+    vectorize_innermost(sch, epilogue)
+    sch.vectorize(inner[-1][1])
+    if len(inner) > 1 and rows > 1:
+        sch.unroll(inner[0][1])
+    vectorize_innermost(sch, sch.decompose_reduction(block, reductions[0]))
+    sch.set_scope(block, 0, "local")
+    return sch
+
+
+def row_factor(n: int, limit: int) -> int:
+    """Rows per register block: a divisor of n near `limit`, else balanced blocks with a short last one
+    (its predicate is the same for every lane, so the row's vector code stays vector)."""
+    d = divisor_at_most(n, limit)
+    if d == n or 4 * d >= 3 * limit:
+        return d
+    blocks = -(-n // limit)
+    return -(-n // blocks)
+
+
+def inline_prologue(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
+    """Inline producers that only copy (a zero-width pad); give real padding its own parallel loop."""
+    for producer in sch.get_producers(block):
+        body = sch.get(producer).body
+        if isinstance(body, tirx.BufferStore) and isinstance(body.value, ir.TensorLoad):
+            sch.compute_inline(producer)
+        else:
+            schedule_injective(sch, producer, bits)
+
+
+def gather_epilogue(sch: s_tir.Schedule, block: SBlockRV) -> SBlockRV:
+    """Inline the elementwise blocks after the contraction into the last one, which is returned; a
+    contraction that writes the output directly gets a cache stage to serve as the epilogue."""
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    after = blocks[[sch.get(b).same_as(sch.get(block)) for b in blocks].index(True) + 1 :]
+    if not after:
+        return sch.cache_write(block, 0, "global")
+    for b in after[:-1]:
+        sch.compute_inline(b)
+    if len(sch.get_consumers(block)) != 1:
+        raise ValueError("the contraction's result is used outside its epilogue")
+    return after[-1]

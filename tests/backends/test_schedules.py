@@ -1,0 +1,118 @@
+"""Ember's CPU schedule rules: scheduled models still match onnxruntime (tolerances of conftest's
+assert_close), conv and dense kernels come out parallel and vectorized at the target's SIMD width, the
+rules decline what they do not fit, and an aarch64 (NEON, NHWC) build still compiles and links."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from onnx import helper
+
+import ember
+from ember.backends.tvm import schedules
+from ember.backends.tvm.lower import lower_to_relax
+from ember.backends.tvm.schedules.common import vector_factor
+from ember.backends.tvm.schedules.conv2d import Conv2D
+from ember.backends.tvm.schedules.dense import Dense
+from ember.backends.tvm.targets import resolve
+from ember.models import random_light_model
+from ember.models.blocks import bert_layer, mobilenet_v2
+from tests.conftest import assert_close, make_model, ort_run, random_feeds
+
+
+def scheduled_kernels(model, target: str = "host", layout: str | None = None) -> dict[str, str]:
+    """Each kernel's scheduled TIR text, from the graph a real compile produced."""
+    spec = resolve(target)
+    graph = ember.compile(model, target, layout=layout).graph
+    mod = schedules.schedule_module(lower_to_relax(graph), spec.target)
+    return {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+@pytest.mark.parametrize(
+    "name, build",
+    [
+        ("squeezenet", lambda: random_light_model("squeezenet")),
+        ("mobilenet_v2_96", lambda: mobilenet_v2(96)),
+        ("bert_layer", lambda: bert_layer(hidden=64, heads=4, seq=16)),
+    ],
+)
+def test_scheduled_model_matches_onnxruntime(name, build):
+    model = build()
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
+def test_nhwc_scheduled_model_matches_onnxruntime():
+    model = mobilenet_v2(96)
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host", layout="NHWC").run(feeds), ort_run(model, feeds))
+
+
+def test_conv_kernel_is_parallel_vectorized_and_register_blocked():
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])
+    relu = helper.make_node("Relu", ["c"], ["y"])
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((32, 16, 3, 3)).astype("float32"), "b": rng.standard_normal(32).astype("float32")}
+    model = make_model([conv, relu], [("x", [1, 16, 16, 16])], [("y", None)], inits, opset=13)
+    kernels = scheduled_kernels(model)
+    (text,) = [t for name, t in kernels.items() if "conv2d" in name]
+    assert "T.parallel(" in text
+    lanes = schedules.vector_bits(resolve("host").target) // 32
+    assert f"T.vectorized(T.int64({vector_factor(16, lanes)}))" in text  # along the 16 output columns
+    assert "T.unroll(" in text  # rows of output channels accumulate in registers
+    assert 'scope="local"' in text
+    assert "_init" in text  # the accumulator is zeroed outside the reduction loops
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
+def test_dense_kernel_is_parallel_and_vectorized():
+    kernels = scheduled_kernels(bert_layer(hidden=64, heads=4, seq=16))
+    text = kernels["fused_matmul_add"]
+    assert "T.parallel(" in text and "T.vectorized(" in text
+
+
+def test_rules_decline_kernels_they_do_not_fit():
+    model = bert_layer(hidden=64, heads=4, seq=16)
+    spec = resolve("host")
+    mod = lower_to_relax(ember.compile(model, "host").graph)
+    with spec.target:
+        mod = tvm.transform.Sequential(schedules.cpu_generic.legalize_passes(spec.target))(mod)
+    assert Conv2D().apply(mod["fused_matmul_add"], spec.target, False) is None
+    assert Dense().apply(mod["layer_norm"], spec.target, False) is None
+
+
+@pytest.mark.parametrize(
+    "target, bits",
+    [
+        ({"kind": "llvm", "mcpu": "skylake-avx512"}, 512),
+        ({"kind": "llvm", "mcpu": "znver3"}, 256),
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, 128),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu"}, 128),
+    ],
+)
+def test_vector_width_follows_target_features(target, bits):
+    assert schedules.vector_bits(tvm.target.Target(target)) == bits
+
+
+def test_aarch64_nhwc_build_is_scheduled_for_neon_and_links(tmp_path):
+    model = mobilenet_v2(96)
+    kernels = scheduled_kernels(model, "aarch64-linux-gnu")
+    convs = [t for name, t in kernels.items() if "conv2d" in name]
+    assert convs and all("T.parallel(" in t for t in convs)
+    assert any("T.vectorized(T.int64(8))" in t or "T.vectorized(T.int64(4))" in t for t in convs)
+    if resolve("aarch64-linux-gnu").cross_compiler is None:
+        pytest.skip("aarch64-linux-gnu-g++ is not installed")
+    ember.compile(model, "aarch64-linux-gnu").save(tmp_path / "mbv2")
+    assert (tmp_path / "mbv2").is_dir()
+
+
+def test_schedules_can_be_turned_off(monkeypatch):
+    spec = resolve("host")
+    monkeypatch.setenv("EMBER_SCHEDULES", "0")
+    from ember.backends.tvm.build import relax_pipeline
+
+    assert not schedules.enabled()
+    assert relax_pipeline(spec).info.name != "EmberCPUPipeline"
+    assert relax_pipeline(spec, schedule=True).info.name == "EmberCPUPipeline"
