@@ -60,6 +60,9 @@ def set_threads(threads: int) -> None:
     if threads < 1:
         raise EmberError(f"--threads must be at least 1, got {threads}")
     os.environ["TVM_NUM_THREADS"] = str(threads)
+    # TVM pins the calling thread to a core once it runs; onnxruntime's work on that thread would then
+    # share one core (measured: SqueezeNet's onnxruntime time tripled). Unpinned, Ember's time is the same.
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 
 def random_inputs(artifact, seed: int = 0) -> dict[str, np.ndarray]:
@@ -95,17 +98,23 @@ def _ort_runner(model: Any, feeds: Mapping[str, np.ndarray], threads: int) -> Ca
     return lambda: session.run(None, dict(feeds))
 
 
-def time_alternating(runners: list[Callable[[], object]], runs: int, warmup: int = 2) -> list[list[float]]:
-    """Seconds per run for each runner, interleaved run by run so load changes hit all of them alike."""
+def time_alternating(
+    runners: list[Callable[[], object]], runs: int, warmup: int = 2, block: int = 1, pause: float = 0.0
+) -> list[list[float]]:
+    """Seconds per run for each runner, taking turns `block` runs at a time so load changes hit all of them
+    alike; `pause` seconds before each turn let the other runtime's spinning worker threads go idle."""
     for run in runners:
         for _ in range(warmup):
             run()
     times: list[list[float]] = [[] for _ in runners]
-    for _ in range(runs):
+    while len(times[0]) < runs:
+        n = min(block, runs - len(times[0]))
         for i, run in enumerate(runners):
-            start = time.perf_counter()
-            run()
-            times[i].append(time.perf_counter() - start)
+            time.sleep(pause)
+            for _ in range(n):
+                start = time.perf_counter()
+                run()
+                times[i].append(time.perf_counter() - start)
     return times
 
 
@@ -161,7 +170,8 @@ def bench(
     ort = _ort_runner(model, feeds, threads) if compare and _is_onnx(model) else None
     if ort is not None:
         runners.append(ort)
-    times = time_alternating(runners, runs)
+    # Both thread pools busy-wait after a run; whole turns with a pause keep them off each other's cores.
+    times = time_alternating(runners, runs, block=max(1, runs // 4), pause=0.05)
     result = BenchResult(
         model=_name(model),
         target=target,

@@ -268,9 +268,11 @@ class Graph:
         self._values[name] = value
 
     def reclaim_names(self, keep: set[str]) -> int:
-        """Rename nodes not in `keep` that a rewrite called `base_N` (because `base` was taken then), and
-        their outputs named that way, back to `base` where that name is free again; returns how many."""
+        """Rename nodes and values whose names are not in `keep` (names that existed before a rewrite) and
+        that the rewrite called `base_N` (because `base` was taken then) back to `base` where that name is
+        free again; graph outputs keep their names. Returns how many were renamed."""
         renamed = 0
+        outputs = {id(v) for v in self.outputs}
         for node in self.nodes:
             if node.name in keep:
                 continue
@@ -282,7 +284,7 @@ class Graph:
                 renamed += 1
             for out in node.outputs:
                 m = re.fullmatch(r"(.+)_\d+", out.name)
-                if m and m.group(1) not in self._values:
+                if m and out.name not in keep and id(out) not in outputs and m.group(1) not in self._values:
                     self.rename_value(out, m.group(1))
                     renamed += 1
         return renamed

@@ -168,7 +168,7 @@ def _sink_concat(graph: Graph) -> bool:
 
 @register("convert-to-nhwc", "run conv2d and pools in NHWC, sinking and cancelling the transposes around them")
 def convert_to_nhwc(graph: Graph) -> bool:
-    original = {n.name for n in graph.nodes}
+    original = {n.name for n in graph.nodes} | {v.name for v in graph.values}
     if not rewrite(graph, CONVERT):
         return False
     for _ in range(len(graph.nodes)):

@@ -44,6 +44,9 @@ def test_time_alternating_interleaves_runners():
     times = time_alternating([lambda: order.append("a"), lambda: order.append("b")], runs=3, warmup=1)
     assert order == ["a", "b"] * 4  # one warm-up each, then a/b alternating
     assert [len(t) for t in times] == [3, 3]
+    order.clear()
+    times = time_alternating([lambda: order.append("a"), lambda: order.append("b")], runs=5, warmup=0, block=2)
+    assert order == ["a", "a", "b", "b", "a", "a", "b", "b", "a", "b"] and [len(t) for t in times] == [5, 5]
 
 
 def test_bench_without_onnxruntime_comparison():

@@ -12,11 +12,12 @@ from ember.models.blocks import mobile_block
 from tests.conftest import assert_close, ort_run, random_feeds
 
 
-def test_arm_targets_pick_nhwc():
+def test_cpu_targets_pick_nhwc_gpus_nchw():
     assert resolve("aarch64-linux-gnu").layout == "NHWC"
     assert resolve("armv7a-linux-gnueabihf").layout == "NHWC"
-    assert resolve("x86_64-linux-gnu").layout == "NCHW"
+    assert resolve("x86_64-linux-gnu").layout == "NHWC"
     assert resolve("cuda").layout == "NCHW"
+    assert resolve("mali").layout == "NCHW"
 
 
 def test_layout_only_joins_opt_levels_unless_asked():
@@ -49,7 +50,27 @@ def test_nhwc_mobile_block_matches_onnxruntime():
     assert_close(art.run(feeds), ort_run(model, feeds))
 
 
-def test_aarch64_compiles_nhwc_by_default(tmp_path):
+def test_cpu_targets_compile_nhwc_by_default_and_nchw_on_request():
     art = ember.compile(random_light_model("squeezenet"), "aarch64-linux-gnu")
     assert art.metadata["layout"] == "NHWC" and "convert-to-nhwc" in art.metadata["passes"]
-    assert ember.compile(random_light_model("squeezenet"), "host").metadata["layout"] == "NCHW"
+    assert ember.compile(random_light_model("squeezenet"), "host").metadata["layout"] == "NHWC"
+    nchw = ember.compile(random_light_model("squeezenet"), "host", layout="NCHW")
+    assert nchw.metadata["layout"] == "NCHW" and "transpose" not in nchw.graph.op_counts()
+
+
+def test_nhwc_keeps_names_that_existed_before():
+    """Renaming what the rewrite called `base_N` back to `base` must not touch the model's own names
+    (DenseNet-121's output is called fc6_1 while fc6 is free)."""
+    import numpy as np
+
+    from ember.ir.graph import Graph
+    from ember.passes import PassManager
+
+    g = Graph("g")
+    x = g.add_input("x", (1, 3, 4, 4))
+    w = g.add_constant(np.ones((2, 3, 1, 1), np.float32), "w")
+    mid = g.add_node("conv2d", [x, w], name="conv_1", output_names=["mid_1"]).output
+    out = g.add_node("relu", [mid], name="act_2", output_names=["out_1"]).output
+    g.outputs = [out]
+    PassManager.from_spec("convert-to-nhwc", verify_each=True).run(g)
+    assert [v.name for v in g.outputs] == ["out_1"]

@@ -61,7 +61,7 @@ def lower_to_relax(graph: Graph) -> tvm.IRModule:
                         env[id(out)] = bb.emit(expr, name_hint=_hint(out.name))
                 except EmberError as e:
                     raise EmberError(e.message, node=node.name, op=node.op, hint=e.hint) from None
-                except (tvm.TVMError, ValueError, TypeError, AttributeError) as e:
+                except (RuntimeError, ValueError, TypeError, AttributeError) as e:  # tvm_ffi raises RuntimeErrors
                     msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
                     raise EmberError(f"TVM rejected the lowering: {msg}", node=node.name, op=node.op) from None
             outs = bb.emit_output(relax.Tuple([arg(v) for v in graph.outputs]))
