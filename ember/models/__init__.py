@@ -55,7 +55,10 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
     live = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend(live)
-    inputs = [i for i in g.input if i.name in used or i.name in {o.name for o in g.output}]
+    # Weights are initializers only: listed as graph inputs too (IR version 3 style), onnxruntime would treat
+    # them as overridable and skip folding and fusing them.
+    weights = {t.name for t in live}
+    inputs = [i for i in g.input if i.name not in weights and (i.name in used or i.name in {o.name for o in g.output})]
     del g.input[:]
     g.input.extend(inputs)
     return out
