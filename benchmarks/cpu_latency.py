@@ -24,6 +24,8 @@ import onnx
 from rich.console import Console
 from rich.table import Table
 
+from ember.models import random_feeds
+
 MODELS = ("squeezenet", "resnet50", "mobilenet_v2", "bert")
 
 
@@ -38,23 +40,10 @@ def build_model(name: str) -> onnx.ModelProto:
     return random_light_model(name)
 
 
-def feeds_for(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(1)
-    inits = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for i in model.graph.input:
-        if i.name in inits:
-            continue
-        shape = [d.dim_value for d in i.type.tensor_type.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
-        feeds[i.name] = rng.random(shape).astype(dtype) if dtype.kind == "f" else np.ones(shape, dtype)
-    return feeds
-
-
 def measure(path: str, engine: str, threads: int, runs: int) -> dict:
     """One engine on one model, in this process: compile seconds (Ember) and per-run milliseconds."""
     model = onnx.load(path)
-    feeds = feeds_for(model)
+    feeds = random_feeds(model, seed=1)
     compile_s = 0.0
     if engine == "onnxruntime":
         import onnxruntime as ort

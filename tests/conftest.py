@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper
 
+from ember.models import random_feeds  # noqa: F401  (shared with the benchmarks)
 from ember.models.blocks import make_model  # noqa: F401  (the tests build their small models with it)
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -22,19 +22,6 @@ def ort_run(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[
     opts.log_severity_level = 3
     src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
-
-
-def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    inits = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for i in model.graph.input:
-        if i.name in inits:
-            continue
-        shape = [d.dim_value for d in i.type.tensor_type.shape.dim]
-        dtype = helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
-        feeds[i.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds
 
 
 def assert_close(got: dict[str, np.ndarray] | list, want: list[np.ndarray], rtol=RTOL, atol=ATOL) -> None:

@@ -110,19 +110,19 @@ def _moves_only_ones(node: Node) -> bool:
     return x.is_static and kept == sorted(kept)
 
 
+def _as_reshape(m, b):
+    shape = b.const(np.array(m["t"].output.shape, dtype=np.int64))
+    return b.emit("reshape", m["x"], shape)
+
+
 SINK = [
-    Rule(P.op("transpose", P.any("x"), name="t", where=_moves_only_ones), lambda m, b: _as_reshape(m, b)),
+    Rule(P.op("transpose", P.any("x"), name="t", where=_moves_only_ones), _as_reshape),
     Rule(P.op(UNARY, T, name="u"), _sink_unary),
     Rule(P.op(BINARY, T, P.op("transpose", P.any("y"), name="t2", shared=True), name="bin"), _sink_binary),
     Rule(P.op(BINARY, T, P.const("c"), name="bin"), _sink_binary_const(False)),
     Rule(P.op(BINARY, P.const("c"), T, name="bin"), _sink_binary_const(True)),
     Rule(P.op(("global_avg_pool", "global_max_pool"), T, name="g"), _sink_global_pool),
 ]
-
-
-def _as_reshape(m, b):
-    shape = b.const(np.array(m["t"].output.shape, dtype=np.int64))
-    return b.emit("reshape", m["x"], shape)
 
 
 def _sink_split(graph: Graph) -> bool:

@@ -17,12 +17,17 @@ def _scalar(m, name: str) -> float:
 
 
 # Scalar factors hoisted out of matmul operands (torch's exporter scales q and k by sqrt(scale) each).
-def _hoist(m, b):
-    s, op = m["s"].const, m["op"]
-    if op.output.shape != m["a"].shape or not np.all(np.isfinite(s)) or not np.all(s != 0):
-        return None  # the factor would broadcast the result, or inf/nan/0 do not commute with the sum
-    y = b.emit("matmul", m["a"], m["c"]) if m["first"] else b.emit("matmul", m["c"], m["a"])
-    return b.emit(m["op"].op, y, m["s"])
+def _hoist(first: bool):
+    """matmul(a * s, c) -> matmul(a, c) * s (or with the scaled operand second)."""
+
+    def build(m, b):
+        s, op = m["s"].const, m["op"]
+        if op.output.shape != m["a"].shape or not np.all(np.isfinite(s)) or not np.all(s != 0):
+            return None  # the factor would broadcast the result, or inf/nan/0 do not commute with the sum
+        y = b.emit("matmul", m["a"], m["c"]) if first else b.emit("matmul", m["c"], m["a"])
+        return b.emit(op.op, y, m["s"])
+
+    return build
 
 
 def _scaled_operands() -> list:
@@ -32,12 +37,8 @@ def _scaled_operands() -> list:
     ]
 
 
-HOIST = [
-    Rule(P.op("matmul", operand, P.any("c")), lambda m, b: _hoist(m | {"first": True}, b))
-    for operand in _scaled_operands()
-] + [
-    Rule(P.op("matmul", P.any("c"), operand), lambda m, b: _hoist(m | {"first": False}, b))
-    for operand in _scaled_operands()
+HOIST = [Rule(P.op("matmul", operand, P.any("c")), _hoist(first=True)) for operand in _scaled_operands()] + [
+    Rule(P.op("matmul", P.any("c"), operand), _hoist(first=False)) for operand in _scaled_operands()
 ]
 HOIST.append(
     Rule(
