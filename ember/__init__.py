@@ -6,7 +6,8 @@ __version__ = "0.1.0"
 
 
 def compile(model, target="host", input_shapes=None, **options):  # noqa: A001
-    """Compile `model` (ONNX path or ModelProto, or an Ember Graph) for `target`; returns an Artifact."""
+    """Compile `model` (ONNX or .pt2 path, ModelProto, torch.nn.Module with `example_inputs=(x,)`, or an Ember
+    Graph) for `target`; returns an Artifact."""
     from ember.driver import compile as _compile
 
     return _compile(model, target, input_shapes, **options)

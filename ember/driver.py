@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,26 @@ def _source_info(model: Any) -> dict[str, Any]:
     return {"name": type(model).__name__, "path": None, "sha256": None}
 
 
-def import_model(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
-    """Any supported model form (ONNX path or ModelProto, Ember Graph) as an Ember Graph."""
+def _is_torch(model: Any) -> bool:
+    """Whether `model` is a torch module or ExportedProgram, without importing torch when nobody has."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))
+
+
+def import_model(
+    model: Any,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    example_inputs: Sequence[Any] | None = None,
+    dynamic_shapes: Any = None,
+) -> Graph:
+    """Any supported model form (ONNX path or ModelProto, .pt2 path, torch module with `example_inputs` and
+    optional `dynamic_shapes`, ExportedProgram, Ember Graph) as an Ember Graph."""
     import onnx
 
+    if _is_torch(model) or isinstance(model, (str, os.PathLike)) and Path(model).suffix == ".pt2":
+        return _torch_frontend().load(model, example_inputs, dynamic_shapes, input_shapes=input_shapes)
+    if example_inputs is not None or dynamic_shapes is not None:
+        raise EmberError("example_inputs and dynamic_shapes apply to PyTorch modules only")
     if isinstance(model, Graph):
         if input_shapes:
             raise EmberError("input_shapes apply when importing a model, not to an Ember Graph")
@@ -57,7 +74,21 @@ def import_model(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = 
         from ember.frontends.onnx import load
 
         return load(path, input_shapes)
-    raise EmberError(f"cannot compile a {type(model).__name__}; pass an ONNX file or ModelProto")
+    raise EmberError(
+        f"cannot compile a {type(model).__name__}; pass an ONNX or .pt2 file, a ModelProto or a torch.nn.Module"
+    )
+
+
+def _torch_frontend():
+    try:
+        import ember.frontends.torch as frontend
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        raise EmberError(
+            "PyTorch models need torch, which is not installed", hint='pip install -e ".[torch]"'
+        ) from None
+    return frontend
 
 
 def _value_info(v) -> dict[str, Any]:
@@ -89,6 +120,8 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     pass_plugins: Sequence[str | os.PathLike] = (),
     fold_limit: int | str | None = None,
     layout: str | None = None,
+    example_inputs: Sequence[Any] | None = None,
+    dynamic_shapes: Any = None,
 ):
     """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle).
 
@@ -96,7 +129,10 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     CPUs) at -O2 and above, and left as imported for explicit pass lists.
 
     `fold_limit` caps each tensor that constant folding creates, at import and in passes: bytes or a size
-    such as '64MiB' (the default; None keeps the enclosing `ember.ir.fold.fold_scope`'s)."""
+    such as '64MiB' (the default; None keeps the enclosing `ember.ir.fold.fold_scope`'s).
+
+    A torch.nn.Module is exported with `example_inputs` (and `dynamic_shapes`, torch.export.Dim per axis);
+    `input_shapes` then fixes its dynamic dims."""
     import tvm
 
     import ember
@@ -115,7 +151,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     pipeline = parse_pipeline(passes) + layout_passes(spec.layout if layout is None else layout, passes, layout)
     manager = PassManager(pipeline, verify_each, list(instruments) + ([dumper] if dumper else []))
     with fold_scope(fold_limit):
-        graph = import_model(model, input_shapes)
+        graph = import_model(model, input_shapes, example_inputs, dynamic_shapes)
         manager.run(graph)
     if dumper is not None and dumper.count == 0:
         dumper.write(dumper.next_stem("input"), graph)
