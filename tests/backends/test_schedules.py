@@ -4,6 +4,8 @@ rules decline what they do not fit, and an aarch64 (NEON, NHWC) build still comp
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -67,10 +69,25 @@ def test_conv_kernel_is_parallel_vectorized_and_register_blocked():
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
 
+def kernel_named(kernels: dict[str, str], name: str) -> str:
+    """The text of kernel `name` under the suffixes scheduling adds (a number, `_prepacked`)."""
+    (text,) = [t for k, t in kernels.items() if re.fullmatch(rf"{name}\d*(_prepacked)?", k)]
+    return text
+
+
 def test_dense_kernel_is_parallel_and_vectorized():
     kernels = scheduled_kernels(bert_layer(hidden=64, heads=4, seq=16))
-    text = kernels["fused_matmul_add"]
+    text = kernel_named(kernels, "fused_matmul_add")
     assert "T.parallel(" in text and "T.vectorized(" in text
+
+
+def test_constant_weights_are_packed_at_compile_time():
+    """A dense layer's [K, N] weight constant arrives packed [N / v, K, v] (v its vector length), so the
+    reduction reads it contiguously; no packing is left to run with the model."""
+    kernels = scheduled_kernels(bert_layer(hidden=64, heads=4, seq=16))
+    v = vector_factor(64, schedules.vector_bits(resolve("host").target) // 32)
+    assert f"T.Buffer((T.int64({64 // v}), T.int64(64), T.int64({v}))" in kernel_named(kernels, "fused_matmul_add")
+    assert not any(name.endswith("weight_prepack") for name in kernels)
 
 
 def test_rules_decline_kernels_they_do_not_fit():

@@ -7,7 +7,6 @@ import re
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-from tvm.s_tir import dlight
 
 from ember.backends.tvm import schedules
 from ember.backends.tvm.lower import lower_to_relax
@@ -28,7 +27,7 @@ def relax_pipeline(spec: TargetSpec, schedule: bool | None = None):
     passes = (
         cpu_generic.library_dispatch_passes(target)
         + cpu_generic.legalize_passes(target)
-        + [dlight.ApplyDefaultSchedule(*schedules.cpu_rules(target))]
+        + schedules.schedule_passes(target)
         + cpu_generic.dataflow_lower_passes(target)
         + cpu_generic.finalize_passes(target)
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import tvm
+from tvm import relax
 from tvm.ir import IRModule
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
@@ -29,11 +30,23 @@ def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     return [Conv2D(), Dense(), Fallback()]
 
 
+def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
+    """Scheduling after fusion: constant weights are marked layout-free so rules may repack them, and the
+    repacking the rules add is split into functions of the constants alone and folded at compile time."""
+    return [
+        relax.transform.AttachAttrLayoutFreeBuffers(),
+        dlight.ApplyDefaultSchedule(*cpu_rules(target)),
+        relax.transform.SplitLayoutRewritePreproc(),
+        relax.transform.FoldConstant(),
+        relax.transform.DeadCodeElimination(),
+    ]
+
+
 def schedule_module(mod: IRModule, target: Target) -> IRModule:
     """A lowered Relax module legalized, fused and scheduled as a CPU build would (to inspect kernels)."""
     with target:
-        passes = cpu_generic.legalize_passes(target) + [dlight.ApplyDefaultSchedule(*cpu_rules(target))]
+        passes = cpu_generic.legalize_passes(target) + schedule_passes(target)
         return tvm.transform.Sequential(passes)(mod)
 
 
-__all__ = ["cpu_rules", "enabled", "schedule_module", "vector_bits"]
+__all__ = ["cpu_rules", "enabled", "schedule_module", "schedule_passes", "vector_bits"]

@@ -20,6 +20,7 @@ from ember.backends.tvm.schedules.common import (
 )
 
 ACCUMULATOR_REGISTERS = {512: 24, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
+PREPACK = "meta_schedule.layout_rewrite_preproc"  # the block annotation SplitLayoutRewritePreproc moves out
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
     if loops is None:
         raise ValueError("loops do not map one-to-one onto block iterators")
     vec_len = vector_factor(extent(sch, loops[blocking.vector_axis]), lanes)
+    if blocking.weights_by_lanes:
+        prepack_weight(sch, block, blocking.vector_axis, vec_len)
     limit = ACCUMULATOR_REGISTERS[bits] // -(-vec_len // lanes)
     rows, row_axis = 1, None
     for axis in blocking.row_axes:
@@ -82,6 +85,24 @@ def row_factor(n: int, limit: int) -> int:
         return d
     blocks = -(-n // limit)
     return -(-n // blocks)
+
+
+def prepack_weight(sch: s_tir.Schedule, block: SBlockRV, vector_axis: int, vec_len: int) -> None:
+    """Repack a constant weight whose last dimension runs along the lanes as [N / vec_len, ..., vec_len]:
+    the reduction then streams it contiguously instead of one cache line (and page) per step. The packing
+    block is split into its own function and folded at compile time (see `schedule_passes`)."""
+    func = sch.mod["main"]
+    free = [func.params[int(i)] for i in (func.attrs or {}).get("layout_free_buffers", [])]
+    var = sch.get(block).iter_vars[vector_axis].var
+    for index, region in enumerate(sch.get(block).reads):
+        dims = [tirx.analysis.undefined_vars(d.min) for d in region.region]
+        if not any(region.source.same_as(b) for b in free) or len(dims) < 2:
+            continue
+        if [v.same_as(var) for v in dims[-1]] == [True] and not any(var.same_as(v) for d in dims[:-1] for v in d):
+            packed = sch.cache_read(block, index, "global")
+            sch.transform_layout(block, ("read", index), lambda *i: (i[-1] // vec_len, *i[:-1], i[-1] % vec_len))
+            sch.annotate(packed, PREPACK, True)
+            return
 
 
 def inline_prologue(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
