@@ -165,8 +165,14 @@ class Artifact:
         return list(timer(*arrays).results)
 
     # ---- saving -------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the bundle to `directory` atomically: build in a temporary folder, then rename."""
+    def save(self, directory: str | os.PathLike, standalone: bool = False) -> Path:
+        """Write the bundle to `directory` atomically: build in a temporary folder, then rename. CPU bundles
+        get the C++ runner's sources; `standalone` adds the target's TVM runtime and a runner built for it."""
+        if standalone and self.device != "cpu":
+            raise EmberError(
+                f"standalone bundles are for CPU targets; {self.target} runs on {self.device}",
+                hint="drop --standalone; the host program loads a GPU bundle through the TVM runtime",
+            )
         out = Path(directory)
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METADATA).exists())):
             raise EmberError(
@@ -183,6 +189,11 @@ class Artifact:
             raise EmberError(f"cannot write to '{out.parent}': {e.strerror}") from None
         try:
             self._write(tmp)
+            if self.device == "cpu":
+                from ember.backends.runtime.bundle import write_runner_files
+
+                self.metadata["runner"] = write_runner_files(tmp, self.metadata, standalone)
+            (tmp / METADATA).write_text(json.dumps(self.metadata, indent=2) + "\n")
             _replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -202,7 +213,6 @@ class Artifact:
             from ember.backends.tvm.build import SOURCE_SUFFIX
 
             (tmp / f"kernels{SOURCE_SUFFIX[kind]}").write_text(src)
-        (tmp / METADATA).write_text(json.dumps(self.metadata, indent=2) + "\n")
 
     def _export_library(self, tmp: Path) -> None:
         from tvm.support import cc

@@ -14,6 +14,8 @@ from typing import TextIO
 import click
 import numpy as np
 
+from ember.cli.deploy import deploy_options
+from ember.cli.deploy import register as register_deploy_commands
 from ember.cli.passopts import fold_notes, fold_options, pass_options, pipeline_of, printers, time_table
 from ember.errors import EmberError
 from ember.ir.fold import fold_scope, parse_size
@@ -123,10 +125,11 @@ def _default_out(model: str, target: str) -> Path:
     type=click.Choice(["NCHW", "NHWC"], case_sensitive=False),
     help="Layout convolutions run in [default: the target's at -O2: NHWC on ARM CPUs, else NCHW].",
 )
+@deploy_options
 @pass_options(None)
 @fold_options
 @handles_errors
-def compile_cmd(model, target, output, input_shapes, layout, **o) -> None:
+def compile_cmd(model, target, output, input_shapes, layout, standalone, verify, **o) -> None:
     """Compile MODEL (.onnx or .ir) for a target and write a bundle directory."""
     import ember
     from ember.backends.tvm.quiet import native_stderr_captured
@@ -149,7 +152,7 @@ def compile_cmd(model, target, output, input_shapes, layout, **o) -> None:
                 layout=layout,
             )
             compiled = time.perf_counter() - start
-            artifact.save(out)
+            artifact.save(out, standalone=standalone)
     finally:
         if o["time_passes"] and artifact is not None:
             time_table(artifact.pass_records)
@@ -157,6 +160,8 @@ def compile_cmd(model, target, output, input_shapes, layout, **o) -> None:
     lib = out / artifact.metadata["library"]
     click.echo(f"compiled {Path(model).name} for {target} in {compiled:.1f}s -> {out}/")
     click.echo(f"  {lib.name}: {lib.stat().st_size / 1e6:.1f} MB  ({artifact.arch}, {artifact.device})")
+    if standalone:
+        click.echo(f"  standalone: runner and runtime/ for {artifact.arch}; copy {out}/ to the board, see README.txt")
     for kind in artifact.sources:
         click.echo(f"  kernel sources: {[p.name for p in out.glob('kernels.*')][0]} ({kind})")
     if lib.suffix == ".tar":
@@ -166,6 +171,10 @@ def compile_cmd(model, target, output, input_shapes, layout, **o) -> None:
             f"    mkdir objs && tar -xf model.tar -C objs && g++ -shared -fPIC -o model.so objs/*.o\n"
             f"  or install {cc} and compile again."
         )
+    if verify:
+        from ember.cli.deploy import verify_bundle
+
+        verify_bundle(artifact, model, out)
 
 
 @cli.command("opt")
@@ -384,6 +393,9 @@ def targets_cmd() -> None:
 
 def main() -> None:
     cli(prog_name="ember")
+
+
+register_deploy_commands(cli, handles_errors)
 
 
 if __name__ == "__main__":

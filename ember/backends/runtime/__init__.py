@@ -2,7 +2,8 @@
 
 The registry's aarch64 wheels of apache-tvm / apache-tvm-ffi carry `libtvm_runtime.so` and `libtvm_ffi.so`;
 `fetch` extracts them (with the FFI headers) into a cache, `build_runner` cross-compiles `runner.cc`
-against them, and `run_emulated` runs a bundle's `model.so` through that runner under qemu.
+against them with the bundle Makefile, and `run_emulated` runs a bundle's `model.so` through that runner
+under qemu. For the host's own architecture the runtime comes from the installed tvm / tvm_ffi packages.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ember.backends.artifact import elf_arch, sha256_file
 from ember.errors import EmberError
 
 RUNNER_SOURCE = Path(__file__).with_name("runner.cc")
+MAKEFILE = Path(__file__).with_name("Makefile")
 WHEEL_PLATFORM = {"aarch64": "manylinux_2_28_aarch64"}
 QEMU = {"aarch64": "qemu-aarch64", "armv7": "qemu-arm"}
 SYSROOT = {"aarch64": "/usr/aarch64-linux-gnu", "armv7": "/usr/arm-linux-gnueabihf"}
@@ -33,23 +36,93 @@ def cache_dir(arch: str) -> Path:
     return root / "runtime" / arch
 
 
-def _versions() -> dict[str, str]:
+def runtime_versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {"apache-tvm": version("apache-tvm"), "apache-tvm-ffi": version("apache-tvm-ffi")}
 
 
+def _build_hint(arch: str) -> str:
+    gxx = CROSS_GXX.get(arch, f"{arch}-linux-gnu-g++")
+    tvm_version = runtime_versions()["apache-tvm"].split(".post")[0]
+    return (
+        f"build it from a TVM {tvm_version} source checkout with {gxx}: cmake -B build "
+        f"-DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR={arch} -DCMAKE_C_COMPILER={gxx[:-3]}gcc "
+        f"-DCMAKE_CXX_COMPILER={gxx} -DUSE_LLVM=OFF && cmake --build build --target tvm_runtime, then put "
+        f"libtvm_runtime.so and libtvm_ffi.so in {cache_dir(arch) / 'lib'} and 3rdparty/tvm-ffi/include/* in "
+        f"{cache_dir(arch) / 'include'}"
+    )
+
+
+def _complete(root: Path) -> bool:
+    return all((root / "lib" / lib).exists() for lib in LIBS) and (root / "include" / "tvm" / "ffi").is_dir()
+
+
+def host_runtime() -> Path:
+    """The host's runtime, laid out like a cached one (lib/, include/): links into the installed tvm and tvm_ffi
+    packages, made once in the cache."""
+    import tvm
+    import tvm_ffi
+
+    found = {
+        "libtvm_runtime.so": Path(tvm.__file__).parent / "lib" / "libtvm_runtime.so",
+        "libtvm_ffi.so": Path(tvm_ffi.__file__).parent / "lib" / "libtvm_ffi.so",
+        "include": Path(tvm_ffi.__file__).parent / "include",
+    }
+    missing = [str(p) for p in found.values() if not p.exists()]
+    if missing:
+        raise EmberError(f"the installed TVM lacks {missing[0]}", hint="pip install --force-reinstall apache-tvm")
+    out = cache_dir(host_arch())
+    links = {out / "lib" / lib: found[lib] for lib in LIBS} | {out / "include": found["include"]}
+    if all(link.is_symlink() and link.resolve() == src.resolve() for link, src in links.items()):
+        return out
+    staging = Path(tempfile.mkdtemp(prefix=".runtime-", dir=_parent(out)))
+    (staging / "lib").mkdir()
+    for link, src in links.items():
+        (staging / link.relative_to(out)).symlink_to(src.resolve())
+    record = {"versions": runtime_versions(), "source": "the installed tvm and tvm_ffi packages"}
+    (staging / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
+
+
+def host_arch() -> str:
+    """This machine's architecture, named as targets name it (without importing TVM)."""
+    import platform
+
+    return {"arm64": "aarch64", "armv7l": "armv7", "armv8l": "armv7"}.get(platform.machine(), platform.machine())
+
+
+def runtime_dir(arch: str) -> Path:
+    """lib/ and include/ of the TVM runtime for `arch`: the host's from its packages, others fetched."""
+    return host_runtime() if arch == host_arch() else fetch(arch)
+
+
+def cached() -> list[dict]:
+    """The runtimes in the cache: arch, folder, versions (empty when incomplete), whether they match this TVM."""
+    root = cache_dir("x").parent
+    found = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        manifest = d / "manifest.json"
+        versions = json.loads(manifest.read_text()).get("versions", {}) if manifest.exists() else {}
+        usable = _complete(d) and (versions == runtime_versions() or d.name not in WHEEL_PLATFORM)
+        found.append({"arch": d.name, "path": str(d), "versions": versions, "usable": usable})
+    return found
+
+
 def fetch(arch: str) -> Path:
     """The cached runtime for `arch` (lib/ with the TVM runtime libraries, include/ with the FFI headers),
     downloading the registry wheels that match this TVM when it is not cached yet."""
+    if arch not in WHEEL_PLATFORM and _complete(cache_dir(arch)):
+        return cache_dir(arch)
     if arch not in WHEEL_PLATFORM:
         raise EmberError(
-            f"no prebuilt TVM runtime for {arch}: the registry has wheels for aarch64 only",
-            hint="build libtvm_runtime.so from TVM's sources with the target's cross compiler",
+            f"no prebuilt TVM runtime for {arch}: the registry has wheels for aarch64 only", hint=_build_hint(arch)
         )
     out = cache_dir(arch)
     manifest = out / "manifest.json"
-    versions = _versions()
+    versions = runtime_versions()
     if manifest.exists() and json.loads(manifest.read_text()).get("versions") == versions:
         return out
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,11 +132,16 @@ def fetch(arch: str) -> Path:
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["pip failed"])[-1]
-            raise EmberError(f"cannot download the {arch} TVM runtime wheels: {last}", hint="check network access")
+            wheels = " and ".join(f"{name} {v}" for name, v in versions.items())
+            raise EmberError(
+                f"cannot download the {arch} TVM runtime (the {wheels} wheels): {last}",
+                hint=f"connect to the network or set PIP_INDEX_URL to a reachable index, then run "
+                f"'ember runtime fetch --arch {arch}'; or copy a fetched {out} here from another machine",
+            )
         staging = Path(tempfile.mkdtemp(prefix=".runtime-", dir=_parent(out)))
         try:
             _extract(Path(tmp), staging)
-            record = {"versions": versions, "sha256": {lib: _sha256(staging / "lib" / lib) for lib in LIBS}}
+            record = {"versions": versions, "sha256": {lib: sha256_file(staging / "lib" / lib) for lib in LIBS}}
             (staging / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
             shutil.rmtree(out, ignore_errors=True)
             staging.rename(out)
@@ -95,28 +173,44 @@ def _extract(wheels: Path, dest: Path) -> None:
         raise EmberError(f"the downloaded wheels hold no {', '.join(missing)}")
 
 
-def _sha256(path: Path) -> str:
-    from ember.backends.artifact import sha256_file
+def gxx_name(arch: str) -> str:
+    """The g++ that builds programs for `arch`: the host's own, or the cross compiler."""
+    return "g++" if arch == host_arch() else CROSS_GXX.get(arch, f"{arch}-linux-gnu-g++")
 
-    return sha256_file(path)
+
+def compiler_for(arch: str) -> str:
+    """`gxx_name(arch)`, checked to be installed."""
+    gxx = gxx_name(arch)
+    if shutil.which(gxx) is None:
+        package = "g++" if gxx == "g++" else f"g++-{gxx.removesuffix('-g++')}"
+        raise EmberError(
+            f"{gxx} is not installed; building the {arch} runner needs it", hint=f"apt-get install {package}"
+        )
+    return gxx
+
+
+def make_runner(folder: Path, arch: str, runtime: Path | str = "runtime") -> Path:
+    """Build `runner` for `arch` in a folder holding runner.cc and the bundle Makefile, against `runtime`."""
+    if shutil.which("make") is None:
+        raise EmberError("make is not installed; building the runner needs it", hint="apt-get install make")
+    cmd = ["make", "-s", "-C", str(folder), f"CXX={compiler_for(arch)}", f"TVM_RUNTIME_DIR={runtime}", "runner"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        detail = " ".join(r.stderr.strip().splitlines()[-3:])[-300:]
+        raise EmberError(f"building the {arch} runner failed: {detail}", file=str(folder))
+    return folder / "runner"
 
 
 def build_runner(arch: str) -> Path:
     """The runner executable for `arch`, cross-compiled once against the cached runtime."""
-    rt = fetch(arch)
+    rt = runtime_dir(arch)
     exe = rt / "runner"
-    if exe.exists() and exe.stat().st_mtime >= RUNNER_SOURCE.stat().st_mtime:
+    if exe.exists() and exe.stat().st_mtime >= max(RUNNER_SOURCE.stat().st_mtime, MAKEFILE.stat().st_mtime):
         return exe
-    gxx = CROSS_GXX[arch]
-    if shutil.which(gxx) is None:
-        raise EmberError(f"{gxx} is not installed", hint=f"apt-get install g++-{gxx.removesuffix('-g++')}")
-    tmp = exe.with_suffix(".tmp")
-    cmd = [gxx, "-std=c++17", "-O2", f"-I{rt / 'include'}", str(RUNNER_SOURCE), "-o", str(tmp)]
-    cmd += [f"-L{rt / 'lib'}", "-ltvm_ffi", "-ltvm_runtime", "-Wl,-rpath,$ORIGIN"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise EmberError(f"building the {arch} runner failed: {r.stderr.strip()[-300:]}")
-    tmp.rename(exe)
+    with tempfile.TemporaryDirectory(prefix=".runner-", dir=rt) as tmp:
+        for src in (RUNNER_SOURCE, MAKEFILE):
+            shutil.copy2(src, Path(tmp) / src.name)
+        os.replace(make_runner(Path(tmp), arch, rt), exe)
     return exe
 
 
@@ -125,10 +219,17 @@ def run_emulated(bundle: Path, arch: str, inputs: list[np.ndarray], runs: int = 
     qemu = QEMU.get(arch)
     if qemu is None or shutil.which(qemu) is None:
         raise EmberError(f"{qemu or 'qemu-user'} is not installed", hint="apt-get install qemu-user")
-    runner = build_runner(arch)
     lib = bundle / "model.so"
     if not lib.exists():
         raise EmberError(f"bundle has no model.so to run under {qemu}", file=str(bundle))
+    found = elf_arch(lib)
+    if found != arch:
+        raise EmberError(
+            f"'model.so' is built for {found or 'an unknown format'}, not {arch}; {qemu} cannot run it",
+            file=str(bundle),
+            hint=f"recompile with --target for {arch}" if found else "recompile the bundle",
+        )
+    runner = build_runner(arch)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for f in (runner, *(runner.parent / "lib" / name for name in LIBS)):

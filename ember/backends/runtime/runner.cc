@@ -1,12 +1,14 @@
 // Ember bundle runner: loads model.so with the TVM runtime, reads inputs from .npy files, runs the Relax VM's
 // `main`, writes outputs as .npy files and prints latency. No Python needed on the device.
-//   runner model.so OUT_DIR RUNS input0.npy [input1.npy ...]
+//   runner model.so OUT_DIR RUNS input0.npy [input1.npy ...]      (OUT_DIR is created if missing)
+#include <sys/stat.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -108,7 +110,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    ffi::Module lib = ffi::Module::LoadFromFile(argv[1]);
+    if (::mkdir(argv[2], 0777) != 0 && errno != EEXIST) throw std::runtime_error(std::string("cannot create ") + argv[2]);
+    std::string model = argv[1];
+    if (model.find('/') == std::string::npos) model = "./" + model;  // dlopen searches the library path otherwise
+    ffi::Module lib = ffi::Module::LoadFromFile(model);
     ffi::Module vm = (*lib->GetFunction("vm_load_executable"))().cast<ffi::Module>();
     (*vm->GetFunction("vm_initialization"))(static_cast<int>(kDLCPU), 0, 2);
     ffi::Function run = *vm->GetFunction("main");
