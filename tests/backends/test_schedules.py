@@ -81,6 +81,15 @@ def test_dense_kernel_is_parallel_and_vectorized():
     assert "T.parallel(" in text and "T.vectorized(" in text
 
 
+def test_attention_kernel_is_parallel_over_query_rows_and_vectorized():
+    """Scores, softmax and P V each vectorize inside one parallel loop (the model's values are checked
+    against onnxruntime above)."""
+    text = kernel_named(scheduled_kernels(bert_layer(hidden=64, heads=4, seq=16)), "attention")
+    assert "T.parallel(" in text
+    for stage in ("T_batch_matmul_NT_update", "T_softmax_exp", "T_batch_matmul_NN_update"):
+        assert re.search(rf"T\.vectorized\([^\n]*\n[^\n]*{stage}", text), stage
+
+
 def test_constant_weights_are_packed_at_compile_time():
     """A dense layer's [K, N] weight constant arrives packed [N / v, K, v] (v its vector length), so the
     reduction reads it contiguously; no packing is left to run with the model."""

@@ -12,6 +12,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 from tvm.target import Target
 
+from ember.backends.tvm.schedules.attention import Attention
 from ember.backends.tvm.schedules.common import vector_bits
 from ember.backends.tvm.schedules.conv2d import Conv2D
 from ember.backends.tvm.schedules.dense import Dense
@@ -27,7 +28,7 @@ def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules for a CPU target, most specific first; the target's vector width sizes each schedule."""
     if target.kind.name != "llvm":
         return []
-    return [Conv2D(), Dense(), Fallback()]
+    return [Attention(), Conv2D(), Dense(), Fallback()]
 
 
 def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
