@@ -27,6 +27,14 @@ def test_type_inference_keeps_symbolic_dims():
     ir.verify(g)
 
 
+def test_concat_takes_a_dim_any_operand_knows():
+    """A class token expanded to a run-time shape ([?,1,D]) joined with patches [N,16,D] is [N,17,D]."""
+    g = ir.Graph()
+    tokens = g.emit("expand", g.add_constant(np.zeros((1, 1, 8), np.float32)), g.emit("shape", g.add_input("n", [3])))
+    joined = g.emit("concat", tokens, g.add_input("patches", ["N", 16, 8]), axis=1)
+    assert tokens.shape == ("?", "?", "?") and joined.shape == ("N", "?", 8)
+
+
 def test_use_def_queries_and_replace_all_uses():
     g = small_graph()
     conv, relu = g.node("conv"), g.node("relu")

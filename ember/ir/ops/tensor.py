@@ -125,7 +125,9 @@ def concat(ins, a):
             if i != ax and isinstance(d0, int) and isinstance(d1, int) and d0 != d1:
                 raise EmberError(f"operands {fmt(first.shape)} and {fmt(v.shape)} differ off axis {ax}")
         total = total + v.shape[ax] if isinstance(total, int) and isinstance(v.shape[ax], int) else UNKNOWN
-    return tuple(total if i == ax else d for i, d in enumerate(first.shape)), first.dtype
+    # Operands agree off the axis, so a dim one of them knows (static or named) is the result's.
+    known = [next((v.shape[i] for v in ins if v.shape[i] != UNKNOWN), UNKNOWN) for i in range(first.rank)]
+    return tuple(total if i == ax else d for i, d in enumerate(known)), first.dtype
 
 
 reference(concat)(lambda *xs: np.concatenate(xs[:-1], axis=xs[-1]["axis"]))
