@@ -20,6 +20,7 @@ from ember.backends.tvm.schedules.common import (
 )
 
 ACCUMULATOR_REGISTERS = {512: 24, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
+SMALL_REDUCTION = 32  # inputs per output at most, for padding to be computed inline
 PREPACK = "meta_schedule.layout_rewrite_preproc"  # the block annotation SplitLayoutRewritePreproc moves out
 
 
@@ -106,10 +107,16 @@ def prepack_weight(sch: s_tir.Schedule, block: SBlockRV, vector_axis: int, vec_l
 
 
 def inline_prologue(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
-    """Inline producers that only copy (a zero-width pad); give real padding its own parallel loop."""
+    """Inline producers that only copy (a zero-width pad), and padding where each output reduces over few
+    inputs (depthwise): a padded copy would cost more than the convolution; other padding gets its own
+    parallel loop, keeping the bounds tests out of the reduction."""
+    reduction = 1
+    for iv in sch.get(block).iter_vars:
+        reduction *= int(iv.dom.extent) if iv.iter_type == tirx.IterVar.CommReduce else 1
     for producer in sch.get_producers(block):
         body = sch.get(producer).body
-        if isinstance(body, tirx.BufferStore) and isinstance(body.value, ir.TensorLoad):
+        copies = isinstance(body, tirx.BufferStore) and isinstance(body.value, ir.TensorLoad)
+        if copies or reduction <= SMALL_REDUCTION:
             sch.compute_inline(producer)
         else:
             schedule_injective(sch, producer, bits)
