@@ -4,7 +4,9 @@ file written by torch.export.save) -> Ember IR, through a table of ATen core ops
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ KEPT_WHOLE = (
     "hardsigmoid.default",
     "silu.default",
     "unbind.int",
+    "adaptive_avg_pool2d.default",
 )
 
 
@@ -36,12 +39,19 @@ def read_program(path: str | os.PathLike) -> ExportedProgram:
     p = Path(path)
     if not p.is_file():
         raise EmberError("no such file" if not p.exists() else "not a file", file=str(path))
+    if not zipfile.is_zipfile(p):
+        raise EmberError("not a torch.export archive (.pt2 files are zip archives)", file=str(path))
+    log = logging.getLogger("torch.export")
+    level = log.level
+    log.setLevel(logging.ERROR)  # torch logs a traceback before it raises
     try:
         return torch.export.load(str(p))
     except Exception as e:  # torch raises zipfile, pickle and runtime errors on bad archives
         raise EmberError(
             f"not a readable torch.export archive ({type(e).__name__}: {_line(e)})", file=str(path)
         ) from None
+    finally:
+        log.setLevel(level)
 
 
 def export(
@@ -60,7 +70,8 @@ def export(
             if strict
             else "make the rejected code independent of tensor values (torch.cond, torch.where), or pass strict=True"
         )
-        raise EmberError(f"torch.export rejected {type(module).__name__}: {_line(e)}", hint=hint) from None
+        file = f"<{type(module).__name__}>"
+        raise EmberError(f"torch.export rejected the module: {_line(e)}", file=file, hint=hint) from None
     finally:
         module.train(training)
 

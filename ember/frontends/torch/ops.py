@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from ember.errors import EmberError
-from ember.frontends.torch.importer import Importer
+from ember.frontends.torch.importer import Importer, to_numpy
 from ember.ir.graph import Value
 from ember.ir.ops.shapes import UNKNOWN
 
@@ -139,9 +140,8 @@ def _div_mode(m, a):
 @aten("where.self")
 def _where(m, a):
     dt = m.out_dtype()
-    return m.emit1(
-        "where", [m.cast(a["condition"], "bool"), m.cast(m.tensor(a["self"], dt), dt), m.tensor(a["other"], dt)]
-    )
+    x, y = (m.cast(m.tensor(a[k], dt), dt) for k in ("self", "other"))
+    return m.emit1("where", [m.cast(a["condition"], "bool"), x, y])
 
 
 # ---- element type, copies, constants ---------------------------------------------------
@@ -164,10 +164,19 @@ def _scalar_tensor(m, a):
 
 @aten("full.default", "arange.start_step", "arange.default", "arange.start")
 def _constant_result(m, a):
-    """A creation op whose result is fixed by its arguments: evaluated by torch now."""
-    from ember.frontends.torch.importer import to_numpy
+    """A creation op whose result is fixed by its arguments: torch computes it now."""
+    args = [_number(m, v) for v in m.resolve(m.node.args)]
+    kwargs = {k: _number(m, m.resolve(v)) for k, v in m.node.kwargs.items()}
+    return m.graph.add_constant(to_numpy(m.node.target(*args, **kwargs)), "const")
 
-    return m.graph.add_constant(to_numpy(m.node.target(*m.node.args, **m.node.kwargs)), "const")
+
+def _number(m: Importer, v: Any) -> Any:
+    """A creation op's argument as a plain value; sizes traced from dynamic dims must be fixed by then."""
+    if isinstance(v, (list, tuple)):
+        return type(v)(_number(m, x) for x in v)
+    if isinstance(v, Value) or isinstance(v, torch.SymInt) and not isinstance(m.dim(v), int):
+        raise EmberError("a tensor created from a dynamic size is not supported", hint="fix it with input_shapes")
+    return m.dim(v) if isinstance(v, torch.SymInt) else v
 
 
 @aten("full_like.default")
