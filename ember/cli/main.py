@@ -104,7 +104,7 @@ def parse_input_shapes(specs: tuple[str, ...]) -> dict[str, list[int]]:
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 @click.version_option(package_name="ember", prog_name="ember")
 def cli(debug: bool) -> None:
-    """Ember: compile ONNX models into small, fast artifacts for ARM CPUs and edge GPUs."""
+    """Ember: compile ONNX and PyTorch (.pt2) models into small, fast artifacts for ARM CPUs and edge GPUs."""
     DEBUG["on"] = debug
     _log_to_stderr()
 
@@ -130,7 +130,7 @@ def _default_out(model: str, target: str) -> Path:
 @fold_options
 @handles_errors
 def compile_cmd(model, target, output, input_shapes, layout, standalone, verify, **o) -> None:
-    """Compile MODEL (.onnx or .ir) for a target and write a bundle directory."""
+    """Compile MODEL (.onnx, .pt2 or .ir) for a target and write a bundle directory."""
     import ember
     from ember.backends.tvm.quiet import native_stderr_captured
 
@@ -190,7 +190,7 @@ def compile_cmd(model, target, output, input_shapes, layout, standalone, verify,
 @fold_options
 @handles_errors
 def opt_cmd(source, output, input_shapes, **o) -> None:
-    """Run passes over SOURCE (.onnx or .ir) and write the result, like mlir-opt."""
+    """Run passes over SOURCE (.onnx, .pt2 or .ir) and write the result, like mlir-opt."""
     from ember.cli.files import write_graph
     from ember.driver import import_model
     from ember.passes import PassManager
@@ -240,7 +240,7 @@ def passes_cmd(plugins) -> None:
 @fold_options
 @handles_errors
 def inspect_cmd(source, fmt, output, input_shapes, fold_limit) -> None:
-    """Show a model (.onnx or .ir) as Ember IR text, JSON, DOT, HTML or SVG."""
+    """Show a model (.onnx, .pt2 or .ir) as Ember IR text, JSON, DOT, HTML or SVG."""
     from ember.cli.files import write_text_atomic
     from ember.driver import import_model
     from ember.ir import render
