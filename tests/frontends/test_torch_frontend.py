@@ -64,6 +64,31 @@ def test_dynamic_batch_fixed_by_input_shapes_compiles():
     assert_close(art.run({"x": x.numpy()}), eager(model, x))
 
 
+class Assorted(nn.Module):
+    """Ops the reference models leave out: transposed convolution, padding, strided slices, select, where,
+    clamp, reductions, rsqrt, log_softmax, LayerNorm without affine parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1)
+        self.norm = nn.LayerNorm(8, elementwise_affine=False)
+
+    def forward(self, x):
+        y = F.avg_pool2d(F.pad(x, (1, 2, 0, 1), value=0.5), 3, 1, 1)
+        y = F.leaky_relu(self.up(y), 0.1)[:, 1:3, ::2]
+        z = torch.where(y > 0, y.clamp(max=0.7), torch.exp(y) - 1)
+        s = z.sum(dim=(2, 3)) * z.amax(dim=-1).abs().mean(-1) + torch.rsqrt(z.pow(2).mean((2, 3)) + 1e-3)
+        t = self.norm(z.flatten(2)[..., :8]).select(1, 0)
+        return s, t, F.log_softmax(z, dim=1), torch.maximum(z, z * 0.5)
+
+
+def test_assorted_ops_match_eager():
+    model, x = Assorted().eval(), torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(4))
+    graph = load(model, (x,))
+    assert {"conv2d_transpose", "pad", "slice", "gather", "where", "clip", "log_softmax"} <= set(graph.op_counts())
+    assert_close(interpret(graph, x), eager(model, x))
+
+
 class TwoAttentions(nn.Module):
     """Causal self-attention and attention with a bool padding mask, each through SDPA."""
 

@@ -58,10 +58,8 @@ def _batch_norm(m, a):
 @aten("native_layer_norm.default")
 def _layer_norm(m, a):
     x, axes = a["input"], list(a["normalized_shape"])
-    n = int(np.prod(axes))
     scale = a["weight"] if a["weight"] is not None else m.graph.add_constant(np.ones(axes, np.float32), "affine")
-    attrs = {"axis": -len(axes), "epsilon": a["eps"]}
-    y = m.emit1("layer_norm", [x, scale, a["bias"]], attrs) if n else x
+    y = m.emit1("layer_norm", [x, scale, a["bias"]], {"axis": -len(axes), "epsilon": a["eps"]})
     return [y, None, None]
 
 
