@@ -26,14 +26,14 @@ def _runtime_group(handles_errors: Callable) -> click.Group:
     @handles_errors
     def list_cmd() -> None:
         """The runtimes in the cache, with their versions."""
-        from ember.backends.runtime import cache_dir, cached
+        from ember.backends.runtime import cache_root, cached
 
         found = cached()
         for r in found:
             versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items()) or "no manifest"
             click.echo(f"{r['arch']:<8} {'ok   ' if r['usable'] else 'stale'} {r['path']}  ({versions})")
         if not found:
-            click.echo(f"no runtimes in {cache_dir('x').parent}; get one with 'ember runtime fetch --arch aarch64'")
+            click.echo(f"no runtimes in {cache_root()}; get one with 'ember runtime fetch --arch aarch64'")
 
     return runtime
 

@@ -108,6 +108,11 @@ def test_verify_names_the_output_that_differs(model, tmp_path):
     onnx.save(mobile_block(rng=7), tmp_path / "other.onnx")
     with pytest.raises(EmberError, match=r"output '(y|pooled)' differs from onnxruntime by up to"):
         verify(art, tmp_path / "other.onnx")
+    with pytest.raises(EmberError, match="needs an .onnx model"):
+        verify(art, tmp_path / "same.ir")
+    art.metadata["target"]["device"] = "cuda"
+    with pytest.raises(EmberError, match="cannot run a cuda bundle here"):
+        verify(art, tmp_path / "same.onnx")
 
 
 def test_armv7_has_no_prebuilt_runtime_and_says_how_to_build_one(tmp_path, monkeypatch):

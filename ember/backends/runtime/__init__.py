@@ -31,9 +31,13 @@ CROSS_GXX = {"aarch64": "aarch64-linux-gnu-g++", "armv7": "arm-linux-gnueabihf-g
 LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
 
 
+def cache_root() -> Path:
+    """Where runtimes are cached: $EMBER_CACHE/runtime, by default ~/.cache/ember/runtime."""
+    return Path(os.environ.get("EMBER_CACHE", Path.home() / ".cache" / "ember")) / "runtime"
+
+
 def cache_dir(arch: str) -> Path:
-    root = Path(os.environ.get("EMBER_CACHE", Path.home() / ".cache" / "ember"))
-    return root / "runtime" / arch
+    return cache_root() / arch
 
 
 def runtime_versions() -> dict[str, str]:
@@ -101,11 +105,15 @@ def runtime_dir(arch: str) -> Path:
 
 def cached() -> list[dict]:
     """The runtimes in the cache: arch, folder, versions (empty when incomplete), whether they match this TVM."""
-    root = cache_dir("x").parent
+    root = cache_root()
     found = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
-        manifest = d / "manifest.json"
-        versions = json.loads(manifest.read_text()).get("versions", {}) if manifest.exists() else {}
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        try:
+            versions = json.loads((d / "manifest.json").read_text()).get("versions", {})
+        except (OSError, ValueError, AttributeError):
+            versions = {}
         usable = _complete(d) and (versions == runtime_versions() or d.name not in WHEEL_PLATFORM)
         found.append({"arch": d.name, "path": str(d), "versions": versions, "usable": usable})
     return found
@@ -214,8 +222,9 @@ def build_runner(arch: str) -> Path:
     return exe
 
 
-def run_emulated(bundle: Path, arch: str, inputs: list[np.ndarray], runs: int = 1) -> tuple[list[np.ndarray], str]:
-    """Run the bundle's model.so under qemu-user through the runner; outputs and the runner's latency line."""
+def run_emulated(bundle: Path, arch: str, inputs: list[np.ndarray], runs: int = 0) -> tuple[list[np.ndarray], str]:
+    """Run the bundle's model.so under qemu-user through the runner (once, plus `runs` timed runs); outputs and
+    the runner's summary line."""
     qemu = QEMU.get(arch)
     if qemu is None or shutil.which(qemu) is None:
         raise EmberError(f"{qemu or 'qemu-user'} is not installed", hint="apt-get install qemu-user")

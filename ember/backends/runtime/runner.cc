@@ -1,6 +1,7 @@
 // Ember bundle runner: loads model.so with the TVM runtime, reads inputs from .npy files, runs the Relax VM's
 // `main`, writes outputs as .npy files and prints latency. No Python needed on the device.
 //   runner model.so OUT_DIR RUNS input0.npy [input1.npy ...]      (OUT_DIR is created if missing)
+// It runs once to warm up, then RUNS timed times; RUNS 0 runs once for the outputs only.
 #include <sys/stat.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
@@ -122,7 +123,7 @@ int main(int argc, char** argv) {
     std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
     ffi::Any out;
     std::vector<double> ms;
-    int runs = std::max(1, std::atoi(argv[3]));
+    int runs = std::max(0, std::atoi(argv[3]));
     for (int r = 0; r < runs + 1; ++r) {
       auto start = std::chrono::steady_clock::now();
       run.CallPacked(args.data(), static_cast<int32_t>(args.size()), &out);
@@ -137,8 +138,12 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < outputs.size(); ++i)
       write_npy(std::string(argv[2]) + "/output" + std::to_string(i) + ".npy", outputs[i].GetDLTensorPtr());
     std::sort(ms.begin(), ms.end());
-    std::printf("runs %zu median_ms %.3f min_ms %.3f max_ms %.3f outputs %zu\n", ms.size(), ms[ms.size() / 2],
-                ms.front(), ms.back(), outputs.size());
+    if (ms.empty()) {
+      std::printf("runs 0 outputs %zu\n", outputs.size());
+    } else {
+      std::printf("runs %zu median_ms %.3f min_ms %.3f max_ms %.3f outputs %zu\n", ms.size(), ms[ms.size() / 2],
+                  ms.front(), ms.back(), outputs.size());
+    }
   } catch (const std::exception& e) {
     std::cerr << "runner: " << e.what() << "\n";
     return 1;
