@@ -392,6 +392,9 @@ def targets_cmd() -> None:
 
 
 def main() -> None:
+    if not any(arg.endswith(".pt2") for arg in sys.argv[1:]):
+        # Only .pt2 models need torch; TVM's FFI imports it eagerly when it is installed, seconds per command.
+        sys.modules.setdefault("torch", None)
     cli(prog_name="ember")
 
 
