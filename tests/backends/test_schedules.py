@@ -70,8 +70,8 @@ def test_conv_kernel_is_parallel_vectorized_and_register_blocked():
 
 
 def kernel_named(kernels: dict[str, str], name: str) -> str:
-    """The text of kernel `name` under the suffixes scheduling adds (a number, `_prepacked`)."""
-    (text,) = [t for k, t in kernels.items() if re.fullmatch(rf"{name}\d*(_prepacked)?", k)]
+    """The text of kernel `name`, which gets a `_prepacked` suffix where the rules packed its weights."""
+    (text,) = [t for k, t in kernels.items() if re.fullmatch(rf"{name}(_prepacked)?", k)]
     return text
 
 
@@ -88,6 +88,12 @@ def test_attention_kernel_is_parallel_over_query_rows_and_vectorized():
     assert "T.parallel(" in text
     for stage in ("T_batch_matmul_NT_update", "T_softmax_exp", "T_batch_matmul_NN_update"):
         assert re.search(rf"T\.vectorized\([^\n]*\n[^\n]*{stage}", text), stage
+
+
+def test_nhwc_pool_vectorizes_channels_inside_its_window():
+    text = scheduled_kernels(random_light_model("squeezenet"))["max_pool2d"]
+    assert "T.parallel(" in text
+    assert re.search(r"for rv0, rv1 in T\.grid\([^\n]*\n *for \w+ in T\.vectorized", text)
 
 
 def test_constant_weights_are_packed_at_compile_time():

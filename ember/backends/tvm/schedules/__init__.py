@@ -31,11 +31,34 @@ def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     return [Attention(), Conv2D(), Dense(), Fallback()]
 
 
+CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+CONSTANT = type(relax.const(0.0))
+
+
+@tvm.transform.module_pass(opt_level=0, name="MarkConstantArguments")
+def mark_constant_arguments(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """Mark each kernel's arguments that are constants at every call as `layout_free_buffers` (rules may
+    repack those); TVM's AttachAttrLayoutFreeBuffers does the same but renames every kernel."""
+    constant: dict[tvm.ir.GlobalVar, set[int]] = {}
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and expr.op.same_as(CALL_TIR):
+            here = {i for i, arg in enumerate(expr.args[1].fields) if isinstance(arg, CONSTANT)}
+            constant[expr.args[0]] = constant.get(expr.args[0], here) & here
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    for gv, indices in constant.items():
+        mod.update_func(gv, mod[gv].with_attr("layout_free_buffers", sorted(indices)))
+    return mod
+
+
 def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
     """Scheduling after fusion: constant weights are marked layout-free so rules may repack them, and the
     repacking the rules add is split into functions of the constants alone and folded at compile time."""
     return [
-        relax.transform.AttachAttrLayoutFreeBuffers(),
+        mark_constant_arguments,
         dlight.ApplyDefaultSchedule(*cpu_rules(target)),
         relax.transform.SplitLayoutRewritePreproc(),
         relax.transform.FoldConstant(),

@@ -4,6 +4,7 @@ function runs its outer spatial loops in parallel, and an elementwise nest also 
 from __future__ import annotations
 
 from tvm import s_tir
+from tvm.s_tir.schedule import SBlockRV
 
 from ember.backends.tvm.schedules.common import (
     MIN_PARALLEL_ELEMENTS,
@@ -11,26 +12,32 @@ from ember.backends.tvm.schedules.common import (
     bound_loops,
     extent,
     iter_kinds,
+    lanes_for,
     schedule_injective,
+    strided_reads,
+    vector_factor,
+    vectorize_innermost,
 )
 
 
 class Fallback(CPURule):
-    """Parallel outer loops for any nest; SIMD on the innermost axis of elementwise nests."""
+    """Parallel outer loops for any nest; SIMD on the innermost axis of elementwise nests and pools."""
 
     def schedule(self, sch: s_tir.Schedule, bits: int) -> s_tir.Schedule | None:
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         changed = False
         for block in blocks:
             if "R" in iter_kinds(sch, block):
-                changed |= parallel_spatial(sch, block)
+                changed |= parallel_spatial(sch, block, bits)
             else:
                 changed |= schedule_injective(sch, block, bits)
         return sch if changed else None
 
 
-def parallel_spatial(sch: s_tir.Schedule, block) -> bool:
-    """Fuse and parallelize the spatial loops of a reduction nest that come before its first reduction."""
+def parallel_spatial(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
+    """Fuse and parallelize the spatial loops of a reduction nest that come before its first reduction;
+    an innermost spatial axis that is contiguous in every read (channels of an NHWC pool) moves inside
+    the reductions and is vectorized."""
     loops = bound_loops(sch, block)
     if loops is None:
         return False
@@ -41,9 +48,17 @@ def parallel_spatial(sch: s_tir.Schedule, block) -> bool:
         total *= extent(sch, loop)
     if n_spatial == 0 or total < MIN_PARALLEL_ELEMENTS:
         return False
-    spatial = loops[:n_spatial]
-    fused = sch.fuse(*spatial) if n_spatial > 1 else spatial[0]
-    if extent(sch, fused) < 2:
-        return False
-    sch.parallel(fused)
+    spatial, reductions = loops[:n_spatial], loops[n_spatial:]
+    factor = vector_factor(extent(sch, spatial[-1]), lanes_for(sch, block, bits))
+    inner = None
+    if reductions and factor > 1 and not strided_reads(sch, block, n_spatial - 1):
+        outer, inner = sch.split(spatial[-1], factors=[None, factor])
+        spatial = [*spatial[:-1], outer]
+        sch.reorder(*spatial, *reductions, inner)
+    fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    if extent(sch, fused) > 1:
+        sch.parallel(fused)
+    if inner is not None:
+        sch.vectorize(inner)
+        vectorize_innermost(sch, sch.decompose_reduction(block, reductions[0]))
     return True
