@@ -96,6 +96,12 @@ def test_nhwc_pool_vectorizes_channels_inside_its_window():
     assert re.search(r"for rv0, rv1 in T\.grid\([^\n]*\n *for \w+ in T\.vectorized", text)
 
 
+def test_exact_gelu_evaluates_erf_as_a_polynomial():
+    """The erf intrinsic is a scalar libm call per element; BERT's values still match onnxruntime above."""
+    text = kernel_named(scheduled_kernels(bert_layer(hidden=64, heads=4, seq=16)), "fused_matmul1_add2_gelu")
+    assert "T.erf" not in text and "T.vectorized(" in text
+
+
 def test_constant_weights_are_packed_at_compile_time():
     """A dense layer's [K, N] weight constant arrives packed [N / v, K, v] (v its vector length), so the
     reduction reads it contiguously; no packing is left to run with the model."""
