@@ -8,12 +8,15 @@ under qemu. For the host's own architecture the runtime comes from the installed
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -29,6 +32,31 @@ QEMU = {"aarch64": "qemu-aarch64", "armv7": "qemu-arm"}
 SYSROOT = {"aarch64": "/usr/aarch64-linux-gnu", "armv7": "/usr/arm-linux-gnueabihf"}
 CROSS_GXX = {"aarch64": "aarch64-linux-gnu-g++", "armv7": "arm-linux-gnueabihf-g++"}
 LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
+_CACHE_LOCK = threading.RLock()
+_held = 0
+
+
+def _cache_locked(fn):
+    """Run `fn` holding an exclusive lock on the runtime cache, so processes filling it at once (parallel test
+    workers, two shells) never remove a runtime another one is linking against. Re-entrant in one process."""
+
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        global _held
+        with _CACHE_LOCK:
+            if _held:
+                return fn(*args, **kwargs)
+            root = cache_root()
+            root.mkdir(parents=True, exist_ok=True)
+            with open(root / ".lock", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                _held += 1
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    _held -= 1
+
+    return locked
 
 
 def cache_root() -> Path:
@@ -62,6 +90,7 @@ def _complete(root: Path) -> bool:
     return all((root / "lib" / lib).exists() for lib in LIBS) and (root / "include" / "tvm" / "ffi").is_dir()
 
 
+@_cache_locked
 def host_runtime() -> Path:
     """The host's runtime, laid out like a cached one (lib/, include/): links into the installed tvm and tvm_ffi
     packages, made once in the cache."""
@@ -119,6 +148,7 @@ def cached() -> list[dict]:
     return found
 
 
+@_cache_locked
 def fetch(arch: str) -> Path:
     """The cached runtime for `arch` (lib/ with the TVM runtime libraries, include/ with the FFI headers),
     downloading the registry wheels that match this TVM when it is not cached yet."""
@@ -209,6 +239,7 @@ def make_runner(folder: Path, arch: str, runtime: Path | str = "runtime") -> Pat
     return folder / "runner"
 
 
+@_cache_locked
 def build_runner(arch: str) -> Path:
     """The runner executable for `arch`, cross-compiled once against the cached runtime."""
     rt = runtime_dir(arch)
