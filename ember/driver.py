@@ -122,6 +122,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     layout: str | None = None,
     example_inputs: Sequence[Any] | None = None,
     dynamic_shapes: Any = None,
+    tuning_db: str | os.PathLike | None = None,
 ):
     """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle).
 
@@ -132,7 +133,10 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     such as '64MiB' (the default; None keeps the enclosing `ember.ir.fold.fold_scope`'s).
 
     A torch.nn.Module is exported with `example_inputs` (and `dynamic_shapes`, torch.export.Dim per axis);
-    `input_shapes` then fixes its dynamic dims."""
+    `input_shapes` then fixes its dynamic dims.
+
+    `tuning_db` is a directory `ember tune` wrote: kernels it has records for use the tuned schedules
+    (an unusable database or one for another target logs a warning and changes nothing)."""
     import tvm
 
     import ember
@@ -158,7 +162,12 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     mod = lower_to_relax(graph)
     if dumper is not None:
         dumper.write_text("lowered-relax", ".py", mod.script(show_meta=False))
-    executable = build(graph, spec, mod)
+    tuned = None
+    if tuning_db is not None:
+        from ember.backends.tvm.tuned import TunedKernels
+
+        tuned = TunedKernels.load(tuning_db, spec)
+    executable = build(graph, spec, mod, tuned=tuned)
     metadata = {
         "format": FORMAT,
         "model": _source_info(model),
@@ -176,6 +185,8 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
         "versions": {"ember": ember.__version__, "tvm": tvm.__version__},
         "library": None,
     }
+    if tuning_db is not None:
+        metadata["tuning"] = {"database": str(tuning_db), "kernels_from_db": tuned.applied if tuned else 0}
     artifact = Artifact(metadata, executable, sources=device_sources(executable))
     artifact.graph = graph
     artifact.pass_records = manager.records

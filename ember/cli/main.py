@@ -17,6 +17,7 @@ import numpy as np
 from ember.cli.deploy import deploy_options
 from ember.cli.deploy import register as register_deploy_commands
 from ember.cli.passopts import fold_notes, fold_options, pass_options, pipeline_of, printers, time_table
+from ember.cli.tune import register_tune_command
 from ember.errors import EmberError
 from ember.ir.fold import fold_scope, parse_size
 
@@ -125,11 +126,12 @@ def _default_out(model: str, target: str) -> Path:
     type=click.Choice(["NCHW", "NHWC"], case_sensitive=False),
     help="Layout convolutions run in [default: the target's at -O2: NHWC on ARM CPUs, else NCHW].",
 )
+@click.option("--tuning-db", type=click.Path(file_okay=False), help="Use the kernels 'ember tune' stored here.")
 @deploy_options
 @pass_options(None)
 @fold_options
 @handles_errors
-def compile_cmd(model, target, output, input_shapes, layout, standalone, verify, **o) -> None:
+def compile_cmd(model, target, output, input_shapes, layout, tuning_db, standalone, verify, **o) -> None:
     """Compile MODEL (.onnx, .pt2 or .ir) for a target and write a bundle directory."""
     import ember
     from ember.backends.tvm.quiet import native_stderr_captured
@@ -150,6 +152,7 @@ def compile_cmd(model, target, output, input_shapes, layout, standalone, verify,
                 dump_ir=o["dump_ir"],
                 pass_plugins=o["plugins"],
                 layout=layout,
+                tuning_db=tuning_db,
             )
             compiled = time.perf_counter() - start
             artifact.save(out, standalone=standalone)
@@ -399,6 +402,7 @@ def main() -> None:
 
 
 register_deploy_commands(cli, handles_errors)
+register_tune_command(cli, handles_errors)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ from ember.ir.graph import Graph
 SOURCE_SUFFIX = {"cuda": ".cu", "opencl": ".cl"}
 
 
-def relax_pipeline(spec: TargetSpec, schedule: bool | None = None):
+def relax_pipeline(spec: TargetSpec, schedule: bool | None = None, tuned=None):
     """The Relax pipeline for a target: TVM's fusing default (GPU targets add dlight schedules); on CPUs
-    Ember's schedule rules run after fusion unless `schedule` is False (default: EMBER_SCHEDULES, on)."""
+    Ember's schedule rules run after fusion unless `schedule` is False (default: EMBER_SCHEDULES, on),
+    after the kernels a `tuned` database (ember.backends.tvm.tuned.TunedKernels) has records for."""
     schedule = schedules.enabled() if schedule is None else schedule
     if spec.device != "cpu" or not schedule:
         return relax.get_default_pipeline(spec.target)
@@ -27,6 +28,7 @@ def relax_pipeline(spec: TargetSpec, schedule: bool | None = None):
     passes = (
         cpu_generic.library_dispatch_passes(target)
         + cpu_generic.legalize_passes(target)
+        + ([tuned.pass_()] if tuned is not None else [])
         + schedules.schedule_passes(target)
         + cpu_generic.dataflow_lower_passes(target)
         + cpu_generic.finalize_passes(target)
@@ -40,8 +42,10 @@ def relax_pipeline(spec: TargetSpec, schedule: bool | None = None):
     return pipeline
 
 
-def build(graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None, schedule: bool | None = None):
-    """Lower (unless `mod` is given) and compile; returns TVM's VM executable. `schedule` as in
+def build(
+    graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None, schedule: bool | None = None, tuned=None
+):
+    """Lower (unless `mod` is given) and compile; returns TVM's VM executable. `schedule` and `tuned` as in
     `relax_pipeline`."""
     if not codegen_available(spec.device):
         raise EmberError(
@@ -50,7 +54,7 @@ def build(graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None, sched
         )
     mod = lower_to_relax(graph) if mod is None else mod
     try:
-        return tvm.compile(mod, spec.target, relax_pipeline=relax_pipeline(spec, schedule))
+        return tvm.compile(mod, spec.target, relax_pipeline=relax_pipeline(spec, schedule, tuned))
     except (RuntimeError, ValueError, TypeError) as e:  # tvm_ffi's errors (this TVM has no TVMError)
         last = str(e).strip().splitlines()[-1][:300]
         raise EmberError(f"TVM failed to compile for '{spec.name}': {last}") from None

@@ -1,0 +1,203 @@
+"""MetaSchedule tuning of the kernels Ember's CPU pipeline builds, into a JSON database, and applying
+that database at compile time (kernels it lacks keep Ember's schedule rules)."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import linecache
+import logging
+import sys
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+import tvm_ffi
+from tvm import tirx
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+from ember.backends.tvm.targets import TargetSpec, summary
+from ember.errors import EmberError
+
+log = logging.getLogger("ember")
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+Progress = Callable[[str, int, int, float | None], None]  # task, trials done, trials planned, best ms
+
+
+@dataclass
+class Task:
+    """One distinct kernel of the model: its workload module, how often the model calls it, its FLOPs."""
+
+    name: str
+    workload: tvm.IRModule
+    count: int
+    flops: float
+
+
+def fused_kernels(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
+    """The module as Ember's CPU pipeline has it when schedule rules run: dispatched, legalized, fused."""
+    target = spec.target
+    passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def workload(func: tirx.PrimFunc) -> tvm.IRModule:
+    """The database key of a kernel, normalized as MetaSchedule's TuneContext normalizes a PrimFunc."""
+    func = func.with_attr("global_symbol", "main").with_attr("tirx.noalias", True)
+    return tvm.IRModule({"main": func})
+
+
+def extract_tasks(mod: tvm.IRModule, spec: TargetSpec) -> list[Task]:
+    """Distinct unscheduled kernels of a lowered Relax module (deduplicated by structural hash)."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    tasks: dict[int, Task] = {}
+    fused = fused_kernels(mod, spec)
+    calls = _call_counts(fused)
+    for gv, func in fused.functions_items():
+        if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+            continue
+        key = workload(func)
+        h = tvm_ffi.structural_hash(key)
+        if h in tasks:
+            tasks[h].count += calls.get(gv.name_hint, 1)
+            continue
+        tasks[h] = Task(gv.name_hint, key, calls.get(gv.name_hint, 1), float(estimate_tir_flops(key)))
+    return list(tasks.values())
+
+
+def _call_counts(mod: tvm.IRModule) -> dict[str, int]:
+    """How many times Relax functions call each kernel through call_tir."""
+    from tvm import relax
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    counts: dict[str, int] = {}
+    for _, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        for block in getattr(func.body, "blocks", []):
+            for binding in block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Call) and value.op.same_as(call_tir):
+                    name = value.args[0].name_hint
+                    counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def split_budget(tasks: list[Task], trials: int) -> list[int]:
+    """Trials per task in proportion to FLOPs x calls; tasks whose share is under one trial get none."""
+    weights = [max(t.flops, 1.0) * t.count for t in tasks]
+    total = sum(weights) or 1.0
+    shares = [int(trials * w / total) for w in weights]
+    order = sorted(range(len(tasks)), key=lambda i: -weights[i])
+    for i in order[: trials - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def tuning_target(spec: TargetSpec, cores: int) -> tvm.target.Target:
+    """The target MetaSchedule tunes for: Ember's, with the core count its parallel rules need."""
+    return tvm.target.Target({**spec.target.export(), "num-cores": cores})
+
+
+def _fast_stack(context: int = 1) -> list[inspect.FrameInfo]:
+    """inspect.stack without its per-frame module search, which makes TVMScript's import take minutes."""
+    frames, frame = [], sys._getframe(1)
+    while frame is not None:
+        line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        info = inspect.FrameInfo(
+            frame, frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, [line] if line else None, 0
+        )
+        frames.append(info)
+        frame = frame.f_back
+    return frames
+
+
+def import_tensor_intrinsics() -> None:
+    """Import tvm.s_tir.tensor_intrin (TuneContext needs it) with the fast stack walk."""
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    saved = inspect.stack
+    inspect.stack = _fast_stack
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = saved
+
+
+def skip_tensor_intrinsics() -> None:
+    """Builder worker initializer: fp32 kernels are built without tensor intrinsics, so skip their import."""
+    sys.modules.setdefault("tvm.s_tir.tensor_intrin", types.ModuleType("tvm.s_tir.tensor_intrin"))
+
+
+@contextlib.contextmanager
+def _quiet_tvm_loggers() -> Iterator[None]:
+    names = ("tvm.s_tir.meta_schedule", "tvm.meta_schedule")
+    saved = [(n, logging.getLogger(n).level) for n in names]
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for n, level in saved:
+            logging.getLogger(n).setLevel(level)
+
+
+def open_json_database(db_dir: str | Path, create: bool):
+    """MetaSchedule's JSONDatabase in `db_dir` (made when `create`)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    path = Path(db_dir)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(path), allow_missing=create, module_equality="structural")
+
+
+def check_database_files(db_dir: str | Path) -> str | None:
+    """Why `db_dir` is not a readable tuning database, or None when it looks like one."""
+    path = Path(db_dir)
+    for name in DB_FILES:
+        f = path / name
+        if not f.is_file():
+            return f"{f} is missing"
+        for n, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
+            try:
+                if line.strip():
+                    json.loads(line)
+            except json.JSONDecodeError:
+                return f"{f} line {n} is not JSON"
+    return None
+
+
+def same_target(a: tvm.target.Target, b: tvm.target.Target) -> bool:
+    """Whether two targets name the same chip (num-cores and other tuning-only attributes aside)."""
+    return summary(a) == summary(b)
+
+
+def check_tracker(tracker: str, key: str, timeout_s: float = 10.0) -> tuple[str, int, str]:
+    """(host, port, key) of an RPC tracker that answers within `timeout_s` and has a server under `key`."""
+    import socket
+
+    from tvm import rpc
+
+    host, _, port = tracker.rpartition(":")
+    if not host or not port.isdigit():
+        raise EmberError(f"bad --rpc-tracker '{tracker}'", hint="write HOST:PORT, e.g. 127.0.0.1:9190")
+    fix = "start it with 'python -m tvm.exec.rpc_tracker' or fix --rpc-tracker"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        keys = {s["key"].split(":")[-1] for s in rpc.connect_tracker(host, int(port)).summary()["server_info"]}
+    except (OSError, RuntimeError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1][:120]
+        raise EmberError(f"cannot reach the RPC tracker at {tracker}: {reason}", hint=fix) from None
+    if key not in keys:
+        raise EmberError(
+            f"no RPC server with key '{key}' is registered at the tracker {tracker}",
+            hint=f"start one with 'python -m tvm.exec.rpc_server --tracker {tracker} --key {key}' "
+            f"(keys there: {', '.join(sorted(keys)) or 'none'})",
+        )
+    return host, int(port), key

@@ -1,0 +1,61 @@
+"""`ember tune`: MetaSchedule tuning of a model's kernels into a database `ember compile --tuning-db` reads."""
+
+from __future__ import annotations
+
+import click
+
+
+def _progress_bar():
+    """A rich progress bar with one row per kernel: trials done of planned, best latency so far."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("best {task.fields[best]}"),
+        TimeElapsedColumn(),
+    )
+    rows: dict[str, int] = {}
+
+    def report(name: str, done: int, planned: int, best_ms: float | None) -> None:
+        if name not in rows:
+            rows[name] = bar.add_task(name[:48], total=planned, best="-")
+        bar.update(rows[name], completed=done, best="-" if best_ms is None else f"{best_ms:.3f} ms")
+
+    return bar, report
+
+
+def register_tune_command(group: click.Group, handles_errors) -> None:
+    """Add `ember tune` to the command group (errors handled as by every ember command)."""
+
+    @group.command("tune")
+    @click.argument("model", type=click.Path(dir_okay=False))
+    @click.option("-t", "--target", default="host", show_default=True, help="A CPU target (see 'ember targets').")
+    @click.option("--trials", default=64, show_default=True, help="Measurements in all, split over kernels by FLOPs.")
+    @click.option("--db", "db_dir", required=True, type=click.Path(file_okay=False), help="Tuning database directory.")
+    @click.option(
+        "--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape."
+    )
+    @click.option("--rpc-tracker", metavar="HOST:PORT", help="Measure on devices registered with this RPC tracker.")
+    @click.option("--rpc-key", help="Device key at the RPC tracker.")
+    @handles_errors
+    def tune_cmd(model, target, trials, db_dir, input_shapes, rpc_tracker, rpc_key) -> None:
+        """Tune MODEL's kernels with MetaSchedule into DB; compile with --tuning-db DB to use them."""
+        from ember.backends.tvm.quiet import native_stderr_captured
+        from ember.backends.tvm.tuned import tune_model
+        from ember.backends.tvm.tuning import check_tracker
+        from ember.cli.main import parse_input_shapes
+        from ember.errors import EmberError
+
+        rpc = None
+        if rpc_tracker or rpc_key:
+            if not (rpc_tracker and rpc_key):
+                raise EmberError("--rpc-tracker and --rpc-key go together", hint="pass both, or neither to tune here")
+            rpc = check_tracker(rpc_tracker, rpc_key)
+        bar, report = _progress_bar()
+        with bar, native_stderr_captured():
+            planned = tune_model(
+                model, target, trials, db_dir, parse_input_shapes(input_shapes), rpc=rpc, progress=report
+            )
+        click.echo(f"tuned {len(planned)} kernels with {sum(planned.values())} trials -> {db_dir}/")

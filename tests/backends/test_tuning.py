@@ -1,0 +1,78 @@
+"""`ember tune` and `ember compile --tuning-db`: records apply to the kernels Ember's pipeline builds, and a
+database that is unusable or tuned for another target falls back to the default schedules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import helper
+
+import ember
+from ember.cli.main import cli
+
+pytest.importorskip("xgboost")
+
+
+def small_conv() -> onnx.ModelProto:
+    """A 3x3 conv + ReLU on a 1x8x12x12 input: one fused kernel worth tuning, plus layout transposes."""
+    rng = np.random.default_rng(0)
+    w = onnx.numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "small_conv",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 12, 12])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def tuned_db(tmp_path_factory):
+    """A database from 2 replay-trace trials (cheap: no evolutionary search on a shared 2-core machine)."""
+    from ember.backends.tvm.tuned import tune_model
+
+    root = tmp_path_factory.mktemp("tune")
+    model = root / "conv.onnx"
+    onnx.save(small_conv(), model)
+    planned = tune_model(str(model), "host", 2, root / "db", strategy="replay-trace")
+    assert sum(planned.values()) == 2
+    return model, root / "db"
+
+
+def test_compile_with_tuning_db_matches_onnxruntime_and_counts_kernels(tuned_db, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, db = tuned_db
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(cli, ["compile", str(model), "--tuning-db", str(db), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["tuning"]["kernels_from_db"] >= 1
+    x = np.random.default_rng(1).standard_normal((1, 8, 12, 12)).astype(np.float32)
+    got = ember.load(out).run({"x": x})["y"]
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_corrupt_or_missing_db_warns_and_uses_default_schedules(tuned_db, tmp_path, caplog):
+    model, db = tuned_db
+    broken = tmp_path / "broken"
+    shutil.copytree(db, broken)
+    (broken / "database_tuning_record.json").write_text("{not json\n")
+    for bad in (broken, tmp_path / "absent"):
+        artifact = ember.compile(str(model), tuning_db=bad)
+        assert artifact.metadata["tuning"]["kernels_from_db"] == 0
+    assert sum("unusable" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_db_for_another_target_is_not_applied(tuned_db, caplog):
+    model, db = tuned_db
+    artifact = ember.compile(str(model), "aarch64-linux-gnu", tuning_db=db)
+    assert artifact.metadata["tuning"]["kernels_from_db"] == 0
+    assert any("none for llvm" in r.getMessage() for r in caplog.records)
