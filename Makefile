@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ember-installed
+# pytest-xdist workers: TVM's compiles are single-threaded, so two cores halve the suite
+JOBS   ?= 2
 
 .PHONY: demo test setup tools lint clean
 
@@ -21,7 +23,7 @@ demo: setup tools
 	$(PY) scripts/demo.py
 
 test: setup tools
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist worksteal $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check ember tests scripts benchmarks
