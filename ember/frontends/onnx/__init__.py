@@ -9,6 +9,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ember.errors import EmberError
+from ember.frontends.onnx.checks import check_graph
 from ember.frontends.onnx.importer import MAX_NODES, Importer, apply_input_shapes, input_dims, read_model
 from ember.frontends.onnx.ops import ONNX_OPS
 from ember.ir import dtypes
@@ -62,6 +63,7 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str) -> Graph:
     if len(proto.graph.node) > MAX_NODES:
         raise EmberError(f"model has {len(proto.graph.node)} nodes; the limit is {MAX_NODES}", file=file)
     opsets = {o.domain or "": o.version for o in proto.opset_import}
+    check_graph(proto, file)
     try:
         graph = gs.import_onnx(proto)
     except Exception as e:

@@ -1,0 +1,47 @@
+"""Structural checks on an ONNX graph before import: each value defined once, attributes of the declared type."""
+
+from __future__ import annotations
+
+import onnx
+import onnx.defs
+
+from ember.errors import EmberError
+
+
+def check_graph(proto: onnx.ModelProto, file: str) -> None:
+    """Raise an EmberError naming the node when a value is defined twice or an attribute has the wrong type."""
+    opsets = {o.domain or "": o.version for o in proto.opset_import}
+    defined = {t.name: "a graph input" for t in proto.graph.input}
+    defined.update({t.name: "an initializer" for t in proto.graph.initializer})
+    for node in proto.graph.node:
+        label = node.name or (node.output[0] if node.output else "?")
+        for out in node.output:
+            if out and out in defined:
+                raise EmberError(
+                    f"value '{out}' is defined twice, by {defined[out]} and by this node",
+                    file=file,
+                    node=label,
+                    op=node.op_type,
+                    hint="give every node output a unique name",
+                )
+            defined[out] = f"node '{label}'"
+        _check_attributes(node, label, opsets, file)
+
+
+def _check_attributes(node: onnx.NodeProto, label: str, opsets: dict[str, int], file: str) -> None:
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
+    except onnx.defs.SchemaError:
+        return
+    for attr in node.attribute:
+        want = schema.attributes.get(attr.name)
+        if want is None or int(want.type) == attr.type:
+            continue
+        have = onnx.AttributeProto.AttributeType.Name(attr.type)
+        raise EmberError(
+            f"attribute '{attr.name}' is {have}, {node.op_type} expects {want.type.name}",
+            file=file,
+            node=label,
+            op=node.op_type,
+        )
