@@ -94,6 +94,10 @@ class Importer:
         if t.name not in self.values:
             if isinstance(t, gs.Constant):
                 arr = np.asarray(t.values)
+                if arr.dtype.kind in "fc" and np.isnan(arr).any():
+                    raise EmberError(
+                        f"initializer '{t.name}' holds NaN values", hint="re-export the model with finite weights"
+                    )
                 self.values[t.name] = self.graph.add_constant(arr, self._cname(t.name))
             else:
                 raise EmberError(f"operand '{t.name}' is not produced by any node or graph input")
