@@ -5,9 +5,12 @@ installed."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -17,6 +20,39 @@ from ember.passes import manager
 ENTRY_POINT_GROUP = "ember.passes"
 _LOADED = {"entry_points": False}
 _FILES: dict[str, list[str]] = {}
+TIMEOUT_ENV = "EMBER_PLUGIN_TIMEOUT"
+
+
+class _PluginTimeout(BaseException):
+    """Raised inside a plugin's import when it runs past the time limit."""
+
+
+def _timeout_s() -> float:
+    value = os.environ.get(TIMEOUT_ENV, "60")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise EmberError(f"{TIMEOUT_ENV}={value!r} is not a number of seconds") from None
+    return seconds
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Interrupt the block after `seconds` (main thread on POSIX only; elsewhere no limit)."""
+    if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _PluginTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _registering(origin: str):
@@ -44,10 +80,18 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
     spec = importlib.util.spec_from_file_location(f"ember_plugin_{abs(hash(key))}", p)
     module = importlib.util.module_from_spec(spec)
     ctx = _registering(str(path))
+    seconds = _timeout_s()
     try:
-        with ctx:
+        with ctx, _time_limit(seconds):
             sys.modules[spec.name] = module
             spec.loader.exec_module(module)
+    except _PluginTimeout:
+        sys.modules.pop(spec.name, None)
+        raise EmberError(
+            f"pass plugin did not finish importing within {seconds:g} s",
+            file=str(path),
+            hint=f"a plugin's top level should only register passes; {TIMEOUT_ENV} sets the limit",
+        ) from None
     except EmberError as e:
         sys.modules.pop(spec.name, None)
         raise EmberError(f"pass plugin failed to load: {e.message}", file=str(path), hint=e.hint) from None
