@@ -1,0 +1,225 @@
+"""Write tests/corpus/bad/: small malformed models, IR texts and plugins, and cases.json saying how each fails.
+
+Every case must fail with one `ember: error:` line naming its file (and node or op where there is one), exit
+status 2 and nothing written. Large cases (a graph nested 10,000 deep) are built by `big_cases` at test time.
+Run from the repository root: `.venv/bin/python scripts/make_bad_corpus.py`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "corpus" / "bad"
+COMPILE = ["compile", "{file}", "-o", "{out}"]
+INSPECT = ["inspect", "{file}", "-o", "{out}"]
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17, domains=()) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "bad",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        list(inits),
+    )
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+def small_model() -> onnx.ModelProto:
+    """x[1,4] -> MatMul(w) -> Add(b) -> Relu -> y[1,3]: the valid model the byte-level cases damage."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.random((4, 3), dtype=np.float32), "w")
+    b = numpy_helper.from_array(rng.random(3, dtype=np.float32), "b")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Add", ["h", "b"], ["z"], name="bias"),
+        helper.make_node("Relu", ["z"], ["y"], name="act"),
+    ]
+    return _model(nodes, [("x", [1, 4])], [("y", [1, 3])], [w, b])
+
+
+def nested_model(depth: int) -> bytes:
+    """An If node whose branch holds an If node, `depth` deep, serialized by hand: protobuf's own encoder
+    refuses such depth, and the file is what a hostile producer would write."""
+    body = helper.make_graph(
+        [], "g0", [], [helper.make_tensor_value_info("c", TensorProto.BOOL, [])]
+    ).SerializeToString()
+    for level in range(1, depth + 1):
+        node = _if_node_bytes(level, body)
+        body = _field(1, node) + _field(2, f"g{level}".encode()) + _field(12, _value_info(f"o{level}"))
+    model = helper.make_model(helper.make_graph([], "m", [], []), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model.ClearField("graph")
+    return model.SerializeToString() + _field(7, body)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _value_info(name: str) -> bytes:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]).SerializeToString()
+
+
+def _if_node_bytes(level: int, branch: bytes) -> bytes:
+    attr = _field(1, b"then_branch") + _field(6, branch) + _varint(20 << 3) + _varint(5)
+    return (
+        _field(1, b"c")
+        + _field(2, f"o{level}".encode())
+        + _field(3, f"if{level}".encode())
+        + _field(4, b"If")
+        + _field(5, attr)
+    )
+
+
+def damaged_bytes() -> dict[str, bytes]:
+    data = small_model().SerializeToString()
+    flipped = bytearray(data)
+    for i in range(0, len(flipped), 7):
+        flipped[i] ^= 0xFF
+    return {
+        "truncated.onnx": data[: len(data) // 2],
+        "bitflip.onnx": bytes(flipped),
+        "random.onnx": np.random.default_rng(1).bytes(512),
+        "empty.onnx": b"",
+    }
+
+
+def graph_cases() -> dict[str, onnx.ModelProto]:
+    """Models that parse as protobuf but are wrong as graphs."""
+    x = [("x", [2, 3])]
+    y = [("y", [2, 3])]
+    nan = numpy_helper.from_array(np.array([[1, np.nan, 3]] * 2, np.float32), "nan_w")
+    return {
+        "cycle.onnx": _model(
+            [
+                helper.make_node("Add", ["x", "b"], ["a"], name="loop_a"),
+                helper.make_node("Relu", ["a"], ["b"], name="loop_b"),
+                helper.make_node("Relu", ["a"], ["y"], name="out"),
+            ],
+            x,
+            y,
+        ),
+        "dangling.onnx": _model([helper.make_node("Add", ["x", "ghost"], ["y"], name="add_ghost")], x, y),
+        "duplicate_names.onnx": _model(
+            [
+                helper.make_node("Relu", ["x"], ["t"], name="first"),
+                helper.make_node("Sigmoid", ["x"], ["t"], name="second"),
+                helper.make_node("Relu", ["t"], ["y"], name="out"),
+            ],
+            x,
+            y,
+        ),
+        "unknown_op.onnx": _model([helper.make_node("FrobnicateOp", ["x"], ["y"], name="frob")], x, y),
+        "unknown_domain.onnx": _model(
+            [helper.make_node("Relu", ["x"], ["y"], name="acme_relu", domain="com.acme")], x, y, domains=["com.acme"]
+        ),
+        "wrong_attr_type.onnx": _model([helper.make_node("Softmax", ["x"], ["y"], name="soft", axis="last")], x, y),
+        "shape_mismatch.onnx": _model(
+            [helper.make_node("Add", ["x", "z"], ["y"], name="bad_add")], [("x", [2, 3]), ("z", [4, 5])], y
+        ),
+        "nan_weights.onnx": _model([helper.make_node("Add", ["x", "nan_w"], ["y"], name="add_nan")], x, y, [nan]),
+    }
+
+
+def external_cases() -> dict[str, onnx.ModelProto]:
+    def ext(location: str, length: int) -> onnx.ModelProto:
+        w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2, 3])
+        w.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", str(length))):
+            w.external_data.add(key=key, value=value)
+        return _model([helper.make_node("Add", ["x", "w"], ["y"], name="add_w")], [("x", [2, 3])], [("y", [2, 3])], [w])
+
+    return {"external_escape.onnx": ext("../../etc/passwd", 24), "external_too_large.onnx": ext("weights.bin", 4096)}
+
+
+IR_TEXTS = {
+    "undefined_value.ir": "graph @g(%x: f32[2]) -> (%y) {\n  %y = relu(%nope) : f32[2]\n  return %y\n}\n",
+    "unterminated.ir": 'graph @g(%x: f32[2]) -> (%y) {\n  %y = relu(%x) : f32[2] loc("act\n',
+    "bad_type.ir": "graph @g(%x: q7[2]) -> (%x) {\n  return %x\n}\n",
+    "unknown_ir_op.ir": "graph @g(%x: f32[2]) -> (%y) {\n  %y = frobnicate(%x) : f32[2]\n  return %y\n}\n",
+    "weights_escape.ir": (
+        'graph @g(%x: f32[2]) -> (%y) {\n  weights "../../etc/passwd.npz"\n  %y = relu(%x) : f32[2]\n  return %y\n}\n'
+    ),
+    "binary.ir": "graph @g(\x00\x01\x02) {}\n",
+}
+
+PLUGINS = {
+    "plugin_raises.py": "raise RuntimeError('plugin exploded on import')\n",
+    "plugin_hangs.py": "while True:\n    pass\n",
+}
+
+
+def cases() -> list[dict]:
+    """Per case: the files it needs, the CLI arguments, the substrings its one error line must hold."""
+
+    def c(name, args, expect, api="compile", env=None):
+        return {"name": name, "args": args, "expect": expect, "api": api, "env": env or {}}
+
+    table = [
+        c("truncated.onnx", COMPILE, ["truncated.onnx", "not a readable ONNX model"]),
+        c("bitflip.onnx", COMPILE, ["bitflip.onnx"]),
+        c("random.onnx", COMPILE, ["random.onnx"]),
+        c("empty.onnx", COMPILE, ["empty.onnx"]),
+        c("cycle.onnx", COMPILE, ["cycle.onnx", "cycle"]),
+        c("dangling.onnx", COMPILE, ["dangling.onnx", "add_ghost", "ghost"]),
+        c("duplicate_names.onnx", COMPILE, ["duplicate_names.onnx", "'t'", "second"]),
+        c("unknown_op.onnx", COMPILE, ["unknown_op.onnx", "FrobnicateOp", "frob"]),
+        c("unknown_domain.onnx", COMPILE, ["unknown_domain.onnx", "com.acme.Relu", "acme_relu"]),
+        c("wrong_attr_type.onnx", COMPILE, ["wrong_attr_type.onnx", "soft", "Softmax", "axis"]),
+        c("shape_mismatch.onnx", COMPILE, ["shape_mismatch.onnx", "bad_add", "Add"]),
+        c("nan_weights.onnx", COMPILE, ["nan_weights.onnx", "nan_w", "NaN"]),
+        c("external_escape.onnx", COMPILE, ["external_escape.onnx", "'w'", "outside the model's folder"]),
+        c("external_too_large.onnx", COMPILE, ["external_too_large.onnx", "'w'", "4096 bytes"]),
+        c("nested.onnx", COMPILE, ["nested.onnx", "nested"]),
+        c(
+            "plugin_raises.py",
+            ["compile", "small.onnx", "--pass-plugin", "{file}", "-o", "{out}"],
+            ["plugin_raises.py", "plugin exploded"],
+        ),
+        c(
+            "plugin_hangs.py",
+            ["compile", "small.onnx", "--pass-plugin", "{file}", "-o", "{out}"],
+            ["plugin_hangs.py", "did not finish"],
+            env={"EMBER_PLUGIN_TIMEOUT": "1"},
+        ),
+        c("unwritable-output", ["inspect", "small.onnx", "-o", "{file}/out.txt"], ["small.onnx"], api="none"),
+    ]
+    table[-1]["file"] = "small.onnx"
+    for name in IR_TEXTS:
+        table.append(c(name, INSPECT, [name], api="read_ir"))
+    for case in table:
+        case.setdefault("file", case["name"])
+    return table
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, data in damaged_bytes().items():
+        (OUT / name).write_bytes(data)
+    for name, model in {**graph_cases(), **external_cases(), "small.onnx": small_model()}.items():
+        (OUT / name).write_bytes(model.SerializeToString())
+    (OUT / "weights.bin").write_bytes(np.zeros(6, np.float32).tobytes())
+    for name, text in {**IR_TEXTS, **PLUGINS}.items():
+        (OUT / name).write_text(text)
+    (OUT / "cases.json").write_text(json.dumps(cases(), indent=1) + "\n")
+    print(f"wrote {len(cases())} cases to {OUT}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+raise RuntimeError('plugin exploded on import')
