@@ -60,7 +60,7 @@ def _run_cli(case: dict, corpus: Path, monkeypatch) -> tuple[str, Path]:
     assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("ember: error: "), r.stderr
-    assert "Traceback" not in r.output
+    assert "Traceback" not in r.output and r.stdout == "", r.stdout
     for needle in case["expect"]:
         assert needle in lines[0], (needle, lines[0])
     if before:

@@ -50,7 +50,8 @@ def load(
     known, up to `fold_limit` bytes per tensor (an int or '64MiB'; None: the enclosing `fold_scope`'s)."""
     file = str(model) if not isinstance(model, onnx.ModelProto) else "<model>"
     proto = read_model(model) if not isinstance(model, onnx.ModelProto) else model
-    with fold_scope(fold_limit):
+    quiet = gs.logger.G_LOGGER.suppress(gs.logger.G_LOGGER.CRITICAL + 1)  # it prints to stdout, then raises
+    with fold_scope(fold_limit), quiet:
         try:
             return _import(proto, input_shapes or {}, file)
         except EmberError as e:
