@@ -30,6 +30,10 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # protobuf raises several unrelated types on garbage
+        if "MaxDepth" in str(e) or isinstance(e, RecursionError):
+            raise EmberError(
+                "graphs are nested too deeply to read (protobuf allows 100 levels)", file=str(path)
+            ) from None
         raise EmberError(f"not a readable ONNX model ({type(e).__name__}: {str(e)[:120]})", file=str(path)) from None
     if not model.HasField("graph") or not model.graph.node and not model.graph.output:
         raise EmberError("not an ONNX model: it has no graph", file=str(path))
