@@ -97,6 +97,7 @@ def damaged_bytes() -> dict[str, bytes]:
         "bitflip.onnx": bytes(flipped),
         "random.onnx": np.random.default_rng(1).bytes(512),
         "empty.onnx": b"",
+        "bad_utf8_op.onnx": data.replace(b"Relu", b"\xcdelu"),
     }
 
 
@@ -176,6 +177,7 @@ def cases() -> list[dict]:
         c("bitflip.onnx", COMPILE, ["bitflip.onnx"]),
         c("random.onnx", COMPILE, ["random.onnx"]),
         c("empty.onnx", COMPILE, ["empty.onnx"]),
+        c("bad_utf8_op.onnx", COMPILE, ["bad_utf8_op.onnx", "UTF-8"]),
         c("cycle.onnx", COMPILE, ["cycle.onnx", "cycle"]),
         c("dangling.onnx", COMPILE, ["dangling.onnx", "add_ghost", "ghost"]),
         c("duplicate_names.onnx", COMPILE, ["duplicate_names.onnx", "'t'", "second"]),

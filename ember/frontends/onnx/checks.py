@@ -13,7 +13,10 @@ def check_graph(proto: onnx.ModelProto, file: str) -> None:
     opsets = {o.domain or "": o.version for o in proto.opset_import}
     defined = {t.name: "a graph input" for t in proto.graph.input}
     defined.update({t.name: "an initializer" for t in proto.graph.initializer})
-    for node in proto.graph.node:
+    for i, node in enumerate(proto.graph.node):
+        texts = [node.name, node.op_type, node.domain, *node.input, *node.output]
+        if not all(isinstance(t, str) for t in texts):
+            raise EmberError(f"node {i} has a name or op type that is not valid UTF-8", file=file)
         label = node.name or (node.output[0] if node.output else "?")
         for out in node.output:
             if out and out in defined:
