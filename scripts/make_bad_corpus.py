@@ -201,8 +201,14 @@ def cases() -> list[dict]:
             env={"EMBER_PLUGIN_TIMEOUT": "1"},
         ),
         c("unwritable-output", ["inspect", "small.onnx", "-o", "{file}/out.txt"], ["small.onnx"], api="none"),
+        c(
+            "unwritable-bundle",
+            ["compile", "small.onnx", "-o", "{file}/bundle"],
+            ["small.onnx", "not a folder"],
+            api="none",
+        ),
     ]
-    table[-1]["file"] = "small.onnx"
+    table[-2]["file"] = table[-1]["file"] = "small.onnx"
     for name in IR_TEXTS:
         table.append(c(name, INSPECT, [name], api="read_ir"))
     for case in table:

@@ -186,7 +186,8 @@ class Artifact:
             os.umask(mask)
             os.chmod(tmp, 0o777 & ~mask)
         except OSError as e:
-            raise EmberError(f"cannot write to '{out.parent}': {e.strerror}") from None
+            why = "it is a file, not a folder" if out.parent.is_file() else e.strerror
+            raise EmberError(f"cannot write to '{out.parent}': {why}", hint="choose another -o") from None
         try:
             self._write(tmp)
             if self.device == "cpu":
