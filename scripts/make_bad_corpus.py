@@ -157,6 +157,7 @@ IR_TEXTS = {
     "weights_escape.ir": (
         'graph @g(%x: f32[2]) -> (%y) {\n  weights "../../etc/passwd.npz"\n  %y = relu(%x) : f32[2]\n  return %y\n}\n'
     ),
+    "symbolic_const.ir": "graph @g(%x: f32[2]) -> (@c) {\n  @c = const dense<[1.0, 2.0]> : f32[N]\n  return @c\n}\n",
     "binary.ir": "graph @g(\x00\x01\x02) {}\n",
 }
 

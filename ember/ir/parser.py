@@ -148,9 +148,9 @@ class Parser:
 
     def _dense(self, value, shape, dtype, tok: Token) -> np.ndarray:
         flat = list(value) if isinstance(value, tuple) else [value]
-        size = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if not all(isinstance(d, int) for d in shape):
             self.error("constants must have static shapes", tok)
+        size = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if len(flat) != size:
             self.error(f"constant has {len(flat)} values, its type {dtype}{list(shape)} holds {size}", tok)
         try:
