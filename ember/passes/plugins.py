@@ -126,9 +126,16 @@ def load_entry_points() -> None:
         return
     _LOADED["entry_points"] = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        seconds = _timeout_s()
         with _registering(f"entry point {ep.name} ({ep.value})"):
             try:
-                ep.load()
+                with _time_limit(seconds):
+                    ep.load()
+            except _PluginTimeout:
+                raise EmberError(
+                    f"installed pass package '{ep.value}' did not finish importing within {seconds:g} s",
+                    hint=f"{TIMEOUT_ENV} sets the limit; pip uninstall the package to skip it",
+                ) from None
             except Exception as e:
                 raise EmberError(
                     f"installed pass package '{ep.value}' failed to load: {type(e).__name__}: {str(e)[:200]}"
