@@ -305,15 +305,21 @@ def _read_inputs(artifact, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input tensor.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write outputs to this .npz file.")
 @click.option("--emulate", is_flag=True, help="Run an ARM bundle under qemu-user through the C++ runner.")
+@click.option("--rpc", metavar="HOST:PORT", help="Run on the TVM RPC server at HOST:PORT (uploads model.so).")
 @handles_errors
-def run_cmd(bundle, inputs, output, emulate) -> None:
+def run_cmd(bundle, inputs, output, emulate, rpc) -> None:
     """Run BUNDLE (host-runnable, or with --emulate one for another CPU) and print its outputs."""
     import ember
 
     artifact = ember.load(bundle)
     feeds = _read_inputs(artifact, inputs)
     start = time.perf_counter()
-    outputs = artifact.run(feeds, emulate=emulate)
+    if rpc:
+        from ember.backends.remote import run_remote
+
+        outputs = run_remote(artifact, feeds, rpc)
+    else:
+        outputs = artifact.run(feeds, emulate=emulate)
     elapsed = (time.perf_counter() - start) * 1e3
     for name, arr in outputs.items():
         summary = f"min {arr.min():.4g} max {arr.max():.4g} mean {arr.mean():.4g}" if arr.size else "empty"
