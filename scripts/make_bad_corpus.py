@@ -106,7 +106,12 @@ def graph_cases() -> dict[str, onnx.ModelProto]:
     x = [("x", [2, 3])]
     y = [("y", [2, 3])]
     nan = numpy_helper.from_array(np.array([[1, np.nan, 3]] * 2, np.float32), "nan_w")
+    short = TensorProto(name="short_w", data_type=TensorProto.FLOAT, dims=[2, 3])
+    short.raw_data = np.ones(4, np.float32).tobytes()
     return {
+        "short_initializer.onnx": _model(
+            [helper.make_node("Add", ["x", "short_w"], ["y"], name="add_short")], x, y, [short]
+        ),
         "cycle.onnx": _model(
             [
                 helper.make_node("Add", ["x", "b"], ["a"], name="loop_a"),
@@ -186,6 +191,7 @@ def cases() -> list[dict]:
         c("unknown_domain.onnx", COMPILE, ["unknown_domain.onnx", "com.acme.Relu", "acme_relu"]),
         c("wrong_attr_type.onnx", COMPILE, ["wrong_attr_type.onnx", "soft", "Softmax", "axis"]),
         c("shape_mismatch.onnx", COMPILE, ["shape_mismatch.onnx", "bad_add", "Add"]),
+        c("short_initializer.onnx", COMPILE, ["short_initializer.onnx", "add_short", "'short_w'"]),
         c("nan_weights.onnx", COMPILE, ["nan_weights.onnx", "nan_w", "NaN"]),
         c("external_escape.onnx", COMPILE, ["external_escape.onnx", "'w'", "outside the model's folder"]),
         c("external_too_large.onnx", COMPILE, ["external_too_large.onnx", "'w'", "4096 bytes"]),

@@ -97,7 +97,10 @@ class Importer:
         t = n.inputs[i]
         if t.name not in self.values:
             if isinstance(t, gs.Constant):
-                arr = np.asarray(t.values)
+                try:
+                    arr = np.asarray(t.values)
+                except (ValueError, TypeError) as e:
+                    raise EmberError(f"initializer '{t.name}' is unreadable ({e})") from None
                 if arr.dtype.kind in "fc" and np.isnan(arr).any():
                     raise EmberError(
                         f"initializer '{t.name}' holds NaN values", hint="re-export the model with finite weights"
