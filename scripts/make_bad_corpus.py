@@ -45,18 +45,35 @@ def small_model() -> onnx.ModelProto:
 
 
 def nested_model(depth: int) -> bytes:
-    """An If node whose branch holds an If node, `depth` deep, serialized by hand: protobuf's own encoder
-    refuses such depth, and the file is what a hostile producer would write."""
-    body = helper.make_graph(
+    """An If node whose branch holds an If node, `depth` deep, serialized by hand (protobuf's own encoder
+    refuses such depth, and the file is what a hostile producer would write): each level wraps the one
+    inside it in a head and a tail, joined once at the end."""
+    core = helper.make_graph(
         [], "g0", [], [helper.make_tensor_value_info("c", TensorProto.BOOL, [])]
     ).SerializeToString()
+    size, heads, tails = len(core), [], []
     for level in range(1, depth + 1):
-        node = _if_node_bytes(level, body)
-        body = _field(1, node) + _field(2, f"g{level}".encode()) + _field(12, _value_info(f"o{level}"))
+        attr_head = _field(1, b"then_branch") + _tag(6) + _varint(size)
+        attr_tail = _varint(20 << 3) + _varint(5)
+        attr_size = len(attr_head) + size + len(attr_tail)
+        node_head = b"".join(
+            _field(k, v) for k, v in ((1, b"c"), (2, b"o%d" % level), (3, b"if%d" % level), (4, b"If"))
+        )
+        node_head += _tag(5) + _varint(attr_size)
+        node_size = len(node_head) + attr_size
+        graph_head = _tag(1) + _varint(node_size)
+        graph_tail = _field(2, b"g%d" % level) + _field(12, _value_info(f"o{level}"))
+        heads.append(graph_head + node_head + attr_head)
+        tails.append(attr_tail + graph_tail)
+        size = len(graph_head) + node_size + len(graph_tail)
     model = helper.make_model(helper.make_graph([], "m", [], []), opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     model.ClearField("graph")
-    return model.SerializeToString() + _field(7, body)
+    return model.SerializeToString() + _tag(7) + _varint(size) + b"".join(reversed(heads)) + core + b"".join(tails)
+
+
+def _tag(number: int) -> bytes:
+    return _varint(number << 3 | 2)
 
 
 def _varint(n: int) -> bytes:
@@ -74,17 +91,6 @@ def _field(number: int, payload: bytes) -> bytes:
 
 def _value_info(name: str) -> bytes:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]).SerializeToString()
-
-
-def _if_node_bytes(level: int, branch: bytes) -> bytes:
-    attr = _field(1, b"then_branch") + _field(6, branch) + _varint(20 << 3) + _varint(5)
-    return (
-        _field(1, b"c")
-        + _field(2, f"o{level}".encode())
-        + _field(3, f"if{level}".encode())
-        + _field(4, b"If")
-        + _field(5, attr)
-    )
 
 
 def damaged_bytes() -> dict[str, bytes]:
