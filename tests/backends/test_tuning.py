@@ -41,8 +41,12 @@ def tuned_db(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     model = root / "conv.onnx"
     onnx.save(small_conv(), model)
-    planned = tune_model(str(model), "host", 2, root / "db", strategy="replay-trace")
+    reports = []
+    progress = lambda name, done, total, best_ms: reports.append((name, done, total, best_ms))  # noqa: E731
+    planned = tune_model(str(model), "host", 2, root / "db", strategy="replay-trace", progress=progress)
     assert sum(planned.values()) == 2
+    name, done, total, best_ms = reports[-1]  # what the progress bar shows last: all trials, a best latency
+    assert (done, total) == (planned[name], planned[name]) and best_ms is not None and best_ms > 0
     return model, root / "db"
 
 

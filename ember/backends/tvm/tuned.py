@@ -17,9 +17,10 @@ log = logging.getLogger("ember")
 
 
 def _measure_callback(progress: tuning.Progress, name: str, planned: int):
+    from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
-    @ms.utils.derived_object
+    @derived_object
     class Report(ms.measure_callback.PyMeasureCallback):
         """Reports trials done and the best latency so far to `progress` after each measured batch."""
 
@@ -78,7 +79,7 @@ def tune(
         if n == 0:
             continue
         planned[task.name] = n
-        callbacks = ms.measure_callback.MeasureCallback.create("default")
+        callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
         if progress is not None:
             callbacks.append(_measure_callback(progress, task.name, n))
             progress(task.name, 0, n, None)
