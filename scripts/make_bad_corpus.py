@@ -115,6 +115,7 @@ def graph_cases() -> dict[str, onnx.ModelProto]:
     short = TensorProto(name="short_w", data_type=TensorProto.FLOAT, dims=[2, 3])
     short.raw_data = np.ones(4, np.float32).tobytes()
     return {
+        "missing_operand.onnx": _model([helper.make_node("MatMul", ["", "x"], ["y"], name="mm_half")], x, y),
         "short_initializer.onnx": _model(
             [helper.make_node("Add", ["x", "short_w"], ["y"], name="add_short")], x, y, [short]
         ),
@@ -197,6 +198,7 @@ def cases() -> list[dict]:
         c("unknown_domain.onnx", COMPILE, ["unknown_domain.onnx", "com.acme.Relu", "acme_relu"]),
         c("wrong_attr_type.onnx", COMPILE, ["wrong_attr_type.onnx", "soft", "Softmax", "axis"]),
         c("shape_mismatch.onnx", COMPILE, ["shape_mismatch.onnx", "bad_add", "Add"]),
+        c("missing_operand.onnx", COMPILE, ["missing_operand.onnx", "mm_half", "MatMul", "required operand 0"]),
         c("short_initializer.onnx", COMPILE, ["short_initializer.onnx", "add_short", "'short_w'"]),
         c("nan_weights.onnx", COMPILE, ["nan_weights.onnx", "nan_w", "NaN"]),
         c("external_escape.onnx", COMPILE, ["external_escape.onnx", "'w'", "outside the model's folder"]),

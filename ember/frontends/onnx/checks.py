@@ -1,4 +1,5 @@
-"""Structural checks on an ONNX graph before import: each value defined once, attributes of the declared type."""
+"""Structural checks on an ONNX graph before import: each value defined once, required operands present,
+attributes of the declared type."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from ember.errors import EmberError
 
 
 def check_graph(proto: onnx.ModelProto, file: str) -> None:
-    """Raise an EmberError naming the node when a value is defined twice or an attribute has the wrong type."""
+    """Raise an EmberError naming the node when a value is defined twice, a required operand is missing or an
+    attribute has the wrong type."""
     opsets = {o.domain or "": o.version for o in proto.opset_import}
     defined = {t.name: "a graph input" for t in proto.graph.input}
     defined.update({t.name: "an initializer" for t in proto.graph.initializer})
@@ -28,15 +30,22 @@ def check_graph(proto: onnx.ModelProto, file: str) -> None:
                     hint="give every node output a unique name",
                 )
             defined[out] = f"node '{label}'"
-        _check_attributes(node, label, opsets, file)
+        _check_against_schema(node, label, opsets, file)
 
 
-def _check_attributes(node: onnx.NodeProto, label: str, opsets: dict[str, int], file: str) -> None:
+def _check_against_schema(node: onnx.NodeProto, label: str, opsets: dict[str, int], file: str) -> None:
+    """Required operands present and attributes of the declared type, by the op's ONNX schema."""
     domain = "" if node.domain in ("", "ai.onnx") else node.domain
     try:
         schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
     except onnx.defs.SchemaError:
         return
+    required = onnx.defs.OpSchema.FormalParameterOption.Single
+    for i, formal in enumerate(schema.inputs):
+        if formal.option == required and (i >= len(node.input) or not node.input[i]):
+            raise EmberError(
+                f"required operand {i} ('{formal.name}') is missing", file=file, node=label, op=node.op_type
+            )
     for attr in node.attribute:
         want = schema.attributes.get(attr.name)
         if want is None or int(want.type) == attr.type:
