@@ -1,4 +1,5 @@
-"""Fuzzing the ONNX loader and the IR parser with damaged inputs: each either loads or raises EmberError.
+"""Fuzzing the ONNX loader (damaged bytes, and well-formed models with wrong attributes, dims and wires) and
+the IR parser (damaged texts): each input either loads or raises EmberError.
 
 CI runs EMBER_FUZZ_EXAMPLES examples per fuzzer (default 200); for a longer run:
 `EMBER_FUZZ_EXAMPLES=5000 .venv/bin/pytest tests/fuzz`."""
@@ -96,6 +97,42 @@ def damaged_onnx(draw) -> bytes:
     return data
 
 
+_INTS = st.integers(-3, 9) | st.sampled_from([0, -1, 2**31, -(2**40)])
+
+
+def _edit(model: onnx.ModelProto, draw) -> None:
+    """One well-formed but wrong edit: an attribute, a declared dim, an initializer's dims, a wire or a node."""
+    nodes = model.graph.node
+    kind = draw(st.sampled_from(["attr", "dim", "init", "wire", "drop"]))
+    node = nodes[draw(st.integers(0, len(nodes) - 1))] if len(nodes) else None
+    if kind == "attr" and node is not None and node.attribute:
+        attr = node.attribute[draw(st.integers(0, len(node.attribute) - 1))]
+        if attr.ints:
+            attr.ints[:] = draw(st.lists(_INTS, max_size=6))
+        else:
+            attr.i = draw(_INTS)
+    elif kind == "dim":
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        if dims:
+            dims[draw(st.integers(0, len(dims) - 1))].dim_value = draw(st.integers(0, 9))
+    elif kind == "init" and model.graph.initializer:
+        init = model.graph.initializer[draw(st.integers(0, len(model.graph.initializer) - 1))]
+        init.dims[:] = draw(st.lists(st.integers(0, 6), max_size=4))
+    elif kind == "wire" and node is not None and node.input:
+        names = [n for other in nodes for n in other.output] + ["x", ""]
+        node.input[draw(st.integers(0, len(node.input) - 1))] = draw(st.sampled_from(names))
+    elif kind == "drop" and node is not None:
+        nodes.remove(node)
+
+
+@st.composite
+def edited_onnx(draw) -> bytes:
+    model = onnx.load_from_string(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 3))):
+        _edit(model, draw)
+    return model.SerializeToString()
+
+
 @st.composite
 def damaged_ir(draw) -> str:
     text = draw(st.sampled_from(IR_TEXTS))
@@ -111,7 +148,7 @@ def test_seeds_load():
 
 
 @FUZZ
-@given(damaged_onnx())
+@given(damaged_onnx() | edited_onnx())
 def test_onnx_loader_loads_or_raises_ember_error(data):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.onnx"
