@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from tvm import ir, s_tir, tirx
 from tvm.s_tir.schedule import SBlockRV
+from tvm.tirx.function import IndexMap
 
 from ember.backends.tvm.schedules.common import (
     bound_loops,
@@ -19,6 +20,7 @@ from ember.backends.tvm.schedules.common import (
     vectorize_innermost,
 )
 
+K_CHUNK = 256  # reduction steps per pass over the rows of a cache-blocked contraction
 ACCUMULATOR_REGISTERS = {512: 24, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
 SMALL_REDUCTION = 32  # inputs per output at most, for padding to be computed inline
 PREPACK = "meta_schedule.layout_rewrite_preproc"  # the block annotation SplitLayoutRewritePreproc moves out
@@ -31,16 +33,20 @@ class Blocking:
     vector_axis: int
     row_axes: tuple[int, ...]  # candidates; the one whose extent divides into the most rows wins
     weights_by_lanes: bool = False  # the weight is read along the lane axis: keep its tile outermost for reuse
+    cache_block: bool = False  # parallel lane tiles, each over all rows in K chunks: for inputs that fit L2
+    merge_rows: int | None = None  # merge this spatial iterator with the next (NHWC pixels) before blocking
 
 
 def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blocking, bits: int) -> s_tir.Schedule:
     """Tile `block` (spatial iterators first, then reductions) and fold its prologue and epilogue into it."""
     kinds = iter_kinds(sch, block)
-    n_spatial = len(kinds) - len(kinds.lstrip("S"))
-    if "O" in kinds or "R" not in kinds or kinds[n_spatial:].strip("R"):
+    if "O" in kinds or "R" not in kinds or kinds.lstrip("S").strip("R"):
         raise ValueError("not a spatial-then-reduction contraction")
     inline_prologue(sch, block, bits)
     epilogue = gather_epilogue(sch, block)
+    if blocking.merge_rows is not None:
+        merge_axes(sch, (block, epilogue), blocking.merge_rows)
+    n_spatial = iter_kinds(sch, block).count("S")
     lanes = lanes_for(sch, block, bits)
     loops = bound_loops(sch, block)
     if loops is None:
@@ -53,18 +59,27 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
     for axis in blocking.row_axes:
         if row_factor(extent(sch, loops[axis]), limit) > rows:
             rows, row_axis = row_factor(extent(sch, loops[axis]), limit), axis
-    outer, inner = [], []
+    outer, inner, micro = [], [], []
     for axis, loop in enumerate(loops[:n_spatial]):
         factor = vec_len if axis == blocking.vector_axis else rows if axis == row_axis else None
         if factor is None:
             outer.append(loop)
             continue
         o, i = sch.split(loop, factors=[None, factor])
-        outer.insert(0 if blocking.weights_by_lanes and axis == blocking.vector_axis else len(outer), o)
         inner.append((axis, i))
+        if blocking.cache_block and axis == row_axis:
+            micro.append(o)
+            continue
+        first = blocking.weights_by_lanes and axis == blocking.vector_axis
+        outer.insert(0 if first else len(outer), o)
     inner.sort(key=lambda item: item[0] == blocking.vector_axis)  # the vector axis innermost
     reductions = loops[n_spatial:]
-    sch.reorder(*outer, *reductions, *(loop for _, loop in inner))
+    if micro:  # K in chunks outside the register tiles: a chunk of the lane tile's weights stays in L1
+        chunk, reductions[-1] = sch.split(
+            reductions[-1], factors=[None, divisor_at_most(extent(sch, reductions[-1]), K_CHUNK)]
+        )
+        reductions.insert(0, chunk)
+    sch.reorder(*outer, *reductions[:1], *micro, *reductions[1:], *(loop for _, loop in inner))
     tile = sch.fuse(*outer)
     if extent(sch, tile) > 1:
         sch.parallel(tile)
@@ -76,6 +91,19 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
     vectorize_innermost(sch, sch.decompose_reduction(block, reductions[0]))
     sch.set_scope(block, 0, "local")
     return sch
+
+
+def merge_axes(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], axis: int) -> None:
+    """Merge iterators `axis` and `axis + 1` of each block, and those axes of the first block's result, into
+    one (H x W pixels as one row axis)."""
+    width = int(sch.get(blocks[0]).iter_vars[axis + 1].dom.extent)
+
+    def merged(ndim: int) -> IndexMap:
+        return IndexMap.from_func(lambda *i: (*i[:axis], i[axis] * width + i[axis + 1], *i[axis + 2 :]), ndim=ndim)
+
+    for block in blocks:
+        sch.transform_block_layout(block, merged(len(sch.get(block).iter_vars)))
+    sch.transform_layout(blocks[0], ("write", 0), merged(len(sch.get(blocks[0]).writes[0].source.shape)))
 
 
 def row_factor(n: int, limit: int) -> int:
