@@ -181,3 +181,17 @@ def test_bad_external_data_is_refused(tmp_path, location, message):
     onnx.save(m, str(tmp_path / "m.onnx"))
     with pytest.raises(ember.EmberError, match=message):
         load(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("op_type, attrs", [("Softmax", {"axis": 9}), ("Split", {"axis": -5}), ("Flatten", {"axis": 6})])
+def test_out_of_range_axis_names_the_node(op_type, attrs):
+    """An axis outside the input's rank is an error at the node, not silently taken modulo the rank."""
+    from onnx import TensorProto, helper
+
+    outs = ["y0", "y1"] if op_type == "Split" else ["y0"]
+    node = helper.make_node(op_type, ["x"], outs, name="bad_axis", **attrs)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])
+    ys = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs]
+    model = helper.make_model(helper.make_graph([node], "g", [x], ys), opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ember.EmberError, match=rf"bad_axis.*{op_type}.*out of range"):
+        load(model)

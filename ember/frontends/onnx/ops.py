@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 from ember.errors import EmberError
 from ember.frontends.onnx.importer import Importer
 from ember.ir import dtypes
+from ember.ir.ops.shapes import norm_axis
 
 ONNX_OPS: dict[str, Callable[[Importer, gs.Node], list]] = {}
 
@@ -265,7 +266,7 @@ def _batch_norm(m, n):
 def _softmax(m, n):
     x = m.inp(n, 0)
     op = "softmax" if n.op == "Softmax" else "log_softmax"
-    axis = n.attrs.get("axis", 1 if m.opset < 13 else -1) % max(x.rank, 1)
+    axis = norm_axis(n.attrs.get("axis", 1 if m.opset < 13 else -1), x.rank) if x.rank else 0
     if m.opset >= 13 or axis == x.rank - 1:
         return m.emit(op, [x], {"axis": axis}, _outs(n))
     trailing = [i for i in range(axis, x.rank) if x.shape[i] != 1]
@@ -334,7 +335,7 @@ def _squeeze(m, n):
 @onnx_op("Split")
 def _split(m, n):
     x = m.inp(n, 0)
-    axis = n.attrs.get("axis", 0) % x.rank
+    axis = norm_axis(n.attrs.get("axis", 0), x.rank)
     sizes = n.attrs.get("split") if m.opset < 13 else m.ints(n, 1, "Split sizes")
     if sizes is None:
         k = n.attrs.get("num_outputs", len(n.outputs))

@@ -64,7 +64,7 @@ def _reshape(x, s, a):
 @op("flatten", "x", "collapse to 2-D: dims before `axis` and dims from it", axis=1)
 def flatten(ins, a):
     x = ins[0]
-    ax = a["axis"] % (x.rank + 1) if x.rank else 0
+    ax = norm_axis(a["axis"], x.rank + 1) if x.rank else 0
     return (prod(x.shape[:ax]), prod(x.shape[ax:])), x.dtype
 
 
