@@ -186,7 +186,11 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
         "library": None,
     }
     if tuning_db is not None:
-        metadata["tuning"] = {"database": str(tuning_db), "kernels_from_db": tuned.applied if tuned else 0}
+        metadata["tuning"] = {
+            "database": str(tuning_db),
+            "kernels_from_db": tuned.applied if tuned else 0,
+            "kernels_kept_on_rules": tuned.kept_on_rules if tuned else 0,
+        }
     artifact = Artifact(metadata, executable, sources=device_sources(executable))
     artifact.graph = graph
     artifact.pass_records = manager.records

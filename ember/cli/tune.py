@@ -55,7 +55,16 @@ def register_tune_command(group: click.Group, handles_errors) -> None:
             rpc = check_tracker(rpc_tracker, rpc_key)
         bar, report = _progress_bar()
         with bar, native_stderr_captured():
-            planned = tune_model(
+            found = tune_model(
                 model, target, trials, db_dir, parse_input_shapes(input_shapes), rpc=rpc, progress=report
             )
-        click.echo(f"tuned {len(planned)} kernels with {sum(planned.values())} trials -> {db_dir}/")
+        for name, t in found.items():
+            use = "db" if t.db_wins else "ember rules"
+            click.echo(f"  {name[:48]:48} ember {_ms(t.baseline_s)}  tuned {_ms(t.best_s)}  -> {use}")
+        trials_done = sum(t.trials for t in found.values())
+        click.echo(f"tuned {len(found)} kernels with {trials_done} trials -> {db_dir}/")
+
+
+def _ms(seconds: float | None) -> str:
+    """Seconds as a fixed-width milliseconds column ('-' when not measured)."""
+    return "       -" if seconds is None else f"{1e3 * seconds:8.3f} ms"

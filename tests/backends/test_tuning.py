@@ -43,11 +43,26 @@ def tuned_db(tmp_path_factory):
     onnx.save(small_conv(), model)
     reports = []
     progress = lambda name, done, total, best_ms: reports.append((name, done, total, best_ms))  # noqa: E731
-    planned = tune_model(str(model), "host", 2, root / "db", strategy="replay-trace", progress=progress)
-    assert sum(planned.values()) == 2
+    found = tune_model(str(model), "host", 2, root / "db", strategy="replay-trace", progress=progress)
+    assert sum(t.trials for t in found.values()) == 2
     name, done, total, best_ms = reports[-1]  # what the progress bar shows last: all trials, a best latency
-    assert (done, total) == (planned[name], planned[name]) and best_ms is not None and best_ms > 0
+    assert (done, total) == (found[name].trials, found[name].trials) and best_ms is not None and best_ms > 0
+    assert all(t.baseline_s > 0 and t.best_s > 0 for t in found.values())  # Ember's rules measured too
     return model, root / "db"
+
+
+def with_baselines(db, tmp_path, seconds: float):
+    """A copy of `db` whose baselines file says Ember's rules take `seconds` on every tuned kernel."""
+    from ember.backends.tvm.tuning import BASELINES_FILE
+
+    copy = tmp_path / f"db-{seconds}"
+    shutil.copytree(db, copy)
+    stored = json.loads((db / BASELINES_FILE).read_text())
+    assert stored and all(stored.values())
+    for per_target in stored.values():
+        per_target.update(dict.fromkeys(per_target, seconds))
+    (copy / BASELINES_FILE).write_text(json.dumps(stored))
+    return copy
 
 
 def test_compile_with_tuning_db_matches_onnxruntime_and_counts_kernels(tuned_db, tmp_path):
@@ -57,7 +72,7 @@ def test_compile_with_tuning_db_matches_onnxruntime_and_counts_kernels(tuned_db,
     result = CliRunner().invoke(cli, ["compile", str(model), "--tuning-db", str(db), "-o", str(out)])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["tuning"]["kernels_from_db"] >= 1
+    assert meta["tuning"]["kernels_from_db"] + meta["tuning"]["kernels_kept_on_rules"] >= 1
     x = np.random.default_rng(1).standard_normal((1, 8, 12, 12)).astype(np.float32)
     got = ember.load(out).run({"x": x})["y"]
     want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -80,3 +95,26 @@ def test_db_for_another_target_is_not_applied(tuned_db, caplog):
     artifact = ember.compile(str(model), "aarch64-linux-gnu", tuning_db=db)
     assert artifact.metadata["tuning"]["kernels_from_db"] == 0
     assert any("none for llvm" in r.getMessage() for r in caplog.records)
+
+
+def test_records_slower_than_ember_rules_are_not_applied(tuned_db, tmp_path):
+    model, db = tuned_db
+    artifact = ember.compile(str(model), tuning_db=with_baselines(db, tmp_path, 1e-9))
+    assert artifact.metadata["tuning"]["kernels_from_db"] == 0
+    assert artifact.metadata["tuning"]["kernels_kept_on_rules"] >= 1
+
+
+def test_records_faster_than_ember_rules_are_applied(tuned_db, tmp_path):
+    model, db = tuned_db
+    artifact = ember.compile(str(model), tuning_db=with_baselines(db, tmp_path, 1e3))
+    assert artifact.metadata["tuning"]["kernels_from_db"] >= 1
+    assert artifact.metadata["tuning"]["kernels_kept_on_rules"] == 0
+
+
+def test_tune_prints_ember_baseline_and_best_tuned_per_kernel(tmp_path):
+    model = tmp_path / "conv.onnx"
+    onnx.save(small_conv(), model)
+    result = CliRunner().invoke(cli, ["tune", str(model), "--trials", "1", "--db", str(tmp_path / "db")])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if " ember " in line and " tuned " in line]
+    assert len(rows) == 1 and " ms " in rows[0] and rows[0].rstrip().endswith(("-> db", "-> ember rules"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
@@ -50,6 +52,59 @@ def _runner(rpc: tuple[str, int, str] | None):
     return ms.runner.RPCRunner(rpc_config=config, max_workers=1)
 
 
+@dataclass
+class TunedTask:
+    """What tuning found for one kernel: trials spent, Ember's rule-scheduled time and the best record's."""
+
+    trials: int
+    baseline_s: float | None
+    best_s: float | None
+
+    @property
+    def db_wins(self) -> bool:
+        """Whether `ember compile --tuning-db` takes the record (it has one, and no faster rule baseline)."""
+        return self.best_s is not None and (self.baseline_s is None or self.best_s < self.baseline_s)
+
+
+def rule_scheduled(task: tuning.Task, target: tvm.target.Target) -> tvm.IRModule:
+    """The kernel as Ember's schedule rules write it (standalone, so without weight repacking)."""
+    from tvm.s_tir import dlight
+
+    from ember.backends.tvm.schedules import cpu_rules
+
+    copy = tvm.IRModule(dict(task.workload.functions_items()))  # the pass may rewrite its module in place
+    with target:
+        return dlight.ApplyDefaultSchedule(*cpu_rules(target))(copy)
+
+
+def measure_baseline(task: tuning.Task, target: tvm.target.Target, builder, runner) -> float | None:
+    """Mean seconds of Ember's rule schedule for `task`, measured by MetaSchedule's `builder` and `runner`
+    as its trials are (None when it fails to build or run)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    built = builder.build([ms.builder.BuilderInput(rule_scheduled(task, target), target)])[0]
+    if built.error_msg is not None:
+        log.warning(f"Ember's schedule for {task.name} failed to build: {built.error_msg.strip()[-200:]}")
+        return None
+    try:
+        args = ms.arg_info.ArgInfo.from_prim_func(task.workload["main"])
+        runner_input = ms.runner.RunnerInput(built.artifact_path, "cpu", args)  # tune() takes CPU targets only
+        result = runner.run([runner_input])[0].result()
+    finally:
+        shutil.rmtree(Path(built.artifact_path).parent, ignore_errors=True)
+    if result.error_msg is not None or not result.run_secs:
+        return None
+    return sum(float(s) for s in result.run_secs) / len(result.run_secs)
+
+
+def _best_seconds(database, task: tuning.Task) -> float | None:
+    """Mean seconds of the database's fastest record for `task`."""
+    top = database.get_top_k(database.commit_workload(task.workload), 1)
+    if not top or not top[0].run_secs:
+        return None
+    return sum(float(s) for s in top[0].run_secs) / len(top[0].run_secs)
+
+
 def tune(
     mod: tvm.IRModule,
     spec: TargetSpec,
@@ -60,9 +115,10 @@ def tune(
     progress: tuning.Progress | None = None,
     strategy: str = "evolutionary",
     cores: int = 2,
-) -> dict[str, int]:
+) -> dict[str, TunedTask]:
     """Tune a lowered Relax module's kernels for `trials` measurements in all, split over kernels by
-    FLOPs x calls, adding records to the JSON database in `db_dir`; returns trials planned per kernel."""
+    FLOPs x calls, adding records to the JSON database in `db_dir` and Ember's rule-scheduled time of
+    each tuned kernel to its baselines file; returns what tuning found per kernel."""
     from tvm.s_tir import meta_schedule as ms
 
     if spec.device != "cpu":
@@ -74,11 +130,14 @@ def tune(
     database = tuning.open_json_database(db_dir, create=True)
     builder = ms.builder.LocalBuilder(max_workers=1, initializer=tuning.skip_tensor_intrinsics)
     runner = _runner(rpc)
-    planned = {}
+    found: dict[str, TunedTask] = {}
+    baselines: dict[int, float] = {}
     for task, n in zip(tasks, budget):
         if n == 0:
             continue
-        planned[task.name] = n
+        baseline = measure_baseline(task, target, builder, runner)
+        if baseline is not None:
+            baselines[tvm_ffi.structural_hash(task.workload)] = baseline
         callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
         if progress is not None:
             callbacks.append(_measure_callback(progress, task.name, n))
@@ -103,7 +162,9 @@ def tune(
             cost_model="xgb" if _has_xgboost() else "random",
             measure_callbacks=callbacks,
         )
-    return planned
+        found[task.name] = TunedTask(n, baseline, _best_seconds(database, task))
+    tuning.write_baselines(db_dir, spec.target, baselines)
+    return found
 
 
 def _has_xgboost() -> bool:
@@ -115,12 +176,16 @@ def _has_xgboost() -> bool:
 
 
 class TunedKernels:
-    """The best schedule of each kernel a tuning database holds for one target, applied by `pass_()`."""
+    """The best schedule of each kernel a tuning database holds for one target, applied by `pass_()` where
+    it beat Ember's rule schedule as `ember tune` measured it; a kernel with no measured baseline (a database
+    from before baselines, or a rule that failed to build) takes the record, as it did before baselines."""
 
-    def __init__(self, db_dir: str | Path, records: dict[int, list]) -> None:
+    def __init__(self, db_dir: str | Path, records: dict[int, list], baselines: dict[int, float]) -> None:
         self.db_dir = str(db_dir)
         self.records = records  # structural hash of the workload -> [(workload, trace, mean seconds)]
+        self.baselines = baselines  # structural hash of the workload -> seconds of Ember's rule schedule
         self.applied = 0
+        self.kept_on_rules = 0
 
     @classmethod
     def load(cls, db_dir: str | Path, spec: TargetSpec) -> TunedKernels | None:
@@ -155,44 +220,64 @@ class TunedKernels:
             return None
         for entries in records.values():
             entries.sort(key=lambda e: e[2])
-        return cls(db_dir, records)
+        return cls(db_dir, records, tuning.read_baselines(db_dir, spec.target))
+
+    def best_record(self, func: tirx.PrimFunc) -> tuple[tvm.IRModule, object, float] | None:
+        """The database's fastest record for `func` as (workload, trace, mean seconds), or None."""
+        key = tuning.workload(func)
+        for entry in self.records.get(tvm_ffi.structural_hash(key), []):
+            if tvm_ffi.structural_equal(entry[0], key):
+                return entry
+        return None
+
+    def rule_is_faster(self, func: tirx.PrimFunc) -> bool:
+        """Whether Ember's rule schedule of `func` measured no slower than the database's best record."""
+        best = self.best_record(func)
+        baseline = None if best is None else self.baselines.get(tvm_ffi.structural_hash(best[0]))
+        return best is not None and baseline is not None and baseline <= best[2]
 
     def schedule(self, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
         """`func` scheduled as the database's fastest record for it, or None when it has none."""
         from tvm.s_tir import Schedule
 
-        key = tuning.workload(func)
-        for mod, trace, _ in self.records.get(tvm_ffi.structural_hash(key), []):
-            if not tvm_ffi.structural_equal(mod, key):
-                continue
-            sch = Schedule(key)
-            trace.apply_to_schedule(sch, remove_postproc=False)
-            scheduled = sch.mod["main"].without_attr("global_symbol")
-            if "global_symbol" in func.attrs:
-                scheduled = scheduled.with_attr("global_symbol", func.attrs["global_symbol"])
-            return scheduled.with_attr("tirx.is_scheduled", True)
-        return None
+        best = self.best_record(func)
+        if best is None:
+            return None
+        key, trace, _ = best
+        sch = Schedule(key)
+        trace.apply_to_schedule(sch, remove_postproc=False)
+        scheduled = sch.mod["main"].without_attr("global_symbol")
+        if "global_symbol" in func.attrs:
+            scheduled = scheduled.with_attr("global_symbol", func.attrs["global_symbol"])
+        return scheduled.with_attr("tirx.is_scheduled", True)
 
     def pass_(self) -> tvm.transform.Pass:
-        """A module pass that schedules the kernels the database has records for, counting them."""
+        """A module pass that schedules the kernels whose database record beat Ember's rules, counting the
+        kernels it schedules and those it leaves to the rules because they measured faster."""
 
         @tvm.transform.module_pass(opt_level=0, name="EmberApplyTuningDatabase")
         def apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-            updates = {}
+            updates, kept = {}, 0
             for gv, func in mod.functions_items():
-                if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-                    scheduled = self.schedule(func)
-                    if scheduled is not None:
-                        updates[gv] = scheduled
+                if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+                    continue
+                if self.rule_is_faster(func):
+                    kept += 1
+                    continue
+                scheduled = self.schedule(func)
+                if scheduled is not None:
+                    updates[gv] = scheduled
             for gv, func in updates.items():
                 mod[gv] = func
-            self.applied = len(updates)
+            self.applied, self.kept_on_rules = len(updates), kept
             return mod
 
         return apply
 
 
-def tune_model(model, target: str, trials: int, db_dir: str | Path, input_shapes=None, **options) -> dict[str, int]:
+def tune_model(
+    model, target: str, trials: int, db_dir: str | Path, input_shapes=None, **options
+) -> dict[str, TunedTask]:
     """Import and optimize `model` as `ember.compile` does at -O2, then `tune` its kernels."""
     from ember.backends.tvm.lower import lower_to_relax
     from ember.backends.tvm.targets import resolve

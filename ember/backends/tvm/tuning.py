@@ -201,3 +201,36 @@ def check_tracker(tracker: str, key: str, timeout_s: float = 10.0) -> tuple[str,
             f"(keys there: {', '.join(sorted(keys)) or 'none'})",
         )
     return host, int(port), key
+
+
+BASELINES_FILE = "ember_baselines.json"
+
+
+def read_baselines(db_dir: str | Path, target: tvm.target.Target) -> dict[int, float]:
+    """Seconds of Ember's rule-scheduled kernels for `target`, by workload structural hash ({} when none)."""
+    path = Path(db_dir) / BASELINES_FILE
+    try:
+        stored = json.loads(path.read_text()).get(summary(target), {})
+        return {int(h): float(s) for h, s in stored.items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def write_baselines(db_dir: str | Path, target: tvm.target.Target, baselines: dict[int, float]) -> None:
+    """Merge `baselines` (structural hash -> seconds) into the db's baselines file, replacing it atomically."""
+    import os
+    import tempfile
+
+    path = Path(db_dir) / BASELINES_FILE
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = {}
+    if not isinstance(stored, dict):
+        stored = {}
+    per_target = stored.setdefault(summary(target), {})
+    per_target.update({str(h): s for h, s in baselines.items()})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".baselines-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(stored, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
