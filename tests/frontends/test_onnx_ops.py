@@ -183,7 +183,9 @@ def test_bad_external_data_is_refused(tmp_path, location, message):
         load(tmp_path / "m.onnx")
 
 
-@pytest.mark.parametrize("op_type, attrs", [("Softmax", {"axis": 9}), ("Split", {"axis": -5}), ("Flatten", {"axis": 6})])
+@pytest.mark.parametrize(
+    "op_type, attrs", [("Softmax", {"axis": 9}), ("Split", {"axis": -5}), ("Flatten", {"axis": 6})]
+)
 def test_out_of_range_axis_names_the_node(op_type, attrs):
     """An axis outside the input's rank is an error at the node, not silently taken modulo the rank."""
     from onnx import TensorProto, helper
