@@ -59,8 +59,9 @@ def test_tune_measures_through_the_tracker(tracker, tmp_path):
     model = tmp_path / "conv.onnx"
     onnx.save(small_conv(), model)
     rpc = check_tracker(tracker, "ember-test")
-    planned = tune_model(str(model), "host", 2, tmp_path / "db", rpc=rpc, strategy="replay-trace")
-    assert sum(planned.values()) == 2
+    found = tune_model(str(model), "host", 2, tmp_path / "db", rpc=rpc, strategy="replay-trace")
+    assert sum(t.trials for t in found.values()) == 2
+    assert any(t.best_s and t.baseline_s for t in found.values())  # both measured through the RPC runner
     assert TunedKernels.load(tmp_path / "db", resolve("host")) is not None  # records measured over RPC
 
 
