@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ember.errors import EmberError
-from ember.ir.graph import Value
+from ember.ir.graph import Graph, Value
 from ember.ir.ops import get_schema
 
 DEFAULT_FOLD_LIMIT = 64 << 20  # bytes per folded tensor
@@ -164,3 +164,26 @@ def _creates_non_finite(inputs: Sequence[Value | None], values: list[np.ndarray]
         return False
     consts = [np.asarray(v.const) for v in inputs if v is not None and v.is_const]
     return all(c.dtype.kind != "f" or np.isfinite(c).all() for c in consts)
+
+
+def add_or_fold(
+    graph: Graph,
+    op: str,
+    inputs: Sequence[Value | None],
+    attrs: dict[str, Any] | None,
+    name: str,
+    output_names: Sequence[str] | None = None,
+    constant_name: Callable[[int], str] | None = None,
+) -> list[Value]:
+    """What a frontend emits for one op: its node named `name`, or the constants it folds to at import
+    (named by `constant_name(i)`, else `name`). Trailing absent operands are dropped first."""
+    schema = get_schema(op)
+    inputs = list(inputs)
+    while inputs and inputs[-1] is None:
+        inputs.pop()
+    attrs = schema.complete_attrs(attrs or {})
+    schema.check_arity(len(inputs))
+    folded = fold(op, inputs, attrs, schema.infer_types(inputs, attrs), node=name, stage="import")
+    if folded is not None:
+        return [graph.add_constant(arr, constant_name(i) if constant_name else name) for i, arr in enumerate(folded)]
+    return graph.add_node(op, inputs, attrs, name=name, output_names=output_names).outputs

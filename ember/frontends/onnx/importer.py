@@ -13,9 +13,8 @@ import onnx_graphsurgeon as gs
 
 from ember.errors import EmberError
 from ember.ir import dtypes
-from ember.ir.fold import fold
+from ember.ir.fold import add_or_fold
 from ember.ir.graph import Graph, Value
-from ember.ir.ops import get_schema
 
 MAX_NODES = 1_000_000
 
@@ -138,22 +137,11 @@ class Importer:
         outputs: Sequence[str] | None = None,
     ) -> list[Value]:
         """Add an Ember node (or the constants it folds to); `outputs` name the results."""
-        schema = get_schema(op)
-        inputs = list(inputs)
-        while inputs and inputs[-1] is None:
-            inputs.pop()
-        attrs = schema.complete_attrs(attrs or {})
-        schema.check_arity(len(inputs))
-        types = schema.infer_types(inputs, attrs)
         names = list(outputs or [])
         base = self.node.name if self.node is not None and self.node.name else (names[0] if names else op)
-        folded = fold(op, inputs, attrs, types, node=base, stage="import")
-        if folded is not None:
-            return [
-                self.graph.add_constant(arr, self._cname(names[i] if i < len(names) else op))
-                for i, arr in enumerate(folded)
-            ]
-        return self.graph.add_node(op, inputs, attrs, name=base, output_names=names).outputs
+        return add_or_fold(
+            self.graph, op, inputs, attrs, base, names, lambda i: self._cname(names[i] if i < len(names) else op)
+        )
 
     def emit1(
         self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None, name: str | None = None

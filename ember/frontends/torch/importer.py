@@ -12,9 +12,8 @@ from torch import fx
 
 from ember.errors import EmberError
 from ember.ir import dtypes
-from ember.ir.fold import fold
+from ember.ir.fold import add_or_fold
 from ember.ir.graph import Graph, Value
-from ember.ir.ops import get_schema
 from ember.ir.ops.shapes import UNKNOWN
 
 _NUMPY_OF = {
@@ -138,18 +137,7 @@ class Importer:
     # ---- emission -----------------------------------------------------------------------
     def emit(self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None) -> list[Value]:
         """Add an Ember node named after the current FX node (or the constants it folds to)."""
-        schema = get_schema(op)
-        inputs = list(inputs)
-        while inputs and inputs[-1] is None:
-            inputs.pop()
-        attrs = schema.complete_attrs(attrs or {})
-        schema.check_arity(len(inputs))
-        types = schema.infer_types(inputs, attrs)
-        base = node_name(self.node) if self.node is not None else op
-        folded = fold(op, inputs, attrs, types, node=base, stage="import")
-        if folded is not None:
-            return [self.graph.add_constant(arr, base) for arr in folded]
-        return self.graph.add_node(op, inputs, attrs, name=base).outputs
+        return add_or_fold(self.graph, op, inputs, attrs, node_name(self.node) if self.node is not None else op)
 
     def emit1(self, op: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None) -> Value:
         return self.emit(op, inputs, attrs)[0]
