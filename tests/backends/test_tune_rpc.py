@@ -3,8 +3,6 @@ here on 127.0.0.1); an unreachable tracker or an unknown key is a one-line error
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import onnx
@@ -12,23 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from ember.cli.main import cli
-from tests.backends.test_remote import free_port, wait_listening
+from tests.backends.rpc_procs import free_port, launch, stop, wait_listening
 from tests.backends.test_tuning import small_conv
 
 pytest.importorskip("xgboost")
-
-
-def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture
@@ -37,10 +22,10 @@ def tracker():
     from tvm import rpc
 
     port = free_port()
-    procs = [_start(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)])]
+    procs = [launch(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)])]
     try:
         wait_listening(port, procs[0])
-        procs.append(_start(["tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "ember-test"]))
+        procs.append(launch(["tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", "ember-test"]))
         deadline = time.monotonic() + 60
         while not rpc.connect_tracker("127.0.0.1", port).summary()["server_info"]:
             assert time.monotonic() < deadline and procs[1].poll() is None, "the RPC server did not register"
@@ -48,7 +33,7 @@ def tracker():
         yield f"127.0.0.1:{port}"
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
 
 
 def test_tune_measures_through_the_tracker(tracker, tmp_path):
