@@ -1,0 +1,209 @@
+"""Integer ops for int8 inference: quantize, dequantize, and conv2d/dense on int8 with fixed-point requantization.
+
+The contract the TVM lowering implements bit-exactly (dtypes are Ember names: "i8", "u8", "i32", "f32"):
+
+- quantize(x: f32) -> i8|u8, attrs scale, zero_point, dtype:
+  q = clip(round_half_to_even(x / scale) + zero_point, qmin, qmax), the division in float32 (ONNX QuantizeLinear).
+- dequantize(q: i8|u8|i32) -> f32, attrs scale (floats), zero_point (ints), axis:
+  x = (float32(q) - float32(zp)) * float32(scale), in float32; one scale/zero point is per tensor, otherwise one
+  per slice along `axis` (zero_point may then be one, shared, or one per slice).
+- qconv2d(x: i8|u8, w: i8 const, b: i32 const?) and qdense(x: i8|u8 [..., K], w: i8 const [N, K], b: i32 const [N]?):
+  strides/pads/dilations/group/layout exactly as conv2d (OIHW weights for NCHW, HWIO for NHWC), and
+    acc = sum((x - x_zero_point) * w) + b                                   exact; producers keep |acc| < 2^31
+    out = clip(((int64(acc) * multiplier + (1 << (shift - 1))) >> shift) + out_zero_point, out_min, out_max)
+  with an arithmetic right shift, multiplier in [2^30, 2^31) and shift in [1, 62], one of each per tensor or one
+  per output channel (axis 1 for NCHW, the last axis for NHWC and dense). Weights are symmetric: no weight zero
+  point. out_min/out_max are within out_dtype's range and also carry a fused relu/relu6.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.errors import EmberError
+from ember.ir.ops.nn import conv2d, dense
+from ember.ir.ops.registry import Attr, op, reference
+from ember.ir.ops.shapes import fmt, norm_axis
+
+QRANGE = {"i8": (-128, 127), "u8": (0, 255)}
+QRANGE_NUMPY = {"i8": np.int8, "u8": np.uint8}
+MULTIPLIER_RANGE = (1 << 30, 1 << 31)
+SHIFT_RANGE = (1, 62)
+
+
+def _qdtype(dtype: str, what: str) -> tuple[int, int]:
+    if dtype not in QRANGE:
+        raise EmberError(f"{what} must be i8 or u8, got {dtype}")
+    return QRANGE[dtype]
+
+
+def _in_range(value: int, dtype: str, what: str) -> None:
+    lo, hi = _qdtype(dtype, what)
+    if not lo <= value <= hi:
+        raise EmberError(f"{what} {value} is outside {dtype}'s range [{lo}, {hi}]")
+
+
+@op(
+    "quantize",
+    "x",
+    "float32 to int8/uint8: clip(round_half_to_even(x / scale) + zero_point) (ONNX QuantizeLinear, per tensor)",
+    tags=("quant",),
+    scale=Attr("float"),
+    zero_point=0,
+    dtype=Attr("dtype", "i8"),
+)
+def quantize(ins, a):
+    (x,) = ins
+    if x.dtype != "f32":
+        raise EmberError(f"input must be f32, got {x.dtype}")
+    if not (np.isfinite(a["scale"]) and a["scale"] > 0):
+        raise EmberError(f"scale must be positive and finite, got {a['scale']}")
+    _in_range(a["zero_point"], a["dtype"], "zero_point")
+    return x.shape, a["dtype"]
+
+
+@reference(quantize)
+def _quantize(x, a):
+    lo, hi = QRANGE[a["dtype"]]
+    q = np.rint(x.astype(np.float32) / np.float32(a["scale"])).astype(np.float64) + a["zero_point"]
+    return np.clip(np.nan_to_num(q), lo, hi).astype(QRANGE_NUMPY[a["dtype"]])
+
+
+@op(
+    "dequantize",
+    "q",
+    "int8/uint8/int32 to float32: (q - zero_point) * scale, per tensor or per slice along axis",
+    tags=("quant",),
+    scale=Attr("floats"),
+    zero_point=Attr("ints", (0,)),
+    axis=1,
+)
+def dequantize(ins, a):
+    (q,) = ins
+    if q.dtype not in ("i8", "u8", "i32"):
+        raise EmberError(f"input must be i8, u8 or i32, got {q.dtype}")
+    scale, zp = a["scale"], a["zero_point"]
+    if not scale or not all(np.isfinite(s) and s > 0 for s in scale):
+        raise EmberError(f"scale must be positive and finite, got {list(scale)}")
+    if len(zp) not in (1, len(scale)):
+        raise EmberError(f"zero_point has {len(zp)} values for {len(scale)} scales")
+    if len(scale) > 1:
+        axis = norm_axis(a["axis"], q.rank)
+        if isinstance(q.shape[axis], int) and q.shape[axis] != len(scale):
+            raise EmberError(f"{len(scale)} scales for axis {a['axis']} of {fmt(q.shape)}")
+    if q.dtype in QRANGE:
+        for z in zp:
+            _in_range(z, q.dtype, "zero_point")
+    return q.shape, "f32"
+
+
+def _along(values: tuple, axis: int, ndim: int, dtype) -> np.ndarray:
+    """Per-slice values shaped to broadcast along `axis` (a scalar when there is one)."""
+    arr = np.asarray(values, dtype=dtype)
+    if arr.size == 1:
+        return arr.reshape(())
+    shape = [1] * ndim
+    shape[axis] = arr.size
+    return arr.reshape(shape)
+
+
+@reference(dequantize)
+def _dequantize(q, a):
+    axis = a["axis"] % max(q.ndim, 1)
+    zp = _along(a["zero_point"], axis, q.ndim, np.float32)
+    return ((q.astype(np.float32) - zp) * _along(a["scale"], axis, q.ndim, np.float32)).astype(np.float32)
+
+
+_REQUANT_ATTRS = dict(
+    x_zero_point=0,
+    multiplier=Attr("ints"),
+    shift=Attr("ints"),
+    out_zero_point=0,
+    out_dtype=Attr("dtype", "i8"),
+    out_min=Attr("int"),
+    out_max=Attr("int"),
+)
+
+
+def _check_layer(x, w, b, a, channels) -> None:
+    _qdtype(x.dtype, "input")
+    if w.dtype != "i8":
+        raise EmberError(f"weight must be i8, got {w.dtype}")
+    if b is not None and b.dtype != "i32":
+        raise EmberError(f"bias must be i32, got {b.dtype}")
+    _in_range(a["x_zero_point"], x.dtype, "x_zero_point")
+    _in_range(a["out_zero_point"], a["out_dtype"], "out_zero_point")
+    _in_range(a["out_min"], a["out_dtype"], "out_min")
+    _in_range(a["out_max"], a["out_dtype"], "out_max")
+    if a["out_min"] > a["out_max"]:
+        raise EmberError(f"out_min {a['out_min']} exceeds out_max {a['out_max']}")
+    mult, shift = a["multiplier"], a["shift"]
+    if len(mult) != len(shift) or len(mult) not in (1, channels):
+        raise EmberError(f"multiplier and shift need 1 or {channels} values each, got {len(mult)} and {len(shift)}")
+    lo, hi = MULTIPLIER_RANGE
+    if not all(lo <= m < hi for m in mult):
+        raise EmberError(f"multiplier values must lie in [2^30, 2^31), got {min(mult)}..{max(mult)}")
+    if not all(SHIFT_RANGE[0] <= s <= SHIFT_RANGE[1] for s in shift):
+        raise EmberError(f"shift values must lie in [1, 62], got {min(shift)}..{max(shift)}")
+
+
+def _base_attrs(a: dict, base) -> dict:
+    return {k: v for k, v in a.items() if k in base.attrs}
+
+
+def requantize(acc: np.ndarray, a: dict, axis: int) -> np.ndarray:
+    """The requantization step of qconv2d/qdense on an exact int64 accumulator, channels along `axis`."""
+    mult = _along(a["multiplier"], axis, acc.ndim, np.int64)
+    shift = _along(a["shift"], axis, acc.ndim, np.int64)
+    y = ((acc.astype(np.int64) * mult + (np.int64(1) << (shift - 1))) >> shift) + a["out_zero_point"]
+    return np.clip(y, a["out_min"], a["out_max"]).astype(QRANGE_NUMPY[a["out_dtype"]])
+
+
+@op(
+    "qconv2d",
+    "x w b?",
+    "int8 conv2d with int32 accumulation and fixed-point requantization to int8/uint8",
+    tags=("conv", "quant"),
+    **conv2d.attrs,
+    **_REQUANT_ATTRS,
+)
+def qconv2d(ins, a):
+    x, w, b = (ins + [None])[:3]
+    shape, _ = conv2d.infer([x, w, b], _base_attrs(a, conv2d))
+    channels = w.shape[3] if a["layout"] == "NHWC" else w.shape[0]
+    _check_layer(x, w, b, a, channels)
+    return shape, a["out_dtype"]
+
+
+@reference(qconv2d)
+def _qconv2d(x, w, b, a):
+    xs = x.astype(np.float64) - a["x_zero_point"]
+    acc = conv2d.evaluate([xs, w.astype(np.float64), None], _base_attrs(a, conv2d))[0]
+    acc = np.rint(acc).astype(np.int64)
+    axis = 3 if a["layout"] == "NHWC" else 1
+    if b is not None:
+        acc = acc + _along(tuple(b.astype(np.int64).tolist()), axis, acc.ndim, np.int64)
+    return requantize(acc, a, axis)
+
+
+@op(
+    "qdense",
+    "x w b?",
+    "int8 dense (x @ w^T, w [N, K]) with int32 accumulation and fixed-point requantization to int8/uint8",
+    tags=("matmul", "quant"),
+    **_REQUANT_ATTRS,
+)
+def qdense(ins, a):
+    x, w, b = (ins + [None])[:3]
+    shape, _ = dense.infer([x, w, b], {})
+    _check_layer(x, w, b, a, w.shape[0])
+    return shape, a["out_dtype"]
+
+
+@reference(qdense)
+def _qdense(x, w, b, a):
+    xs = x.astype(np.float64) - a["x_zero_point"]
+    acc = np.rint(np.matmul(xs, w.astype(np.float64).T)).astype(np.int64)
+    if b is not None:
+        acc = acc + b.astype(np.int64).reshape(-1)
+    return requantize(acc, a, acc.ndim - 1)
