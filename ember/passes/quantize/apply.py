@@ -1,0 +1,98 @@
+"""Post-training int8 quantization of an optimized fp32 graph, end to end: calibrate, rewrite, report."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ember.errors import EmberError
+from ember.ir.graph import Graph
+from ember.passes.dce import eliminate_dead_code
+from ember.passes.quantize.calibrate import METHODS, calibrate, load_samples
+from ember.passes.quantize.report import (
+    QuantReport,
+    constant_bytes,
+    evaluate,
+    float_ops,
+    low_sqnr_warnings,
+)
+from ember.passes.quantize.rewrite import candidates, quantize_layers, remove_requantize_pairs, taps_for
+from ember.passes.quantize.scheme import scheme_for_target
+
+log = logging.getLogger("ember.quantize")
+MODES = ("int8",)
+Data = str | os.PathLike | Iterable[Mapping[str, np.ndarray]]
+
+
+def _check_skip(graph: Graph, skip: Sequence[str]) -> None:
+    known = {n.name for n in graph.nodes} | {n.op for n in graph.nodes}
+    unknown = [s for s in skip if s not in known]
+    if unknown:
+        layers = ", ".join(n.name for n in candidates(graph)[:8])
+        raise EmberError(
+            f"--skip-ops names '{unknown[0]}', which is neither a node nor an op of the optimized graph",
+            hint=f"layers: {layers}",
+        )
+
+
+def quantize_graph(
+    graph: Graph,
+    calibration: Data | None,
+    *,
+    arch: str,
+    features: Sequence[str] | str = (),
+    mode: str = "int8",
+    method: str = "percentile",
+    per_channel: bool = True,
+    skip_ops: Sequence[str] = (),
+    evaluation: Data | None = None,
+    percentile: float = 99.99,
+    progress: bool = True,
+) -> QuantReport:
+    """Quantize `graph` in place for a target (`arch`, its `features` such as mattr) from calibration samples, and
+    report the accuracy kept on the `evaluation` samples (the calibration ones unless given)."""
+    if mode not in MODES:
+        raise EmberError(f"unknown quantization '{mode}'", hint=f"use one of {', '.join(MODES)}")
+    if method not in METHODS:
+        raise EmberError(f"unknown calibration method '{method}'", hint=f"use one of {', '.join(METHODS)}")
+    if calibration is None:
+        raise EmberError("int8 quantization needs calibration data", hint="pass calibration= or --calibration DATA")
+    skip_ops = tuple(skip_ops)
+    _check_skip(graph, skip_ops)
+    scheme = scheme_for_target(arch, features)
+    samples = load_samples(calibration, graph)
+    layers = candidates(graph, skip_ops)
+    ranges = calibrate(graph, samples, taps_for(layers), method, percentile, progress)
+    fp32 = copy.deepcopy(graph)
+    done = quantize_layers(graph, ranges, scheme, per_channel, skip_ops)
+    remove_requantize_pairs(graph)
+    eliminate_dead_code(graph)
+    checks = samples if evaluation is None else load_samples(evaluation, fp32)
+    layer_db, output_db, top1 = evaluate(fp32, graph, done, checks)
+    rows = [{"name": d.name, "op": d.op, "sqnr_db": layer_db[d.name], "float_epilogue": d.float_epilogue} for d in done]
+    report = QuantReport(
+        scheme={"arch": arch, "activations": scheme.activation, "weights": "i8", "weight_max": scheme.weight_max},
+        method=method,
+        per_channel=per_channel,
+        samples=len(checks),
+        layers=rows,
+        outputs=output_db,
+        top1_agreement=top1,
+        weight_bytes={"fp32": constant_bytes(fp32), "int8": constant_bytes(graph)},
+        float_ops=float_ops(graph, skip_ops),
+        warnings=low_sqnr_warnings(rows),
+    )
+    for w in report.warnings:
+        log.warning(w)
+    return report
+
+
+def target_features(target: Any) -> list[str]:
+    """A TVM target's mattr and mcpu as plain strings, for scheme_for_target."""
+    attrs = dict(target.attrs)
+    return [str(f) for f in attrs.get("mattr", ()) or ()] + ([str(attrs["mcpu"])] if attrs.get("mcpu") else [])

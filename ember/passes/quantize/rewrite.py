@@ -1,0 +1,199 @@
+"""Rewrite float conv/dense layers into quantize -> qconv2d/qdense -> dequantize from calibrated ranges, then
+drop dequantize -> quantize pairs with equal parameters so consecutive integer layers chain in int8."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ember.ir.graph import Graph, Node, Value
+from ember.ir.ops import get_schema
+from ember.ir.ops.fused import activation_op
+from ember.passes.quantize.scheme import (
+    QParams,
+    Scheme,
+    activation_qparams,
+    quantize_bias,
+    quantize_weights,
+    requant_params,
+    weight_scales,
+)
+
+LAYERS = {"conv2d": "qconv2d", "fused_conv2d": "qconv2d", "dense": "qdense", "fused_dense": "qdense"}
+BASE = {"fused_conv2d": "conv2d", "fused_dense": "dense"}
+PRE = "#pre"  # range key suffix: a layer's conv/dense + bias, before an epilogue that stays float
+
+
+@dataclass
+class Layer:
+    """A quantized layer: the node it replaced, where its int8 (or float epilogue) result is, and its weights."""
+
+    name: str
+    op: str
+    probe: Value
+    probe_qparams: QParams | None
+    fp32_output: str
+    float_epilogue: list[str] = field(default_factory=list)
+
+
+def candidates(graph: Graph, skip: Sequence[str] = ()) -> list[Node]:
+    """Layers with constant weights and a float input, minus those named (by node name or op) in `skip`."""
+    out = []
+    for node in graph.nodes:
+        if node.op not in LAYERS or node.name in skip or node.op in skip:
+            continue
+        x, w = node.inputs[0], node.inputs[1]
+        b = node.inputs[2] if len(node.inputs) > 2 else None
+        if x.dtype == "f32" and w.is_const and (b is None or b.is_const) and x.rank >= 2:
+            out.append(node)
+    return out
+
+
+def _activation(node: Node) -> tuple[str, tuple]:
+    return node.attrs.get("activation", "none"), node.attrs.get("act_params", ())
+
+
+def folds_epilogue(node: Node) -> bool:
+    """Whether the layer's residual and activation fit in out_min/out_max (none, relu, clip; no residual)."""
+    has_residual = len(node.inputs) > 3 and node.inputs[3] is not None
+    return not has_residual and _activation(node)[0] in ("none", "relu", "clip")
+
+
+def taps_for(layers: Sequence[Node]):
+    """The calibration taps: each layer's input, its output, and its pre-epilogue value when that stays float."""
+    by_name = {n.name: n for n in layers}
+
+    def taps(node: Node, ins: list, outs: list) -> dict[str, np.ndarray]:
+        if node.name not in by_name:
+            return {}
+        found = {node.inputs[0].name: ins[0], node.output.name: outs[0]}
+        if not folds_epilogue(node):
+            found[node.name + PRE] = _base_output(node, ins)
+        return found
+
+    return taps
+
+
+def _base_output(node: Node, ins: list) -> np.ndarray:
+    base = BASE.get(node.op, node.op)
+    schema = get_schema(base)
+    attrs = {k: v for k, v in node.attrs.items() if k in schema.attrs}
+    return schema.evaluate(ins[:3], attrs)[0]
+
+
+def _channel_axis(node: Node) -> int:
+    return 3 if node.op in ("conv2d", "fused_conv2d") and node.attrs["layout"] == "NHWC" else 0
+
+
+def _clamp(node: Node, out: QParams) -> tuple[int, int]:
+    activation, params = _activation(node)
+    if activation == "relu":
+        return max(out.qmin, out.zero_point), out.qmax
+    if activation == "clip":
+        return out.quantized(params[0]), out.quantized(params[1])
+    return out.qmin, out.qmax
+
+
+def quantize_layer(
+    graph: Graph,
+    node: Node,
+    x_q: Value,
+    x_params: QParams,
+    out_params: QParams,
+    scheme: Scheme,
+    per_channel: bool,
+) -> tuple[Value, Value]:
+    """Emit qconv2d/qdense (and the float epilogue it cannot hold) before `node`; returns (int8 result, the value
+    that replaces the node's output)."""
+    x, w, b = (node.inputs + [None, None])[:3]
+    axis = _channel_axis(node)
+    w_scales = weight_scales(w.const, axis, per_channel, scheme.weight_max)
+    wq = graph.add_constant(quantize_weights(w.const, w_scales, axis, scheme.weight_max), f"{w.name}.int8")
+    args = [x_q, wq]
+    if b is not None:
+        args.append(graph.add_constant(quantize_bias(b.const, x_params.scale, w_scales), f"{b.name}.int32"))
+    multiplier, shift = requant_params(x_params.scale, w_scales, out_params.scale)
+    folded = folds_epilogue(node)
+    out_min, out_max = _clamp(node, out_params) if folded else (out_params.qmin, out_params.qmax)
+    attrs = {k: v for k, v in node.attrs.items() if k in get_schema(BASE.get(node.op, node.op)).attrs}
+    attrs.update(x_zero_point=x_params.zero_point, multiplier=multiplier, shift=shift, out_min=out_min)
+    attrs.update(out_zero_point=out_params.zero_point, out_dtype=out_params.dtype, out_max=out_max)
+    q = graph.add_node(LAYERS[node.op], args, attrs, name=f"{node.name}.int8", before=node).output
+    y = _dequantize(graph, q, out_params, node, f"{node.name}.dequantize")
+    if not folded:
+        if len(node.inputs) > 3 and node.inputs[3] is not None:
+            y = graph.add_node("add", [y, node.inputs[3]], name=f"{node.name}.residual", before=node).output
+        activation, params = _activation(node)
+        if activation != "none":
+            unary, act_attrs = activation_op(activation, params)
+            y = graph.add_node(unary, [y], act_attrs, name=f"{node.name}.{activation}", before=node).output
+    return q, y
+
+
+def _dequantize(graph: Graph, q: Value, p: QParams, before: Node, name: str) -> Value:
+    attrs = {"scale": (p.scale,), "zero_point": (p.zero_point,)}
+    return graph.add_node("dequantize", [q], attrs, name=name, before=before).output
+
+
+def quantize_layers(
+    graph: Graph,
+    ranges: Mapping[str, tuple[float, float]],
+    scheme: Scheme,
+    per_channel: bool = True,
+    skip: Sequence[str] = (),
+) -> list[Layer]:
+    """Replace each candidate layer by its integer form; returns what became of each."""
+    inputs: dict[int, Value] = {}
+    done = []
+    plan = [
+        (node, node.inputs[0].name, node.output.name if folds_epilogue(node) else node.name + PRE)
+        for node in candidates(graph, skip)
+    ]
+    for node, x_key, out_key in plan:
+        x = node.inputs[0]
+        x_params = activation_qparams(*ranges[x_key], scheme.activation)
+        if id(x) not in inputs:
+            attrs = {"scale": x_params.scale, "zero_point": x_params.zero_point, "dtype": x_params.dtype}
+            inputs[id(x)] = graph.add_node("quantize", [x], attrs, name=f"{x_key}.quantize", before=node).output
+        out_params = activation_qparams(*ranges[out_key], scheme.activation)
+        q, y = quantize_layer(graph, node, inputs[id(x)], x_params, out_params, scheme, per_channel)
+        layer = Layer(node.name, node.op, q, out_params, node.output.name)
+        if not folds_epilogue(node):
+            layer.probe, layer.probe_qparams = y, None
+            layer.float_epilogue = ["residual"] if len(node.inputs) > 3 and node.inputs[3] is not None else []
+            layer.float_epilogue += [a for a in [_activation(node)[0]] if a != "none"]
+        done.append(layer)
+        graph.replace_all_uses(node.output, y)
+        graph.remove_node(node)
+    graph.drop_unused_constants()
+    return done
+
+
+def _same_params(d: Node, q: Node) -> bool:
+    s, z = d.attrs["scale"], d.attrs["zero_point"]
+    a = q.attrs
+    return len(s) == 1 and (s[0], z[0], d.inputs[0].dtype) == (a["scale"], a["zero_point"], a["dtype"])
+
+
+def remove_requantize_pairs(graph: Graph) -> bool:
+    """dequantize -> quantize with equal parameters is the identity on the int8 value: read that directly."""
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "quantize" or node.graph is None:
+            continue
+        d = node.inputs[0].producer
+        if (
+            d is None
+            or d.op != "dequantize"
+            or not _same_params(d, node)
+            or not graph.can_replace(node.output, d.inputs[0])
+        ):
+            continue
+        graph.replace_all_uses(node.output, d.inputs[0])
+        graph.remove_node(node)
+        if not d.output.uses and not any(o is d.output for o in graph.outputs):
+            graph.remove_node(d)
+        changed = True
+    return changed

@@ -1,0 +1,106 @@
+"""The integer scheme a target's kernels compute bit-exactly, and the arithmetic that maps float ranges onto it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ember.ir.ops.quant import MULTIPLIER_RANGE, QRANGE, SHIFT_RANGE
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """Activation dtype ("u8" or "i8") and the symmetric weight bound (weights lie in [-weight_max, weight_max])."""
+
+    activation: str
+    weight_max: int
+
+
+def scheme_for_target(arch: str, features: str | tuple[str, ...] | list[str] = ()) -> Scheme:
+    """x86: u8 activations and 7-bit weights, since AVX2's vpmaddubsw saturates u8 x s8 pairs in int16 (full
+    [-127, 127] weights with AVX-512 VNNI / AVX-VNNI); aarch64: s8 activations for sdot; others u8 / 127."""
+    text = (features if isinstance(features, str) else ",".join(features)).lower().replace("_", "")
+    if arch in ("x86_64", "x86", "i686"):
+        return Scheme("u8", 127 if ("avx512vnni" in text or "avxvnni" in text) else 63)
+    if arch == "aarch64":
+        return Scheme("i8", 127)
+    return Scheme("u8", 127)
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Per-tensor affine quantization of an activation: real = (q - zero_point) * scale."""
+
+    scale: float
+    zero_point: int
+    dtype: str
+
+    @property
+    def qmin(self) -> int:
+        return QRANGE[self.dtype][0]
+
+    @property
+    def qmax(self) -> int:
+        return QRANGE[self.dtype][1]
+
+    def quantized(self, value: float) -> int:
+        """The integer a real value maps to, clipped to the dtype."""
+        return int(min(max(round(value / self.scale) + self.zero_point, self.qmin), self.qmax))
+
+
+def activation_qparams(lo: float, hi: float, dtype: str) -> QParams:
+    """Asymmetric per-tensor parameters covering [lo, hi] and zero (so padding and relu stay exact)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    qmin, qmax = QRANGE[dtype]
+    if hi - lo <= 0 or not math.isfinite(hi - lo):
+        return QParams(1.0, qmin if dtype == "u8" else 0, dtype)
+    scale = float(np.float32((hi - lo) / (qmax - qmin)))
+    zero_point = int(min(max(round(qmin - lo / scale), qmin), qmax))
+    return QParams(scale, zero_point, dtype)
+
+
+def weight_scales(w: np.ndarray, channel_axis: int, per_channel: bool, weight_max: int) -> np.ndarray:
+    """Symmetric scales, one per output channel (or one): max |w| / weight_max; an all-zero channel gets 1."""
+    absw = np.abs(w.astype(np.float64))
+    if per_channel:
+        amax = absw.max(axis=tuple(i for i in range(w.ndim) if i != channel_axis))
+    else:
+        amax = np.array([absw.max()])
+    return np.where(amax > 0, amax / weight_max, 1.0).astype(np.float32)
+
+
+def quantize_weights(w: np.ndarray, scales: np.ndarray, channel_axis: int, weight_max: int) -> np.ndarray:
+    shape = [1] * w.ndim
+    if scales.size > 1:
+        shape[channel_axis] = scales.size
+    q = np.rint(w.astype(np.float64) / scales.astype(np.float64).reshape(shape))
+    return np.clip(q, -weight_max, weight_max).astype(np.int8)
+
+
+def quantize_bias(b: np.ndarray, x_scale: float, w_scales: np.ndarray) -> np.ndarray:
+    """int32 bias in units of x_scale * w_scale (per channel)."""
+    q = np.rint(b.astype(np.float64).reshape(-1) / (x_scale * w_scales.astype(np.float64)))
+    return np.clip(q, -(2**31) + 1, 2**31 - 1).astype(np.int32)
+
+
+def fixed_point(real: float) -> tuple[int, int]:
+    """(multiplier, shift) with multiplier * 2^-shift ~= real, multiplier in [2^30, 2^31), shift in [1, 62]."""
+    if real <= 0 or not math.isfinite(real):
+        return MULTIPLIER_RANGE[0], SHIFT_RANGE[1]
+    mantissa, exponent = math.frexp(real)  # real = mantissa * 2^exponent, mantissa in [0.5, 1)
+    multiplier = round(mantissa * (1 << 31))
+    if multiplier == 1 << 31:
+        multiplier, exponent = multiplier // 2, exponent + 1
+    shift = 31 - exponent
+    if shift > SHIFT_RANGE[1]:
+        return MULTIPLIER_RANGE[0], SHIFT_RANGE[1]
+    if shift < SHIFT_RANGE[0]:
+        raise ValueError(f"requantization factor {real} is too large for a shift of at least 1")
+    return multiplier, shift
+
+
+def requant_params(x_scale: float, w_scales: np.ndarray, out_scale: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    pairs = [fixed_point(float(x_scale) * float(ws) / float(out_scale)) for ws in w_scales]
+    return tuple(m for m, _ in pairs), tuple(s for _, s in pairs)
