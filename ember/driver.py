@@ -123,6 +123,11 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     example_inputs: Sequence[Any] | None = None,
     dynamic_shapes: Any = None,
     tuning_db: str | os.PathLike | None = None,
+    quantize: str | None = None,
+    calibration: Any = None,
+    calibration_method: str = "percentile",
+    per_channel: bool = True,
+    skip_ops: Sequence[str] = (),
 ):
     """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle).
 
@@ -136,7 +141,12 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     `input_shapes` then fixes its dynamic dims.
 
     `tuning_db` is a directory `ember tune` wrote: kernels it has records for use the tuned schedules
-    (an unusable database or one for another target logs a warning and changes nothing)."""
+    (an unusable database or one for another target logs a warning and changes nothing).
+
+    `quantize="int8"` quantizes conv/dense layers after the fp32 pipeline from `calibration` (input dicts, an
+    .npz or a folder of samples; see ember.passes.quantize.load_samples) by `calibration_method` (minmax,
+    percentile, entropy), per-channel or per-tensor weights, leaving `skip_ops` (node names or op types) float;
+    `artifact.quant_report` holds the accuracy report, saved as quant_report.json."""
     import tvm
 
     import ember
@@ -146,6 +156,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     from ember.backends.tvm.targets import resolve
     from ember.passes.instruments import DumpIR
     from ember.passes.plugins import load_plugin
+    from ember.quantization import attach_report, quantize_for_target
 
     spec = resolve(target)
     verify_each = verify_each or os.environ.get("EMBER_VERIFY_EACH") == "1"
@@ -157,6 +168,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     with fold_scope(fold_limit):
         graph = import_model(model, input_shapes, example_inputs, dynamic_shapes)
         manager.run(graph)
+    quant_report = quantize_for_target(graph, spec, quantize, calibration, calibration_method, per_channel, skip_ops)
     if dumper is not None and dumper.count == 0:
         dumper.write(dumper.next_stem("input"), graph)
     mod = lower_to_relax(graph)
@@ -192,6 +204,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
             "kernels_kept_on_rules": tuned.kept_on_rules if tuned else 0,
         }
     artifact = Artifact(metadata, executable, sources=device_sources(executable))
+    attach_report(artifact, quant_report)
     artifact.graph = graph
     artifact.pass_records = manager.records
     return artifact

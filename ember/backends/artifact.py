@@ -46,6 +46,8 @@ class Artifact:
         self._executable = executable
         self.path = path
         self.sources = sources or {}
+        self.extra_files: dict[str, str] = {}  # more text files for the bundle, by name (quant_report.json)
+        self.quant_report = None  # ember.passes.quantize.QuantReport when compiled with quantize=
         self.graph = None  # the optimized Ember IR, for artifacts compiled in this process
         self.pass_records: list = []
         self._vm = None
@@ -214,6 +216,8 @@ class Artifact:
             from ember.backends.tvm.build import SOURCE_SUFFIX
 
             (tmp / f"kernels{SOURCE_SUFFIX[kind]}").write_text(src)
+        for name, text in self.extra_files.items():
+            (tmp / name).write_text(text)
 
     def _export_library(self, tmp: Path) -> None:
         from tvm.support import cc
