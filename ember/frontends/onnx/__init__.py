@@ -49,18 +49,19 @@ def load(
     """Import an ONNX model into Ember IR; `input_shapes` fixes dynamic input dims. Import folds what is
     known, up to `fold_limit` bytes per tensor (an int or '64MiB'; None: the enclosing `fold_scope`'s)."""
     file = str(model) if not isinstance(model, onnx.ModelProto) else "<model>"
-    proto = read_model(model) if not isinstance(model, onnx.ModelProto) else model
+    external: dict = {}
+    proto = read_model(model, external) if not isinstance(model, onnx.ModelProto) else model
     quiet = gs.logger.G_LOGGER.suppress(gs.logger.G_LOGGER.CRITICAL + 1)  # it prints to stdout, then raises
     with fold_scope(fold_limit), quiet:
         try:
-            return _import(proto, input_shapes or {}, file)
+            return _import(proto, input_shapes or {}, file, external)
         except EmberError as e:
             raise e.with_file(file) from None
         except RecursionError:
             raise EmberError("model is nested too deeply to import", file=file) from None
 
 
-def _import(proto: onnx.ModelProto, input_shapes, file: str) -> Graph:
+def _import(proto: onnx.ModelProto, input_shapes, file: str, external: dict) -> Graph:
     if len(proto.graph.node) > MAX_NODES:
         raise EmberError(f"model has {len(proto.graph.node)} nodes; the limit is {MAX_NODES}", file=file)
     opsets = {o.domain or "": o.version for o in proto.opset_import}
@@ -77,7 +78,7 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str) -> Graph:
         raise EmberError(
             f"graph cannot be ordered, it has a cycle or a dangling edge ({str(e)[:120]})", file=file
         ) from None
-    m = Importer(file, opsets.get("", opsets.get("ai.onnx", 13)))
+    m = Importer(file, opsets.get("", opsets.get("ai.onnx", 13)), external)
     m.graph.name = proto.graph.name or "main"
     for t in graph.inputs:
         if isinstance(t, gs.Constant):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from ember.ir.graph import Graph, Value
 MAX_NODES = 1_000_000
 
 
-def read_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Parse an ONNX file; external data is read only from inside the model's folder."""
+def read_model(path: str | os.PathLike, mapped: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """Parse an ONNX file; external data is read only from inside the model's folder. With a `mapped` dict,
+    the graph's external initializers stay in their files: read-only memory maps of them land in `mapped` by
+    name instead of copies in the proto (a model with 1 GB of weights then takes 1 GB, not 2-3)."""
     p = Path(path)
     if not p.exists():
         raise EmberError("no such file", file=str(path))
@@ -36,14 +39,16 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise EmberError(f"not a readable ONNX model ({type(e).__name__}: {str(e)[:120]})", file=str(path)) from None
     if not model.HasField("graph") or not model.graph.node and not model.graph.output:
         raise EmberError("not an ONNX model: it has no graph", file=str(path))
-    _load_external_data(model, p.parent.resolve(), str(path))
+    _load_external_data(model, p.parent.resolve(), str(path), mapped)
     return model
 
 
-def _load_external_data(model: onnx.ModelProto, base: Path, file: str) -> None:
+def _load_external_data(model: onnx.ModelProto, base: Path, file: str, mapped: dict | None) -> None:
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-    for tensor in _get_all_tensors(model):
+    mappable = list(model.graph.initializer) if mapped is not None else []  # held: their ids stay theirs
+    ids = {id(t) for t in mappable}
+    for tensor in mappable + list(_get_all_tensors(model)):
         if not uses_external_data(tensor):
             continue
         info = {e.key: e.value for e in tensor.external_data}
@@ -63,11 +68,28 @@ def _load_external_data(model: onnx.ModelProto, base: Path, file: str) -> None:
                 f"tensor '{tensor.name}' declares {length} bytes at offset {offset} of '{loc}', which holds {size}",
                 file=file,
             )
-        with open(target, "rb") as f:
-            f.seek(offset)
-            tensor.raw_data = f.read(length)
+        array = _mapped(tensor, target, offset, length) if id(tensor) in ids else None
+        if array is not None:
+            mapped[tensor.name] = array  # the proto keeps the tensor's dims, and no data
+        else:
+            with open(target, "rb") as f:
+                f.seek(offset)
+                tensor.raw_data = f.read(length)
         tensor.data_location = onnx.TensorProto.DEFAULT
         del tensor.external_data[:]
+
+
+def _mapped(tensor: onnx.TensorProto, target: Path, offset: int, length: int) -> np.ndarray | None:
+    """A read-only memory map of an external tensor, or None when its bytes cannot simply be viewed (a
+    length that does not match the dims, an exotic element type, a big-endian host, no data)."""
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+    shape = tuple(int(d) for d in tensor.dims)
+    if dtype.kind not in "biuf" or sys.byteorder != "little" or not 0 < length == np.prod(shape) * dtype.itemsize:
+        return None
+    return np.memmap(target, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
 def _np_dtype_name(t) -> str:
@@ -77,13 +99,22 @@ def _np_dtype_name(t) -> str:
         raise EmberError(f"unsupported element type {t}") from None
 
 
+def _has_nan(arr: np.ndarray, chunk: int = 1 << 22) -> bool:
+    """Whether a float array holds NaN, checked in slices so a large weight needs no full-size mask."""
+    if arr.dtype.kind not in "fc":
+        return False
+    flat = arr.reshape(-1)
+    return any(np.isnan(flat[i : i + chunk]).any() for i in range(0, flat.size, chunk))
+
+
 class Importer:
     """Maps a graphsurgeon graph onto an Ember Graph, folding what is known at import time (within the
     size cap of the enclosing `fold_scope`)."""
 
-    def __init__(self, file: str, opset: int):
+    def __init__(self, file: str, opset: int, external: dict[str, np.ndarray] | None = None):
         self.file = file
         self.opset = opset
+        self.external = external or {}
         self.graph = Graph()
         self.values: dict[str, Value] = {}
         self.node: gs.Node | None = None
@@ -97,10 +128,10 @@ class Importer:
         if t.name not in self.values:
             if isinstance(t, gs.Constant):
                 try:
-                    arr = np.asarray(t.values)
+                    arr = self.external[t.name] if t.name in self.external else np.asarray(t.values)
                 except (ValueError, TypeError) as e:
                     raise EmberError(f"initializer '{t.name}' is unreadable ({e})") from None
-                if arr.dtype.kind in "fc" and np.isnan(arr).any():
+                if _has_nan(arr):
                     raise EmberError(
                         f"initializer '{t.name}' holds NaN values", hint="re-export the model with finite weights"
                     )
