@@ -1,0 +1,120 @@
+"""Post-training int8 quantization of a trained CNN through the interpreter: accuracy kept by each calibration
+method, the int8 chain between layers, weight bytes, skipped layers, float epilogues, and the scheme arithmetic."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from ember import ir
+from ember.frontends.onnx import load
+from ember.ir.graph import Graph
+from ember.passes import PassManager, parse_pipeline
+from ember.passes.quantize import quantize_graph, scheme_for_target
+from ember.passes.quantize.scheme import Scheme, activation_qparams, fixed_point
+from tests.passes.quant_models import cnn_onnx, samples
+
+CALIBRATION = samples(48, seed=2)
+EVALUATION = samples(160, seed=3)
+
+
+def optimized_cnn() -> Graph:
+    """The trained CNN after Ember's -O2 pipeline in NHWC, as ember.compile quantizes it for a CPU."""
+    graph = load(cnn_onnx())
+    PassManager(parse_pipeline(2) + ["convert-to-nhwc", "canonicalize"]).run(graph)
+    return graph
+
+
+@pytest.mark.parametrize("method, min_db", [("minmax", 25.0), ("percentile", 25.0), ("entropy", 20.0)])
+def test_trained_cnn_keeps_accuracy(method, min_db):
+    graph = optimized_cnn()
+    report = quantize_graph(graph, CALIBRATION, arch="x86_64", method=method, evaluation=EVALUATION, progress=False)
+    assert report.outputs["logits"] >= min_db, report.outputs
+    assert report.top1_agreement >= 0.99
+    assert report.weight_bytes["int8"] <= 0.27 * report.weight_bytes["fp32"]
+    assert [layer["name"] for layer in report.layers] == ["relu1", "relu6", "relu3", "fc2"]
+    assert all(layer["sqnr_db"] >= 20 for layer in report.layers), report.layers
+    ops = graph.op_counts()
+    assert (ops["qconv2d"], ops["qdense"], ops["quantize"], ops["dequantize"]) == (2, 2, 3, 3)
+    fc2 = next(n for n in graph.nodes if n.op == "qdense" and n.inputs[0].producer.op == "qdense")
+    assert fc2.inputs[0].dtype == "u8"  # fc1 -> fc2 chains in int8: no dequantize/quantize between them
+    assert {o["op"] for o in report.float_ops} == {"transpose", "max_pool2d", "reshape"}
+    ir.verify(graph)
+
+
+def test_weights_are_7_bit_on_x86_without_vnni_and_8_bit_on_aarch64():
+    for arch, features, bound, act in [("x86_64", ["znver3"], 63, "u8"), ("aarch64", ["+neon"], 127, "i8")]:
+        graph = optimized_cnn()
+        quantize_graph(graph, CALIBRATION[:8], arch=arch, features=features, evaluation=EVALUATION[:4], progress=False)
+        weights = [n.inputs[1].const for n in graph.nodes if n.op in ("qconv2d", "qdense")]
+        assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == bound
+        assert {n.attrs["dtype"] for n in graph.nodes if n.op == "quantize"} == {act}
+
+
+def test_per_tensor_weights_and_skip_ops():
+    graph = optimized_cnn()
+    report = quantize_graph(
+        graph, CALIBRATION, arch="aarch64", per_channel=False, skip_ops=("fc2",), evaluation=EVALUATION, progress=False
+    )
+    assert report.outputs["logits"] >= 25 and report.top1_agreement >= 0.99
+    assert all(len(n.attrs["multiplier"]) == 1 for n in graph.nodes if n.op in ("qconv2d", "qdense"))
+    assert {"name": "fc2", "op": "dense", "reason": "skipped (--skip-ops)"} in report.float_ops
+    assert [layer["name"] for layer in report.layers] == ["relu1", "relu6", "relu3"]
+
+
+def residual_graph() -> Graph:
+    """conv -> conv + residual -> silu: an epilogue that out_min/out_max cannot hold."""
+    rng = np.random.default_rng(0)
+    g = Graph()
+    x = g.add_input("x", (1, 8, 8, 4))
+    w1 = g.add_constant(rng.normal(0, 0.3, (3, 3, 4, 4)).astype(np.float32), "w1")
+    w2 = g.add_constant(rng.normal(0, 0.3, (1, 1, 4, 4)).astype(np.float32), "w2")
+    b = g.add_constant(rng.normal(0, 0.1, 4).astype(np.float32), "b")
+    a = g.emit("fused_conv2d", x, w1, b, name="c1", pads=(1, 1, 1, 1), layout="NHWC", activation="relu")
+    y = g.emit("fused_conv2d", a, w2, b, x, name="c2", layout="NHWC", activation="silu")
+    g.outputs = [y]
+    return g
+
+
+def test_residual_and_silu_stay_float_after_the_integer_layer():
+    graph = residual_graph()
+    feeds = [{"x": np.random.default_rng(i).normal(0, 1, (1, 8, 8, 4)).astype(np.float32)} for i in range(16)]
+    report = quantize_graph(graph, feeds, arch="aarch64", method="minmax", progress=False)
+    c2 = next(layer for layer in report.layers if layer["name"] == "c2")
+    assert c2["float_epilogue"] == ["residual", "silu"]
+    assert [n.op for n in graph.nodes] == ["quantize", "qconv2d", "qconv2d", "dequantize", "add", "silu"]
+    assert report.outputs[graph.outputs[0].name] >= 25
+
+
+def test_low_sqnr_layer_is_named_with_the_skip_ops_fix(caplog):
+    graph = residual_graph()
+    calm = [{"x": np.random.default_rng(i).normal(0, 0.05, (1, 8, 8, 4)).astype(np.float32)} for i in range(4)]
+    wild = [{"x": np.random.default_rng(i).normal(0, 5.0, (1, 8, 8, 4)).astype(np.float32)} for i in range(4)]
+    with caplog.at_level(logging.WARNING, logger="ember.quantize"):
+        report = quantize_graph(graph, calm, arch="aarch64", method="minmax", evaluation=wild, progress=False)
+    assert report.warnings and "--skip-ops c1" in report.warnings[0]
+    assert "layer 'c1' keeps only" in caplog.text
+
+
+def test_scheme_for_target():
+    assert scheme_for_target("x86_64", ["+avx2"]) == Scheme("u8", 63)
+    assert scheme_for_target("x86_64", ["+avx512vnni"]) == Scheme("u8", 127)
+    assert scheme_for_target("x86_64", "+avx_vnni") == Scheme("u8", 127)
+    assert scheme_for_target("aarch64", ["+neon", "+dotprod"]) == Scheme("i8", 127)
+    assert scheme_for_target("riscv64") == Scheme("u8", 127)
+
+
+@pytest.mark.parametrize("real", [1e-9, 3.7e-5, 0.0123, 0.5, 0.99999999, 1.0, 7.25, 1000.0])
+def test_fixed_point_multiplier(real):
+    m, s = fixed_point(real)
+    assert 2**30 <= m < 2**31 and 1 <= s <= 62
+    assert abs(m * 2.0**-s - real) <= real * 2**-30
+
+
+def test_activation_qparams_cover_zero_exactly():
+    p = activation_qparams(0.0, 6.0, "u8")
+    assert p.zero_point == 0 and p.quantized(6.0) == 255
+    p = activation_qparams(-1.0, 3.0, "i8")
+    assert p.quantized(0.0) == p.zero_point and -128 <= p.zero_point <= 127
