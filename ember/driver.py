@@ -156,7 +156,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     from ember.backends.tvm.targets import resolve
     from ember.passes.instruments import DumpIR
     from ember.passes.plugins import load_plugin
-    from ember.quantization import attach_report, quantize_for_target
+    from ember.quantization import attach_report, fuse_prequantized, quantize_for_target
 
     spec = resolve(target)
     verify_each = verify_each or os.environ.get("EMBER_VERIFY_EACH") == "1"
@@ -167,6 +167,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     manager = PassManager(pipeline, verify_each, list(instruments) + ([dumper] if dumper else []))
     with fold_scope(fold_limit):
         graph = import_model(model, input_shapes, example_inputs, dynamic_shapes)
+        fuse_prequantized(graph, spec)
         manager.run(graph)
     quant_report = quantize_for_target(graph, spec, quantize, calibration, calibration_method, per_channel, skip_ops)
     if dumper is not None and dumper.count == 0:

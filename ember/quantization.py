@@ -40,6 +40,16 @@ def quantize_for_target(
     )
 
 
+def fuse_prequantized(graph: Graph, spec: Any) -> bool:
+    """A QDQ model's quantize/dequantize-wrapped layers become qconv2d/qdense for the target's scheme."""
+    if not any(n.op == "dequantize" for n in graph.nodes):
+        return False
+    from ember.passes.quantize import scheme_for_target, target_features
+    from ember.passes.quantize.qdq import fuse_qdq
+
+    return fuse_qdq(graph, scheme_for_target(spec.arch, target_features(spec.target)))
+
+
 def attach_report(artifact: Any, report: Any) -> None:
     """Put the report in the bundle as quant_report.json and its summary in metadata.json."""
     if report is None:

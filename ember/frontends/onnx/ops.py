@@ -431,3 +431,6 @@ def _arg(m, n):
         raise EmberError(f"{n.op} with select_last_index=1 is not supported")
     attrs = {"axis": n.attrs.get("axis", 0), "keepdims": n.attrs.get("keepdims", 1)}
     return m.emit(n.op.lower(), [m.inp(n, 0)], attrs, _outs(n))
+
+
+from ember.frontends.onnx import quant_ops  # noqa: E402, F401  (registers the quantization ops)

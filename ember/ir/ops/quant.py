@@ -18,6 +18,8 @@ The contract the TVM lowering implements bit-exactly (dtypes are Ember names: "i
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ember.errors import EmberError
@@ -207,3 +209,25 @@ def _qdense(x, w, b, a):
     if b is not None:
         acc = acc + b.astype(np.int64).reshape(-1)
     return requantize(acc, a, acc.ndim - 1)
+
+
+def fixed_point(real: float) -> tuple[int, int]:
+    """(multiplier, shift) with multiplier * 2^-shift ~= real, multiplier in [2^30, 2^31), shift in [1, 62]."""
+    if real <= 0 or not math.isfinite(real):
+        return MULTIPLIER_RANGE[0], SHIFT_RANGE[1]
+    mantissa, exponent = math.frexp(real)  # real = mantissa * 2^exponent, mantissa in [0.5, 1)
+    multiplier = round(mantissa * (1 << 31))
+    if multiplier == 1 << 31:
+        multiplier, exponent = multiplier // 2, exponent + 1
+    shift = 31 - exponent
+    if shift > SHIFT_RANGE[1]:
+        return MULTIPLIER_RANGE[0], SHIFT_RANGE[1]
+    if shift < SHIFT_RANGE[0]:
+        raise EmberError(f"requantization factor {real} needs a shift below 1", hint="the output range is too small")
+    return multiplier, shift
+
+
+def requant_params(x_scale: float, w_scales, out_scale: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """multiplier and shift attributes for x_scale * w_scale / out_scale, one pair per weight scale."""
+    pairs = [fixed_point(float(x_scale) * float(ws) / float(out_scale)) for ws in w_scales]
+    return tuple(m for m, _ in pairs), tuple(s for _, s in pairs)

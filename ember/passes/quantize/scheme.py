@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ember.ir.ops.quant import MULTIPLIER_RANGE, QRANGE, SHIFT_RANGE
+from ember.ir.ops.quant import QRANGE, fixed_point, requant_params  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -83,24 +83,3 @@ def quantize_bias(b: np.ndarray, x_scale: float, w_scales: np.ndarray) -> np.nda
     """int32 bias in units of x_scale * w_scale (per channel)."""
     q = np.rint(b.astype(np.float64).reshape(-1) / (x_scale * w_scales.astype(np.float64)))
     return np.clip(q, -(2**31) + 1, 2**31 - 1).astype(np.int32)
-
-
-def fixed_point(real: float) -> tuple[int, int]:
-    """(multiplier, shift) with multiplier * 2^-shift ~= real, multiplier in [2^30, 2^31), shift in [1, 62]."""
-    if real <= 0 or not math.isfinite(real):
-        return MULTIPLIER_RANGE[0], SHIFT_RANGE[1]
-    mantissa, exponent = math.frexp(real)  # real = mantissa * 2^exponent, mantissa in [0.5, 1)
-    multiplier = round(mantissa * (1 << 31))
-    if multiplier == 1 << 31:
-        multiplier, exponent = multiplier // 2, exponent + 1
-    shift = 31 - exponent
-    if shift > SHIFT_RANGE[1]:
-        return MULTIPLIER_RANGE[0], SHIFT_RANGE[1]
-    if shift < SHIFT_RANGE[0]:
-        raise ValueError(f"requantization factor {real} is too large for a shift of at least 1")
-    return multiplier, shift
-
-
-def requant_params(x_scale: float, w_scales: np.ndarray, out_scale: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    pairs = [fixed_point(float(x_scale) * float(ws) / float(out_scale)) for ws in w_scales]
-    return tuple(m for m, _ in pairs), tuple(s for _, s in pairs)

@@ -1,0 +1,140 @@
+"""Pre-quantized (QDQ) models: DequantizeLinear(x), DequantizeLinear(w) -> Conv/Gemm/MatMul [-> bias, relu/clip]
+-> QuantizeLinear becomes the same qconv2d/qdense that post-training quantization makes, with the model's scales."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.ir.graph import Graph, Node, Value
+from ember.passes.dce import eliminate_dead_code
+from ember.passes.quantize.scheme import QParams, Scheme, quantize_bias, quantize_weights, requant_params
+
+LAYER_OPS = ("conv2d", "dense", "matmul")
+
+
+def _qparams(node: Node) -> QParams:
+    """Per-tensor parameters of a quantize or dequantize node."""
+    a = node.attrs
+    if node.op == "quantize":
+        return QParams(a["scale"], a["zero_point"], a["dtype"])
+    return QParams(a["scale"][0], a["zero_point"][0], node.inputs[0].dtype)
+
+
+def _weight(v: Value, out_axis: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(float weights, int8 weights with their per-channel scales when the model states them) of a constant,
+    or of dequantize(constant int8) seen through transposes; None if the weight is not constant."""
+    perm = None
+    node = v.producer
+    if node is not None and node.op == "transpose":
+        perm, v, node = node.attrs["perm"], node.inputs[0], node.inputs[0].producer
+    if v.is_const:
+        w = v.const if perm is None else v.const.transpose(perm)
+        return w.astype(np.float32), None
+    if node is None or node.op != "dequantize" or not node.inputs[0].is_const or node.inputs[0].dtype != "i8":
+        return None
+    q, a = node.inputs[0].const, node.attrs
+    if any(z != 0 for z in a["zero_point"]):
+        return None
+    axis = a["axis"] % q.ndim
+    scales = np.asarray(a["scale"], np.float32)
+    if perm is not None:
+        q, axis = q.transpose(perm), list(perm).index(axis)
+    if scales.size > 1 and axis != out_axis:
+        return None
+    w = q.astype(np.float32) * (
+        scales.reshape([-1 if i == axis else 1 for i in range(q.ndim)]) if scales.size > 1 else scales
+    )
+    return w, (q, np.broadcast_to(scales, (q.shape[out_axis],)).astype(np.float32))
+
+
+def _bias(v: Value | None) -> np.ndarray | None:
+    if v is None:
+        return None
+    if v.is_const:
+        return v.const.astype(np.float64).reshape(-1)
+    node = v.producer
+    if node is not None and node.op == "dequantize" and node.inputs[0].is_const:
+        q, a = node.inputs[0].const.astype(np.float64), node.attrs
+        scale = np.asarray(a["scale"], np.float64)
+        return ((q - np.asarray(a["zero_point"], np.float64)) * scale).reshape(-1)
+    return np.zeros(0)  # not constant: no match
+
+
+def _epilogue(graph: Graph, y: Value) -> tuple[list[Node], Node | None]:
+    """The single-use chain after a layer: [add bias (matmul)], [relu | clip], then a per-tensor quantize."""
+    chain = []
+    while len(y.uses) == 1 and not any(o is y for o in graph.outputs):
+        user = y.users[0]
+        if user.op == "quantize":
+            return chain, user
+        if user.op not in ("add", "relu", "clip") or (user.op == "add" and chain) or len(chain) > 2:
+            break
+        chain.append(user)
+        y = user.output
+    return chain, None
+
+
+def _clamp(acts: list[Node], out: QParams) -> tuple[int, int]:
+    lo, hi = out.qmin, out.qmax
+    for n in acts:
+        if n.op == "relu":
+            lo = max(lo, out.zero_point)
+        else:
+            lo, hi = max(lo, out.quantized(n.attrs["min"])), min(hi, out.quantized(n.attrs["max"]))
+    return lo, hi
+
+
+def _fuse_one(graph: Graph, node: Node, scheme: Scheme) -> bool:
+    dx = node.inputs[0].producer
+    if dx is None or dx.op != "dequantize" or len(dx.attrs["scale"]) != 1 or dx.inputs[0].dtype not in ("i8", "u8"):
+        return False
+    is_conv = node.op == "conv2d"
+    if node.op == "matmul" and (node.inputs[1].rank != 2 or node.inputs[0].rank < 2):
+        return False
+    found = _weight(node.inputs[1], 0 if node.op != "matmul" else 1)
+    if found is None:
+        return False
+    w, exact = found
+    chain, q = _epilogue(graph, node.output)
+    bias_value = node.inputs[2] if len(node.inputs) > 2 else None
+    adds = [n for n in chain if n.op == "add"]
+    if adds:
+        if bias_value is not None or node.op == "conv2d":
+            return False
+        bias_value = adds[0].inputs[1] if adds[0].inputs[0] is node.output else adds[0].inputs[0]
+    b = _bias(bias_value)
+    if q is None or (b is not None and b.size == 0):
+        return False
+    if node.op == "matmul":
+        w = w.T
+        exact = None if exact is None else (exact[0].T, exact[1])
+    x_params, out_params = _qparams(dx), _qparams(q)
+    if exact is not None and int(np.abs(exact[0].astype(np.int32)).max()) <= scheme.weight_max:
+        wq, w_scales = exact
+    else:
+        w_scales = np.maximum(np.abs(w).reshape(w.shape[0], -1).max(axis=1) / scheme.weight_max, 1e-30)
+        w_scales = np.where(np.abs(w).reshape(w.shape[0], -1).max(axis=1) > 0, w_scales, 1.0).astype(np.float32)
+        wq = quantize_weights(w, w_scales, 0, scheme.weight_max)
+    args = [dx.inputs[0], graph.add_constant(np.ascontiguousarray(wq, np.int8), f"{node.name}.weight.int8")]
+    if b is not None:
+        args.append(graph.add_constant(quantize_bias(b, x_params.scale, w_scales), f"{node.name}.bias.int32"))
+    multiplier, shift = requant_params(x_params.scale, w_scales, out_params.scale)
+    out_min, out_max = _clamp([n for n in chain if n.op != "add"], out_params)
+    attrs = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "group", "layout")} if is_conv else {}
+    attrs.update(x_zero_point=x_params.zero_point, multiplier=multiplier, shift=shift, out_min=out_min)
+    attrs.update(out_zero_point=out_params.zero_point, out_dtype=out_params.dtype, out_max=out_max)
+    op = "qconv2d" if is_conv else "qdense"
+    y = graph.add_node(op, args, attrs, name=f"{node.name}.int8", before=q).output
+    graph.replace_all_uses(q.output, y)
+    return True
+
+
+def fuse_qdq(graph: Graph, scheme: Scheme) -> bool:
+    """Fuse every QDQ-wrapped conv/dense/matmul with constant weights into qconv2d/qdense (layers the pattern
+    does not fit stay as float ops between their quantize/dequantize nodes)."""
+    changed = False
+    for node in [n for n in graph.nodes if n.op in LAYER_OPS]:
+        changed |= _fuse_one(graph, node, scheme)
+    if changed:
+        eliminate_dead_code(graph)
+    return changed

@@ -1,0 +1,169 @@
+"""Pre-quantized ONNX models: a QDQ model written by onnxruntime.quantization.quantize_static imports into the same
+qconv2d/qdense that Ember's own quantization makes and agrees with onnxruntime's reference execution of it
+within one quantization step; QLinearConv/QLinearMatMul/ConvInteger/MatMulInteger import and match onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ember import ir
+from ember.frontends.onnx import load
+from ember.passes import PassManager, parse_pipeline
+from ember.passes.quantize import scheme_for_target
+from ember.passes.quantize.qdq import fuse_qdq
+from tests.passes.quant_models import cnn_onnx, samples
+
+
+def qdq_model(tmp_path, per_channel: bool) -> str:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(samples(32, seed=2))
+
+        def get_next(self):
+            return next(self.it, None)
+
+    src, out = tmp_path / "cnn.onnx", tmp_path / f"cnn_qdq_{per_channel}.onnx"
+    onnx.save(cnn_onnx(), str(src))
+    quantize_static(
+        str(src),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return str(out)
+
+
+def ort_reference(path: str, feeds: dict, optimized: bool = False) -> np.ndarray:
+    """onnxruntime on the QDQ model; unoptimized, it runs the Q/DQ ops as written (the model's exact meaning)."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if not optimized:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def output_step(graph) -> float:
+    (dq,) = [n for n in graph.nodes if n.output is graph.outputs[0]]
+    return dq.attrs["scale"][0]
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_quantize_static_qdq_model_fuses_and_matches_onnxruntime(tmp_path, per_channel):
+    path = qdq_model(tmp_path, per_channel)
+    graph = load(path)
+    assert fuse_qdq(graph, scheme_for_target("aarch64"))
+    ops = graph.op_counts()
+    assert (ops["qconv2d"], ops["qdense"]) == (2, 2) and not {"conv2d", "dense", "matmul"} & set(ops)
+    PassManager(parse_pipeline(2) + ["convert-to-nhwc", "canonicalize"], verify_each=True).run(graph)
+    step = output_step(graph)
+    for feeds in samples(8, seed=9):
+        got, want = ir.interpret(graph, feeds)["logits"], ort_reference(path, feeds)
+        assert np.abs(got - want).max() <= step * 1.001, (got, want)
+
+
+def test_qdq_weights_requantized_to_7_bits_for_x86_without_vnni(tmp_path):
+    path = qdq_model(tmp_path, True)
+    graph = load(path)
+    fuse_qdq(graph, scheme_for_target("x86_64", ["+avx2"]))
+    weights = [n.inputs[1].const for n in graph.nodes if n.op in ("qconv2d", "qdense")]
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == 63
+    step = output_step(graph)
+    for feeds in samples(8, seed=9):
+        got, want = ir.interpret(graph, feeds)["logits"], ort_reference(path, feeds)
+        assert np.abs(got - want).max() <= 8 * step  # 7-bit weights: a few output steps
+        assert got.argmax() == want.argmax()
+
+
+def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "q", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _run_both(model: onnx.ModelProto, feeds: dict) -> tuple[np.ndarray, np.ndarray]:
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return ir.interpret(load(model), feeds)[next(iter(o.name for o in model.graph.output))], want
+
+
+def test_qlinear_conv_and_matmul():
+    rng = np.random.default_rng(0)
+    w = rng.integers(-40, 41, (4, 3, 3, 3)).astype(np.int8)
+    wm = rng.integers(-40, 41, (4 * 4 * 4, 5)).astype(np.int8)
+    c = [
+        numpy_helper.from_array(np.float32(0.02), "xs"),
+        numpy_helper.from_array(np.uint8(100), "xz"),
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.array([0.01, 0.02, 0.015, 0.03], np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(4, np.int8), "wz"),
+        numpy_helper.from_array(np.float32(0.05), "ys"),
+        numpy_helper.from_array(np.uint8(120), "yz"),
+        numpy_helper.from_array(rng.integers(-500, 500, 4).astype(np.int32), "b"),
+        numpy_helper.from_array(wm, "wm"),
+        numpy_helper.from_array(np.float32(0.01), "wms"),
+        numpy_helper.from_array(np.int8(0), "wmz"),
+        numpy_helper.from_array(np.float32(0.3), "zs"),
+        numpy_helper.from_array(np.uint8(128), "zz"),
+        numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
+    ]
+    nodes = [
+        helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["y", "flat"], ["yf"]),
+        helper.make_node("QLinearMatMul", ["yf", "ys", "yz", "wm", "wms", "wmz", "zs", "zz"], ["z"]),
+    ]
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("z", TensorProto.UINT8, [1, 5])],
+        c,
+    )
+    graph = load(model)
+    assert graph.op_counts() == {"qconv2d": 1, "reshape": 1, "qdense": 1}
+    for seed in range(4):
+        x = np.random.default_rng(seed).integers(0, 256, (1, 3, 4, 4)).astype(np.uint8)
+        got, want = _run_both(model, {"x": x})
+        assert np.abs(got.astype(np.int32) - want.astype(np.int32)).max() <= 1  # onnxruntime rounds in float
+
+
+def test_conv_integer_and_matmul_integer_are_exact():
+    rng = np.random.default_rng(1)
+    w = rng.integers(-128, 128, (2, 3, 3, 3)).astype(np.int8)
+    wm = rng.integers(0, 256, (4, 6)).astype(np.uint8)
+    c = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.uint8(7), "xz"),
+        numpy_helper.from_array(wm, "wm"),
+        numpy_helper.from_array(np.uint8(3), "az"),
+        numpy_helper.from_array(np.uint8(128), "wmz"),
+    ]
+    nodes = [
+        helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[0, 0, 0, 0]),
+        helper.make_node("MatMulInteger", ["a", "wm", "az", "wmz"], ["z"]),
+    ]
+    model = _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, 5, 5]),
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [2, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.INT32, [1, 2, 3, 3]),
+            helper.make_tensor_value_info("z", TensorProto.INT32, [2, 6]),
+        ],
+        c,
+    )
+    feeds = {
+        "x": rng.integers(0, 256, (1, 3, 5, 5)).astype(np.uint8),
+        "a": rng.integers(0, 256, (2, 4)).astype(np.uint8),
+    }
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = ir.interpret(load(model), feeds)
+    np.testing.assert_array_equal(got["y"], want[0])
+    np.testing.assert_array_equal(got["z"], want[1])
