@@ -3,7 +3,8 @@
 The contract the TVM lowering implements bit-exactly (dtypes are Ember names: "i8", "u8", "i32", "f32"):
 
 - quantize(x: f32) -> i8|u8, attrs scale, zero_point, dtype:
-  q = clip(round_half_to_even(x / scale) + zero_point, qmin, qmax), the division in float32 (ONNX QuantizeLinear).
+  q = clip(round_half_to_even(x / scale) + zero_point, qmin, qmax), the division in float32 (ONNX QuantizeLinear);
+  NaN maps to zero_point (ONNX leaves it undefined).
 - dequantize(q: i8|u8|i32) -> f32, attrs scale (floats), zero_point (ints), axis:
   x = (float32(q) - float32(zp)) * float32(scale), in float32; one scale/zero point is per tensor, otherwise one
   per slice along `axis` (zero_point may then be one, shared, or one per slice).
@@ -11,7 +12,8 @@ The contract the TVM lowering implements bit-exactly (dtypes are Ember names: "i
   strides/pads/dilations/group/layout exactly as conv2d (OIHW weights for NCHW, HWIO for NHWC), and
     acc = sum((x - x_zero_point) * w) + b                                   exact; producers keep |acc| < 2^31
     out = clip(((int64(acc) * multiplier + (1 << (shift - 1))) >> shift) + out_zero_point, out_min, out_max)
-  with an arithmetic right shift, multiplier in [2^30, 2^31) and shift in [1, 62], one of each per tensor or one
+  where padded input positions hold x_zero_point (they add nothing to acc), and the shift is arithmetic,
+  multiplier in [2^30, 2^31) and shift in [1, 62], one of each per tensor or one
   per output channel (axis 1 for NCHW, the last axis for NHWC and dense). Weights are symmetric: no weight zero
   point. out_min/out_max are within out_dtype's range and also carry a fused relu/relu6.
 """
@@ -67,8 +69,8 @@ def quantize(ins, a):
 @reference(quantize)
 def _quantize(x, a):
     lo, hi = QRANGE[a["dtype"]]
-    q = np.rint(x.astype(np.float32) / np.float32(a["scale"])).astype(np.float64) + a["zero_point"]
-    return np.clip(np.nan_to_num(q), lo, hi).astype(QRANGE_NUMPY[a["dtype"]])
+    q = np.nan_to_num(np.rint(x.astype(np.float32) / np.float32(a["scale"])).astype(np.float64))
+    return np.clip(q + a["zero_point"], lo, hi).astype(QRANGE_NUMPY[a["dtype"]])
 
 
 @op(
