@@ -249,7 +249,7 @@ def passes_cmd(plugins) -> None:
 @handles_errors
 def inspect_cmd(source, fmt, output, input_shapes, fold_limit) -> None:
     """Show a model (.onnx, .pt2 or .ir) as Ember IR text, JSON, DOT, HTML or SVG."""
-    from ember.cli.files import write_text_atomic
+    from ember.atomic import write_text_atomic
     from ember.driver import import_model
     from ember.ir import render
     from ember.ir.printer import print_graph

@@ -9,6 +9,8 @@ from typing import TextIO
 
 import numpy as np
 
+from ember.atomic import write_atomic, write_text_atomic
+from ember.errors import EmberError
 from ember.ir.graph import Graph
 from ember.ir.printer import INLINE_LIMIT, print_graph
 from ember.passes.manager import Instrument
@@ -46,7 +48,10 @@ class DumpIR(Instrument):
 
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EmberError(f"cannot create the IR dump folder '{directory}': {e.strerror or e}") from None
         self.count = 0
         self._last_weights: tuple[str, dict[str, np.ndarray]] | None = None
 
@@ -59,11 +64,13 @@ class DumpIR(Instrument):
                 weights_name = prev_name
         sidecar: dict[str, np.ndarray] = {}
         text = print_graph(graph, sidecar, weights_name)
+        files = {}
         if sidecar and (self._last_weights is None or weights_name != self._last_weights[0]):
-            np.savez(self.dir / weights_name, **sidecar)
-            self._last_weights = (weights_name, sidecar)
+            files[self.dir / weights_name] = lambda f: np.savez(f, **sidecar)
         path = self.dir / f"{stem}.ir"
-        path.write_text(text)
+        write_atomic(files | {path: lambda f: f.write(text.encode())})
+        if files:
+            self._last_weights = (weights_name, sidecar)
         return path
 
     def next_stem(self, label: str) -> str:
@@ -80,5 +87,5 @@ class DumpIR(Instrument):
 
     def write_text(self, label: str, suffix: str, text: str) -> Path:
         path = self.dir / f"{self.next_stem(label)}{suffix}"
-        path.write_text(text)
+        write_text_atomic(path, text)
         return path
