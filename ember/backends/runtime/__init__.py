@@ -110,13 +110,17 @@ def host_runtime() -> Path:
     if all(link.is_symlink() and link.resolve() == src.resolve() for link, src in links.items()):
         return out
     staging = Path(tempfile.mkdtemp(prefix=".runtime-", dir=_parent(out)))
-    (staging / "lib").mkdir()
-    for link, src in links.items():
-        (staging / link.relative_to(out)).symlink_to(src.resolve())
-    record = {"versions": runtime_versions(), "source": "the installed tvm and tvm_ffi packages"}
-    (staging / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    try:
+        (staging / "lib").mkdir()
+        for link, src in links.items():
+            (staging / link.relative_to(out)).symlink_to(src.resolve())
+        record = {"versions": runtime_versions(), "source": "the installed tvm and tvm_ffi packages"}
+        (staging / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out
 
 

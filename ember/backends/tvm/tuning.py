@@ -218,8 +218,7 @@ def read_baselines(db_dir: str | Path, target: tvm.target.Target) -> dict[int, f
 
 def write_baselines(db_dir: str | Path, target: tvm.target.Target, baselines: dict[int, float]) -> None:
     """Merge `baselines` (structural hash -> seconds) into the db's baselines file, replacing it atomically."""
-    import os
-    import tempfile
+    from ember.atomic import write_atomic
 
     path = Path(db_dir) / BASELINES_FILE
     try:
@@ -230,7 +229,4 @@ def write_baselines(db_dir: str | Path, target: tvm.target.Target, baselines: di
         stored = {}
     per_target = stored.setdefault(summary(target), {})
     per_target.update({str(h): s for h, s in baselines.items()})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".baselines-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(stored, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomic({path: lambda f: f.write(json.dumps(stored, indent=1, sort_keys=True).encode())})
