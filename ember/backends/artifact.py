@@ -198,8 +198,10 @@ class Artifact:
                 self.metadata["runner"] = write_runner_files(tmp, self.metadata, standalone)
             (tmp / METADATA).write_text(json.dumps(self.metadata, indent=2) + "\n")
             _replace_dir(tmp, out)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError):  # disk full, quota: the earlier bundle is untouched
+                raise EmberError(f"cannot write the bundle '{out}': {e.strerror or e}") from None
             raise
         self.path = out
         return out
