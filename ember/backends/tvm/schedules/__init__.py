@@ -17,6 +17,7 @@ from ember.backends.tvm.schedules.common import vector_bits
 from ember.backends.tvm.schedules.conv2d import Conv2D
 from ember.backends.tvm.schedules.dense import Dense
 from ember.backends.tvm.schedules.elementwise import Fallback
+from ember.backends.tvm.schedules.int8 import Int8Grouped, Int8Packed
 
 
 def enabled() -> bool:
@@ -28,7 +29,7 @@ def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules for a CPU target, most specific first; the target's vector width sizes each schedule."""
     if target.kind.name != "llvm":
         return []
-    return [Attention(), Conv2D(), Dense(), Fallback()]
+    return [Attention(), Int8Packed(), Int8Grouped(), Conv2D(), Dense(), Fallback()]
 
 
 CALL_TIR = tvm.ir.Op.get("relax.call_tir")

@@ -1,0 +1,244 @@
+"""Lowering rules for the integer ops (quantize, dequantize, qconv2d, qdense).
+
+qconv2d (group 1) and qdense lower to one kernel whose int32 accumulator is laid out [..., O / 8, 8] and whose
+weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output channels by 4 input channels,
+the block one dot-product instruction consumes (x86 vpmaddubsw + vpmaddwd, ARM sdot on half of it). The input
+zero point is folded into the bias (sum((x - zp) * w) = sum(x * w) - zp * sum(w)); padding is filled with zp so
+it contributes nothing. Requantization runs in the same kernel on the int64 product. Grouped and depthwise
+convolutions use a plain int32 contraction that the Conv2D-style blocking vectorizes along channels."""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx, topi
+from tvm.relax import op as R
+
+from ember.backends.tvm.rules import rule
+from ember.ir import dtypes
+
+LANES, DEPTH = 8, 4  # output channels x input channels per packed weight block
+PAIR_LIMIT = 128  # |w0| + |w1| up to this keeps u8 x s8 pairs inside vpmaddubsw's int16: 255 * 128 < 2^15
+PACKED = "qconv2d_packed"  # block names the int8 schedule rule looks for; "_wide" marks weights over PAIR_LIMIT
+PACKED_DENSE = "qdense_packed"
+GROUPED = "group_qconv2d_nhwc"
+
+
+@rule("quantize")
+def _quantize(L, n, a):
+    info = np.iinfo(dtypes.to_numpy(n.output.dtype))
+    x = R.where(R.isnan(a[0]), L.scalar(0.0, "f32"), a[0])  # NaN quantizes to the zero point
+    q = R.add(R.round(R.divide(x, L.scalar(n.attrs["scale"], "f32"))), L.scalar(n.attrs["zero_point"], "f32"))
+    return R.astype(R.clip(q, float(info.min), float(info.max)), dtypes.to_tvm(n.output.dtype))
+
+
+def _along(values, axis: int, ndim: int, dtype) -> np.ndarray:
+    arr = np.asarray(values, dtype=dtype)
+    if arr.size == 1:
+        return arr.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = arr.size
+    return arr.reshape(shape)
+
+
+@rule("dequantize")
+def _dequantize(L, n, a):
+    rank = n.inputs[0].rank
+    zp = L.const(_along(n.attrs["zero_point"], n.attrs["axis"], rank, np.float32))
+    scale = L.const(_along(n.attrs["scale"], n.attrs["axis"], rank, np.float32))
+    return R.multiply(R.subtract(R.astype(a[0], "float32"), zp), scale)
+
+
+def _per_channel(values, channels: int, dtype) -> np.ndarray:
+    return np.broadcast_to(np.asarray(values, dtype=dtype), (channels,)).copy()
+
+
+def _folded_bias(b, w_sum: np.ndarray, x_zp: int, channels: int) -> np.ndarray:
+    """b - x_zp * sum(w) per output channel, wrapped to int32 (the accumulator's arithmetic is modulo 2^32)."""
+    bias = np.zeros(channels, np.int64) if b is None else b.const.astype(np.int64).reshape(-1)
+    return (bias - x_zp * w_sum.astype(np.int64)).astype(np.int32)
+
+
+def pack_weight(w: np.ndarray) -> np.ndarray:
+    """[..., C, O] int8 (HWIO, or [K, N] for dense) -> [O/8, ..., C/4, 8, 4], zero-padded to whole blocks."""
+    *lead, c, o = w.shape
+    cp, op = -(-c // DEPTH) * DEPTH, -(-o // LANES) * LANES
+    padded = np.zeros((*lead, cp, op), np.int8)
+    padded[..., :c, :o] = w
+    blocks = padded.reshape(*lead, cp // DEPTH, DEPTH, op // LANES, LANES)
+    nl = len(lead)
+    order = (nl + 2, *range(nl), nl, nl + 3, nl + 1)
+    return np.ascontiguousarray(blocks.transpose(order))
+
+
+def pairs_fit_int16(packed: np.ndarray) -> bool:
+    """Whether every pair of weights vpmaddubsw adds in int16 keeps |w0| + |w1| <= PAIR_LIMIT."""
+    pairs = np.abs(packed.astype(np.int32)).reshape(*packed.shape[:-1], DEPTH // 2, 2).sum(-1)
+    return bool(pairs.max(initial=0) <= PAIR_LIMIT)
+
+
+def requantize(acc, o, bias, rq: tuple, attrs: dict, out_dtype: str):
+    """The requantization of one int32 accumulator value for output channel `o` (a TE expression).
+
+    acc + bias stays int32 (it wraps back to the exact sum, which fits) so that the 64-bit product is of two
+    sign-extended int32 values, one vpmuldq on x86; the rounding term comes precomputed per channel."""
+    total = (acc + bias[o]).astype("int64")
+    if not rq:
+        m, s = attrs["multiplier"][0], attrs["shift"][0]
+        y = (total * tirx.const(m, "int64") + tirx.const(1 << (s - 1), "int64")) >> tirx.const(s, "int64")
+    else:
+        mult, rounding, shift = rq
+        y = (total * mult[o].astype("int64") + rounding[o]) >> shift[o].astype("int64")
+    y = y + tirx.const(attrs["out_zero_point"], "int64")
+    y = tirx.max(tirx.min(y, tirx.const(attrs["out_max"], "int64")), tirx.const(attrs["out_min"], "int64"))
+    return y.astype(out_dtype)
+
+
+def _requant_args(L, n) -> list:
+    """Per-channel requantization constants passed to the kernel (none per tensor: they are immediates): the
+    multiplier and shift as int32 and the rounding term 2^(shift-1) as int64."""
+    mult, shift = n.attrs["multiplier"], n.attrs["shift"]
+    if len(mult) == 1:
+        return []
+    shifts = np.asarray(shift, np.int64)
+    consts = (np.asarray(mult, np.int32), np.left_shift(np.int64(1), shifts - 1), shifts.astype(np.int32))
+    return [L.const(c) for c in consts]
+
+
+def _pad_input(x, pads, channels_to: int, value: int):
+    """Spatially pad NHWC `x` and round its channels up to `channels_to`, filling with the zero point."""
+    pt, pl, pb, pr = pads
+    extra = channels_to - int(x.shape[3])
+    if not any(pads) and not extra:
+        return x
+    return topi.nn.pad(x, [0, pt, pl, 0], [0, pb, pr, extra], pad_value=tirx.const(value, x.dtype), name="qpad")
+
+
+def _out_size(size: int, k: int, stride: int, dil: int, p0: int, p1: int) -> int:
+    return (size + p0 + p1 - dil * (k - 1) - 1) // stride + 1
+
+
+def _packed_conv(x, wp, bias, rq, geom, attrs, out_dtype, name):
+    """NHWC conv with packed weights: acc [N, OH, OW, O/8, 8] over (kh, kw, C/4, 4), requantized per channel."""
+    (kh_, kw_, c_, o_), (sh, sw), (dh, dw), pads = geom
+    n_, h_, w_ = (int(d) for d in x.shape[:3])
+    oh, ow = _out_size(h_, kh_, sh, dh, pads[0], pads[2]), _out_size(w_, kw_, sw, dw, pads[1], pads[3])
+    cb, ob = int(wp.shape[3]), int(wp.shape[0])
+    xp = _pad_input(x, pads, cb * DEPTH, attrs["x_zero_point"])
+    rkh, rkw = te.reduce_axis((0, kh_), "kh"), te.reduce_axis((0, kw_), "kw")
+    rc, ri = te.reduce_axis((0, cb), "cb"), te.reduce_axis((0, DEPTH), "ci")
+    acc = te.compute(
+        (n_, oh, ow, ob, LANES),
+        lambda b, i, j, oo, oi: te.sum(
+            xp[b, i * sh + rkh * dh, j * sw + rkw * dw, rc * DEPTH + ri].astype("int32")
+            * wp[oo, rkh, rkw, rc, oi, ri].astype("int32"),
+            axis=[rkh, rkw, rc, ri],
+        ),
+        name=name,
+    )
+    return te.compute(
+        (n_, oh, ow, o_),
+        lambda b, i, j, o: requantize(acc[b, i, j, o // LANES, o % LANES], o, bias, rq, attrs, out_dtype),
+        name="requantize",
+    )
+
+
+def _grouped_conv(x, w, bias, rq, geom, attrs, out_dtype, group):
+    """NHWC grouped/depthwise conv, HWIO weights [KH, KW, C/group, O], plain int32 contraction."""
+    (kh_, kw_, cg, o_), (sh, sw), (dh, dw), pads = geom
+    n_, h_, w_ = (int(d) for d in x.shape[:3])
+    oh, ow = _out_size(h_, kh_, sh, dh, pads[0], pads[2]), _out_size(w_, kw_, sw, dw, pads[1], pads[3])
+    xp = _pad_input(x, pads, int(x.shape[3]), attrs["x_zero_point"])
+    og = o_ // group
+    rkh, rkw, rc = te.reduce_axis((0, kh_), "kh"), te.reduce_axis((0, kw_), "kw"), te.reduce_axis((0, cg), "c")
+    acc = te.compute(
+        (n_, oh, ow, o_),
+        lambda b, i, j, o: te.sum(
+            xp[b, i * sh + rkh * dh, j * sw + rkw * dw, o // og * cg + rc].astype("int32")
+            * w[rkh, rkw, rc, o].astype("int32"),
+            axis=[rkh, rkw, rc],
+        ),
+        name=GROUPED,
+    )
+    return te.compute(
+        (n_, oh, ow, o_),
+        lambda b, i, j, o: requantize(acc[b, i, j, o], o, bias, rq, attrs, out_dtype),
+        name="requantize",
+    )
+
+
+def _nhwc_qconv(L, n, x, w: np.ndarray):
+    """Emit the NHWC kernel for `x` (a Relax NHWC value) and HWIO weights `w`."""
+    at = n.attrs
+    kh, kw, cg, o = w.shape
+    out_dtype = dtypes.to_tvm(n.output.dtype)
+    w_sum = w.astype(np.int64).sum(axis=(0, 1, 2))
+    bias = L.const(_folded_bias(n.inputs[2] if len(n.inputs) > 2 else None, w_sum, at["x_zero_point"], o))
+    rq_args = _requant_args(L, n)
+    geom = ((kh, kw, cg, o), tuple(at["strides"]), tuple(at["dilations"]), tuple(at["pads"]))
+    kwargs = dict(geom=geom, attrs=at, out_dtype=out_dtype)
+    if at["group"] == 1:
+        packed = pack_weight(w)
+        name = PACKED if pairs_fit_int16(packed) else PACKED + "_wide"
+        fn = lambda *t: _packed_conv(*t[:3], t[3:], name=name, **kwargs)  # noqa: E731
+        return L.bb.emit_te(fn, x, L.const(packed), bias, *rq_args, primfunc_name_hint="qconv2d")
+    fn = lambda *t: _grouped_conv(*t[:3], t[3:], group=at["group"], **kwargs)  # noqa: E731
+    return L.bb.emit_te(fn, x, L.const(w), bias, *rq_args, primfunc_name_hint="qconv2d")
+
+
+@rule("qconv2d")
+def _qconv2d(L, n, a):
+    w = n.inputs[1].const
+    if n.attrs["layout"] == "NHWC":
+        return _nhwc_qconv(L, n, _bound(L, a[0]), w)
+    x = L.bb.emit(R.permute_dims(a[0], [0, 2, 3, 1]))
+    y = _nhwc_qconv(L, n, x, np.ascontiguousarray(w.transpose(2, 3, 1, 0)))
+    return R.permute_dims(y, [0, 3, 1, 2])
+
+
+def _bound(L, x):
+    from tvm import relax
+
+    return x if isinstance(x, relax.Var) else L.bb.emit(x)
+
+
+def _packed_dense(x, wp, bias, rq, n_out: int, attrs, out_dtype):
+    """[M, K] x packed [N/8, K/4, 8, 4] -> [M, N], int32 accumulator [M, N/8, 8], requantized per column."""
+    m, kb, nb = int(x.shape[0]), int(wp.shape[1]), int(wp.shape[0])
+    xp = x
+    if int(x.shape[1]) != kb * DEPTH:
+        xp = topi.nn.pad(x, [0, 0], [0, kb * DEPTH - int(x.shape[1])], pad_value=tirx.const(0, x.dtype), name="qpad")
+    rk, ri = te.reduce_axis((0, kb), "kb"), te.reduce_axis((0, DEPTH), "ki")
+    acc = te.compute(
+        (m, nb, LANES),
+        lambda i, no, ni: te.sum(
+            xp[i, rk * DEPTH + ri].astype("int32") * wp[no, rk, ni, ri].astype("int32"), axis=[rk, ri]
+        ),
+        name=attrs["_name"],
+    )
+    return te.compute(
+        (m, n_out),
+        lambda i, j: requantize(acc[i, j // LANES, j % LANES], j, bias, rq, attrs, out_dtype),
+        name="requantize",
+    )
+
+
+@rule("qdense")
+def _qdense(L, n, a):
+    x, w = n.inputs[0], n.inputs[1].const
+    n_out, k = w.shape
+    lead = list(x.shape[:-1])
+    m = int(np.prod(lead, dtype=np.int64))
+    x2 = L.bb.emit(R.reshape(a[0], (m, k)))
+    w_sum = w.astype(np.int64).sum(axis=1)
+    bias = L.const(_folded_bias(n.inputs[2] if len(n.inputs) > 2 else None, w_sum, n.attrs["x_zero_point"], n_out))
+    packed = pack_weight(np.ascontiguousarray(w.T))
+    name = PACKED_DENSE if pairs_fit_int16(packed) else PACKED_DENSE + "_wide"
+    attrs = {**n.attrs, "_name": name}
+    rq_args = _requant_args(L, n)
+    out_dtype = dtypes.to_tvm(n.output.dtype)
+
+    def fn(*t):
+        return _packed_dense(*t[:3], t[3:], n_out=n_out, attrs=attrs, out_dtype=out_dtype)
+
+    y = L.bb.emit_te(fn, x2, L.const(packed), bias, *rq_args, primfunc_name_hint="qdense")
+    return R.reshape(y, [*lead, n_out])

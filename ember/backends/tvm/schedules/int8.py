@@ -1,0 +1,207 @@
+"""Int8 conv2d and dense (ember/backends/tvm/quant_rules.py's packed kernels): parallel tiles of rows x output-
+channel blocks, int32 accumulators in registers, the innermost 8 x 4 block of a step tensorized with the target's
+dot-product instruction, requantization fused after the reduction.
+
+x86 with AVX2 and u8 activations: vpmaddubsw (u8 x s8 pairs summed in int16, exact while |w0| + |w1| <= 128,
+which the lowering checks) then vpmaddwd by ones into int32. aarch64 with +dotprod and i8 activations: sdot
+(4 x 4 int8 -> int32 per lane); aarch64 without it: TVM's NEON smull/saddlp intrinsic. Anything else (i8
+activations on x86, weights over the pair limit) keeps the same blocking with the channel block vectorized in
+int32."""
+
+from __future__ import annotations
+
+import functools
+
+from tvm import s_tir, tirx
+from tvm.s_tir import TensorIntrin
+from tvm.s_tir.dlight import ScheduleRule
+from tvm.s_tir.schedule import LoopRV, SBlockRV
+from tvm.script import tirx as T
+from tvm.target import Target
+from tvm.target.codegen import llvm_cpu_has_features
+
+from ember.backends.tvm.schedules.common import (
+    SCHEDULE_FAILURES,
+    CPURule,
+    extent,
+    schedule_injective,
+    vector_bits,
+    vectorize_innermost,
+)
+from ember.backends.tvm.schedules.contraction import Blocking, gather_epilogue, schedule_contraction
+
+PACKED_NAMES = ("qconv2d_packed", "qdense_packed")  # the "_wide" variants never take the x86 intrinsic
+ACCUMULATORS = {"x86": 12, "arm": 12}  # register blocks of 8 int32 lanes: 12 of 16 ymm, 24 of 32 NEON q registers
+MAX_CHANNEL_BLOCKS = 4
+AVX2_DOT_8x4 = "ember_dot_8x4_u8i8i32_avx2"
+SDOT_4x4 = "ember_dot_4x4_i8i8i32_sdot"
+GROUPED = "group_qconv2d_nhwc"
+GROUPED_BLOCKING = Blocking(vector_axis=3, row_axes=(2, 1), weights_by_lanes=True)
+
+
+def _dot_desc(lanes: int, a_dtype: str):
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), a_dtype, offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+@T.prim_func(s_tir=True)
+def dot_8x4_u8i8i32_avx2(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((8, 4), "int8", offset_factor=1),
+    C: T.Buffer((8,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+        T.writes(C[0:8])
+        C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="uint8x32"),
+                B.vload([0, 0], "int8x32"),
+                dtype="int16x16",
+            ),
+            T.int16x16(1),
+            dtype="int32x8",
+        )
+
+
+@T.prim_func(s_tir=True)
+def dot_4x4_i8i8i32_sdot(
+    A: T.Buffer((4,), "int8", offset_factor=1),
+    B: T.Buffer((4, 4), "int8", offset_factor=1),
+    C: T.Buffer((4,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+        T.writes(C[0:4])
+        C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+            C.vload([0], "int32x4"),
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4), dtype="int8x16"),
+            B.vload([0, 0], "int8x16"),
+            dtype="int32x4",
+        )
+
+
+@functools.cache
+def registered_intrinsics() -> dict[str, str]:
+    """Register Ember's dot-product intrinsics on first use (parsing TVMScript is slow; importing TVM's
+    tensor_intrin package parses every intrinsic it has, CUDA's included, for minutes)."""
+    TensorIntrin.register(AVX2_DOT_8x4, _dot_desc(8, "uint8"), dot_8x4_u8i8i32_avx2, override=True)
+    TensorIntrin.register(SDOT_4x4, _dot_desc(4, "int8"), dot_4x4_i8i8i32_sdot, override=True)
+    return {"avx2": AVX2_DOT_8x4, "sdot": SDOT_4x4}
+
+
+def dot_intrinsic(target: Target, name: str, x_dtype: str) -> tuple[str, int] | None:
+    """(intrinsic, output lanes it covers) for this target and input type, or None for the int32 fallback."""
+    arm = "aarch64" in str(target.attrs.get("mtriple", "")) or "arm_cpu" in target.keys
+    if arm and x_dtype == "int8" and llvm_cpu_has_features("dotprod", target):
+        return registered_intrinsics()["sdot"], 4
+    if not arm and x_dtype == "uint8" and name in PACKED_NAMES and llvm_cpu_has_features("avx2", target):
+        return registered_intrinsics()["avx2"], 8
+    return None
+
+
+class Int8Packed(ScheduleRule):
+    """Schedules a packed int8 conv2d/dense kernel; other kernels are left to the next rule."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _packed(sch.get(b).name_hint)]
+        if len(blocks) != 1:
+            return None
+        block = blocks[0]
+        x_dtype = str(sch.get(block).reads[0].source.dtype)
+        try:
+            return schedule_packed(sch, block, dot_intrinsic(target, sch.get(block).name_hint, x_dtype), target)
+        except SCHEDULE_FAILURES:
+            return None
+
+
+def _packed(name: str) -> bool:
+    return any(name.startswith(p) for p in PACKED_NAMES)
+
+
+def register_block(rows: int, blocks: int, budget: int) -> tuple[int, int]:
+    """(rows, channel blocks) dividing their extents with rows x blocks <= budget: the most accumulators,
+    then the most even split (each row's input broadcast and each block's weight load feed the others)."""
+    best = (0, 0, 1, 1)
+    for q in range(1, min(blocks, MAX_CHANNEL_BLOCKS) + 1):
+        if blocks % q:
+            continue
+        r = max(d for d in range(1, min(rows, budget // q) + 1) if rows % d == 0)
+        best = max(best, (r * q, -abs(r - q), r, q))
+    return best[2], best[3]
+
+
+def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int] | None, target: Target):
+    """Tile (spatial..., row, channel block, lane; reductions..., depth 4), tensorize or vectorize the lanes."""
+    bits = vector_bits(target)
+    for producer in sch.get_producers(block):
+        schedule_injective(sch, producer, bits)
+    epilogue = gather_epilogue(sch, block)
+    loops = sch.get_loops(block)
+    n_red = sum(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(block).iter_vars)
+    spatial, reductions = loops[: len(loops) - n_red], loops[len(loops) - n_red :]
+    *outer, row, chan, lane = spatial
+    r, q = register_block(extent(sch, row), extent(sch, chan), ACCUMULATORS["x86" if bits >= 256 else "arm"])
+    row_o, row_i = sch.split(row, factors=[None, r])
+    chan_o, chan_i = sch.split(chan, factors=[None, q])
+    depth = reductions[-1]
+    if intrin is None:
+        sch.reorder(chan_o, *outer, row_o, *reductions, row_i, chan_i, lane)
+    else:
+        sch.reorder(chan_o, *outer, row_o, *reductions[:-1], row_i, chan_i, lane, depth)
+    tile = sch.fuse(chan_o, *outer, row_o)
+    if extent(sch, tile) > 1:
+        sch.parallel(tile)
+    sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
+    _vectorize_tail(sch, epilogue)
+    sch.unroll(row_i)
+    sch.unroll(chan_i)
+    init = sch.decompose_reduction(block, reductions[0])
+    vectorize_innermost(sch, init)
+    if intrin is None:
+        sch.vectorize(lane)
+    else:
+        name, width = intrin
+        if width < extent(sch, lane):
+            lane_o, lane = sch.split(lane, factors=[None, width])
+            sch.unroll(lane_o)
+        sch.tensorize(lane, name)
+    sch.set_scope(init, 0, "local")  # after tensorize: the intrinsic's buffers are global
+    return sch
+
+
+def _vectorize_tail(sch: s_tir.Schedule, block: SBlockRV) -> None:
+    """Vectorize the epilogue's innermost loop when its extent is a constant (a partial channel block is not)."""
+    loop: LoopRV = sch.get_loops(block)[-1]
+    if isinstance(sch.get(loop).extent, tirx.IntImm):
+        vectorize_innermost(sch, block)
+
+
+class Int8Grouped(CPURule):
+    """Grouped and depthwise int8 conv2d (NHWC): the Conv2D blocking on an int32 accumulator, lanes along channels."""
+
+    def schedule(self, sch: s_tir.Schedule, bits: int) -> s_tir.Schedule | None:
+        blocks = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint == GROUPED]
+        if len(blocks) != 1:
+            return None
+        return schedule_contraction(sch, blocks[0], GROUPED_BLOCKING, bits)
