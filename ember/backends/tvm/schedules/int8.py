@@ -110,7 +110,7 @@ def registered_intrinsics() -> dict[str, str]:
 def dot_intrinsic(target: Target, name: str, x_dtype: str) -> tuple[str, int] | None:
     """(intrinsic, output lanes it covers) for this target and input type, or None for the int32 fallback."""
     arm = "aarch64" in str(target.attrs.get("mtriple", "")) or "arm_cpu" in target.keys
-    if arm and x_dtype == "int8" and llvm_cpu_has_features("dotprod", target):
+    if arm and x_dtype == "int8" and bool(target.attrs.get("feature.has_dotprod", False)):
         return registered_intrinsics()["sdot"], 4
     if not arm and x_dtype == "uint8" and name in PACKED_NAMES and llvm_cpu_has_features("avx2", target):
         return registered_intrinsics()["avx2"], 8

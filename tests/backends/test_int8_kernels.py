@@ -1,0 +1,166 @@
+"""The integer ops' TVM kernels (ember/backends/tvm/quant_rules.py, schedules/int8.py) against the numpy
+references, exactly: every op on the host, the dot-product paths tensorized (vpmaddubsw on AVX2, sdot on an
+aarch64 +dotprod build run under qemu)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from tvm.target.codegen import llvm_cpu_has_features
+
+import ember
+from ember import ir
+from ember.backends.tvm import targets
+from ember.backends.tvm.targets import resolve
+from ember.ir.graph import Graph
+
+QMIN = {"u8": 0, "i8": -128}
+rng = np.random.default_rng(3)
+
+
+def _requant(channels: int, per_channel: bool, acc_bits: int) -> dict:
+    """Multipliers and shifts that map an accumulator of about 2^acc_bits onto the int8 range."""
+    n = channels if per_channel else 1
+    mult = [int(m) for m in rng.integers(1 << 30, 1 << 31, n)]
+    shift = [int(s) for s in rng.integers(acc_bits + 23, acc_bits + 26, n)]
+    return dict(multiplier=mult, shift=shift)
+
+
+def qconv(g, x, cin, cout, k=3, stride=1, group=1, wmax=63, per_channel=True, relu=False, layout="NHWC"):
+    cg = cin // group
+    shape = (k, k, cg, cout) if layout == "NHWC" else (cout, cg, k, k)
+    w = g.add_constant(rng.integers(-wmax, wmax + 1, shape).astype(np.int8), "w")
+    b = g.add_constant(rng.integers(-3000, 3000, cout).astype(np.int32), "b")
+    zp = 9 if x.dtype == "u8" else -4
+    bits = int(np.log2(k * k * cg * wmax * 64 + 1))
+    return g.emit(
+        "qconv2d", x, w, b, strides=[stride] * 2, pads=[k // 2] * 4, dilations=[1, 1], group=group, layout=layout,
+        x_zero_point=zp, out_zero_point=zp, out_dtype=x.dtype, out_min=zp if relu else QMIN[x.dtype],
+        out_max=QMIN[x.dtype] + 255, **_requant(cout, per_channel, bits),
+    )  # fmt: skip
+
+
+def qdense(g, x, k, n, wmax=63):
+    w = g.add_constant(rng.integers(-wmax, wmax + 1, (n, k)).astype(np.int8), "fc")
+    zp = 3 if x.dtype == "u8" else -2
+    return g.emit(
+        "qdense", x, w, None, x_zero_point=zp, out_zero_point=-1, out_dtype="i8", out_min=-128, out_max=127,
+        **_requant(n, True, int(np.log2(k * wmax * 64))),
+    )  # fmt: skip
+
+
+def network(act: str, hw: int = 10) -> Graph:
+    """quantize -> 3x3 conv -> depthwise -> strided 1x1 (per tensor) -> wide-weight conv -> flatten -> dense ->
+    dequantize: every integer kernel form in one graph."""
+    g = Graph("int8")
+    x = g.add_input("x", [1, hw, hw, 3])
+    q = g.emit("quantize", x, scale=0.02, zero_point=9 if act == "u8" else -4, dtype=act)
+    y = qconv(g, q, 3, 16, relu=True)
+    y = qconv(g, y, 16, 16, group=16)
+    y = qconv(g, y, 16, 24, k=1, stride=2, per_channel=False)
+    y = qconv(g, y, 24, 20, wmax=127)
+    y = g.emit("reshape", y, g.add_constant(np.array([1, -1], np.int64)))
+    y = qdense(g, y, 20 * (hw // 2) ** 2, 10)
+    g.outputs.append(g.emit("dequantize", y, scale=[0.05], zero_point=[-1]))
+    return g
+
+
+def _check_exact(g: Graph, got: np.ndarray, feeds: dict) -> None:
+    want = ir.interpret(g, feeds)[g.outputs[0].name]
+    np.testing.assert_array_equal(got, want)  # tolerance: none, integer kernels are exact
+
+
+def _asm(artifact) -> str:
+    mod = artifact.executable.mod
+    texts = []
+    for sub in [mod, *mod.imports]:
+        try:
+            texts.append(sub.inspect_source("asm"))
+        except Exception:  # modules without assembly (the VM's own)
+            continue
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("act", ["u8", "i8"])
+def test_network_matches_reference_on_host(act):
+    g = network(act)
+    feeds = {"x": rng.standard_normal((1, 10, 10, 3)).astype(np.float32)}
+    art = ember.compile(g, "host", passes="")
+    _check_exact(g, art.run(feeds)[g.outputs[0].name], feeds)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["nchw", "dense3d", "odd"],
+)
+def test_layer_forms_match_reference(case):
+    """NCHW lowers through NHWC; dense over [B, S, K] with K not a multiple of 4; O not a multiple of 8."""
+    g = Graph(case)
+    if case == "nchw":
+        x = g.add_input("x", [1, 8, 7, 7], "u8")
+        y = qconv(g, x, 8, 12, stride=2, layout="NCHW")
+    elif case == "dense3d":
+        x = g.add_input("x", [2, 3, 13], "u8")
+        y = qdense(g, x, 13, 16)
+    else:
+        x = g.add_input("x", [2, 9, 5, 6], "i8")
+        y = qconv(g, x, 6, 13, k=3)
+    g.outputs.append(y)
+    lo = QMIN[x.dtype]
+    feeds = {"x": rng.integers(lo, lo + 256, x.shape).astype(np.uint8 if lo == 0 else np.int8)}
+    art = ember.compile(g, "host", passes="")
+    _check_exact(g, art.run(feeds)[y.name], feeds)
+
+
+def test_quantize_rounds_half_to_even_saturates_and_maps_nan_to_zero_point():
+    g = Graph("q")
+    x = g.add_input("x", [12])
+    q = g.emit("quantize", x, scale=0.5, zero_point=10, dtype="u8")
+    d = g.emit("dequantize", g.emit("quantize", x, scale=0.1, zero_point=-3, dtype="i8"), scale=[0.1], zero_point=[-3])
+    g.outputs.extend([q, d])
+    values = [0.25, 0.75, 1.25, -0.25, -0.75, 1e6, -1e6, np.nan, 0.3, 3.7, -12.9, 126.0]
+    feeds = {"x": np.array(values, np.float32)}
+    out = ember.compile(g, "host", passes="").run(feeds)
+    want = ir.interpret(g, feeds)
+    for v in (q, d):
+        np.testing.assert_array_equal(out[v.name], want[v.name])
+    assert out[q.name].tolist()[:8] == [10, 12, 12, 10, 8, 255, 0, 10]
+
+
+def test_per_axis_dequantize():
+    g = Graph("dq")
+    x = g.add_input("x", [2, 3, 4], "i8")
+    g.outputs.append(g.emit("dequantize", x, scale=[0.5, 0.25, 2.0], zero_point=[1, 0, -2], axis=1))
+    feeds = {"x": rng.integers(-128, 128, (2, 3, 4)).astype(np.int8)}
+    _check_exact(g, ember.compile(g, "host", passes="").run(feeds)[g.outputs[0].name], feeds)
+
+
+@pytest.mark.skipif(not llvm_cpu_has_features("avx2", resolve("host").target), reason="host has no AVX2")
+def test_u8_layers_use_vpmaddubsw_and_wide_weights_do_not():
+    """The u8 conv and dense kernels are tensorized; the conv whose weights exceed the int16 pair limit is not."""
+    art = ember.compile(network("u8"), "host", passes="")
+    asm = _asm(art)
+    kernels = dict(re.findall(r"^(\w+_compute_\w*):\n(.*?)(?=^[A-Za-z_]\w*:\n|\Z)", asm, flags=re.M | re.S))
+    with_dot = [name for name, body in kernels.items() if "vpmaddubsw" in body]
+    assert len(with_dot) == 3, sorted(kernels)  # 3x3 conv, strided 1x1 conv, dense
+    assert asm.count("vpmaddwd") >= 3
+
+
+@pytest.mark.skipif(
+    not (shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-g++")),
+    reason="qemu-aarch64 or aarch64-linux-gnu-g++ is not installed (make tools installs both)",
+)
+def test_aarch64_dotprod_build_is_exact_under_qemu(tmp_path, monkeypatch):
+    spec = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}
+    _, device, doc = targets.NAMED["aarch64-linux-gnu"]
+    monkeypatch.setitem(targets.NAMED, "aarch64-linux-gnu", (spec, device, doc))
+    g = network("i8", hw=6)
+    art = ember.compile(g, "aarch64-linux-gnu", passes="")
+    assert "sdot" in _asm(art)
+    art.save(tmp_path / "bundle")
+    feeds = {"x": rng.standard_normal((1, 6, 6, 3)).astype(np.float32)}
+    got = ember.load(tmp_path / "bundle").run(feeds, emulate=True)
+    _check_exact(g, got[g.outputs[0].name], feeds)
