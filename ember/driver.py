@@ -128,6 +128,9 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     calibration_method: str = "percentile",
     per_channel: bool = True,
     skip_ops: Sequence[str] = (),
+    sparsity: float | None = None,
+    sparsity_options: Mapping[str, Any] | None = None,
+    sparse_lowering: bool = True,
 ):
     """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle).
 
@@ -146,7 +149,10 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     `quantize="int8"` quantizes conv/dense layers after the fp32 pipeline from `calibration` (input dicts, an
     .npz or a folder of samples; see ember.passes.quantize.load_samples) by `calibration_method` (minmax,
     percentile, entropy), per-channel or per-tensor weights, leaving `skip_ops` (node names or op types) float;
-    `artifact.quant_report` holds the accuracy report, saved as quant_report.json."""
+    `artifact.quant_report` holds the accuracy report, saved as quant_report.json.
+
+    `sparsity` prunes layers by magnitude (`sparsity_options`: pattern, scope, skip, threshold; see
+    ember.sparsity.apply_sparsity); layers sparse enough lower to BSR kernels unless `sparse_lowering=False`."""
     import tvm
 
     import ember
@@ -157,6 +163,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     from ember.passes.instruments import DumpIR
     from ember.passes.plugins import load_plugin
     from ember.quantization import attach_report, fuse_prequantized, quantize_for_target
+    from ember.sparsity import apply_sparsity, attach_sparsity_report
 
     spec = resolve(target)
     verify_each = verify_each or os.environ.get("EMBER_VERIFY_EACH") == "1"
@@ -169,6 +176,8 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
         graph = import_model(model, input_shapes, example_inputs, dynamic_shapes)
         fuse_prequantized(graph, spec)
         manager.run(graph)
+    lower_bsr = sparse_lowering and spec.device == "cpu"
+    sparse_report = apply_sparsity(graph, sparsity, lowering=lower_bsr, **(sparsity_options or {}))
     quant_report = quantize_for_target(graph, spec, quantize, calibration, calibration_method, per_channel, skip_ops)
     if dumper is not None and dumper.count == 0:
         dumper.write(dumper.next_stem("input"), graph)
@@ -206,6 +215,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
         }
     artifact = Artifact(metadata, executable, sources=device_sources(executable))
     attach_report(artifact, quant_report)
+    attach_sparsity_report(artifact, sparse_report)
     artifact.graph = graph
     artifact.pass_records = manager.records
     return artifact

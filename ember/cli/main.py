@@ -18,6 +18,7 @@ from ember.cli.deploy import deploy_options
 from ember.cli.deploy import register as register_deploy_commands
 from ember.cli.passopts import fold_notes, fold_options, pass_options, pipeline_of, printers, time_table
 from ember.cli.quantopts import print_quant_report, quant_kwargs, quant_options
+from ember.cli.sparseopts import print_sparse_report, sparse_kwargs, sparse_options
 from ember.cli.tune import register_tune_command
 from ember.errors import EmberError
 from ember.ir.fold import fold_scope, parse_size
@@ -130,6 +131,7 @@ def _default_out(model: str, target: str) -> Path:
 @click.option("--tuning-db", type=click.Path(file_okay=False), help="Use the kernels 'ember tune' stored here.")
 @deploy_options
 @quant_options
+@sparse_options
 @pass_options(None)
 @fold_options
 @handles_errors
@@ -157,6 +159,7 @@ def compile_cmd(model, target, output, input_shapes, layout, tuning_db, standalo
                 layout=layout,
                 tuning_db=tuning_db,
                 **quant,
+                **sparse_kwargs(o),
             )
             compiled = time.perf_counter() - start
             artifact.save(out, standalone=standalone)
@@ -165,6 +168,7 @@ def compile_cmd(model, target, output, input_shapes, layout, tuning_db, standalo
             time_table(artifact.pass_records)
             fold_notes(folds.skipped)
     print_quant_report(artifact)
+    print_sparse_report(artifact)
     lib = out / artifact.metadata["library"]
     click.echo(f"compiled {Path(model).name} for {target} in {compiled:.1f}s -> {out}/")
     click.echo(f"  {lib.name}: {lib.stat().st_size / 1e6:.1f} MB  ({artifact.arch}, {artifact.device})")

@@ -1,0 +1,137 @@
+"""Block-sparse (BSR) dense layers as hand-scheduled TIR kernels, marked so Ember's schedule rules leave them.
+
+Each kernel is parallel over block rows of the weight. With a batch of 8 or more rows (a multiple of 8)
+the input is transposed to [K, M] and the batch is the vector dim: each stored weight value is broadcast
+and multiplied into a tile of batch lanes. Smaller batches vectorize over the R output rows of a block,
+so tall blocks (8x1, 16x1) fill vector registers and 1xC blocks run as scalar loops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax import op as R
+from tvm.script import tirx as T
+
+from ember.backends.tvm.rules import RULES, _shape_of, _Stand, rule
+from ember.errors import EmberError
+from ember.ir import dtypes
+
+_OPAQUE = 8  # TVM's kOpaque op pattern: FuseOps keeps the kernel whole
+
+
+def _batch_tile(m: int, r: int) -> int:
+    """Batch lanes per tile on the batch-vector path (0: use the row-vector path)."""
+    for mt in (16, 8):
+        if m % mt == 0 and r * mt <= 128:
+            return mt
+    return 0
+
+
+def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtype: str) -> tvm.tirx.PrimFunc:
+    """y [M, N] = x @ W^T + bias with xt = x^T [K, M]; W in BSR, data laid out [nnz, C, R]."""
+    nb = n // r
+
+    @T.prim_func(private=True, s_tir=True)
+    def sparse_dense_batch(
+        xt: T.Buffer((k, m), dtype),
+        data: T.Buffer((nnz, c, r), dtype),
+        indices: T.Buffer((nnz,), "int32"),
+        indptr: T.Buffer((nb + 1,), "int32"),
+        bias: T.Buffer((n,), dtype),
+        y: T.Buffer((m, n), dtype),
+    ):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": _OPAQUE})
+        with T.sblock("root"):
+            with T.sblock("sparse_dense"):
+                T.reads(xt[0:k, 0:m], data[0:nnz, 0:c, 0:r], indices[0:nnz], indptr[0 : nb + 1], bias[0:n])
+                T.writes(y[0:m, 0:n])
+                for io in T.parallel(nb):
+                    for mo in range(m // mt):
+                        acc = T.alloc_local((r, mt), dtype)
+                        for ri in T.unroll(r):
+                            for mi in T.vectorized(mt):
+                                acc[ri, mi] = bias[io * r + ri]
+                        for b in T.serial(indptr[io], indptr[io + 1]):
+                            for ci in range(c):
+                                for ri in T.unroll(r):
+                                    for mi in T.vectorized(mt):
+                                        acc[ri, mi] = (
+                                            acc[ri, mi] + data[b, ci, ri] * xt[indices[b] * c + ci, mo * mt + mi]
+                                        )
+                        for mi in range(mt):
+                            for ri in range(r):
+                                y[mo * mt + mi, io * r + ri] = acc[ri, mi]
+
+    return sparse_dense_batch
+
+
+def row_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, dtype: str) -> tvm.tirx.PrimFunc:
+    """y [M, N] = x @ W^T + bias for small batches, vectorized over a block's R rows."""
+    nb = n // r
+
+    @T.prim_func(private=True, s_tir=True)
+    def sparse_dense_rows(
+        x: T.Buffer((m, k), dtype),
+        data: T.Buffer((nnz, c, r), dtype),
+        indices: T.Buffer((nnz,), "int32"),
+        indptr: T.Buffer((nb + 1,), "int32"),
+        bias: T.Buffer((n,), dtype),
+        y: T.Buffer((m, n), dtype),
+    ):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": _OPAQUE})
+        with T.sblock("root"):
+            with T.sblock("sparse_dense"):
+                T.reads(x[0:m, 0:k], data[0:nnz, 0:c, 0:r], indices[0:nnz], indptr[0 : nb + 1], bias[0:n])
+                T.writes(y[0:m, 0:n])
+                for io in T.parallel(nb):
+                    for mi in range(m):
+                        acc = T.alloc_local((r,), dtype)
+                        for ri in T.vectorized(r):
+                            acc[ri] = bias[io * r + ri]
+                        for b in T.serial(indptr[io], indptr[io + 1]):
+                            for ci in range(c):
+                                for ri in T.vectorized(r):
+                                    acc[ri] = acc[ri] + data[b, ci, ri] * x[mi, indices[b] * c + ci]
+                        for ri in range(r):
+                            y[mi, io * r + ri] = acc[ri]
+
+    return sparse_dense_rows
+
+
+@rule("sparse_dense")
+def _sparse_dense(L, n, a):
+    x, data, indices, indptr = n.inputs[:4]
+    if not (data.is_const and indices.is_const and indptr.is_const):
+        raise EmberError("BSR data, indices and indptr must be constants to compile", node=n.name, op=n.op)
+    shape = _shape_of(x, n)
+    k, m = shape[-1], int(np.prod(shape[:-1], dtype=np.int64))
+    nnz, r, c = data.shape
+    units = n.output.shape[-1]
+    dtype = dtypes.to_tvm(x.dtype)
+    bias = n.inputs[4] if len(n.inputs) > 4 and n.inputs[4] is not None else None
+    bias_arr = bias.const.reshape(-1) if bias is not None and bias.is_const else np.zeros(units, data.const.dtype)
+    bias_arg = L.const(bias_arr) if bias is None or bias.is_const else R.reshape(a[4], (units,))
+    weights = [
+        L.const(np.ascontiguousarray(data.const.transpose(0, 2, 1))),
+        L.const(indices.const),
+        L.const(indptr.const),
+    ]
+    x2 = R.reshape(a[0], (m, k))
+    mt = _batch_tile(m, r)
+    if mt:
+        kernel, first = batch_kernel(m, k, units, r, c, nnz, mt, dtype), R.permute_dims(x2, [1, 0])
+    else:
+        kernel, first = row_kernel(m, k, units, r, c, nnz, dtype), x2
+    gv = L.bb.add_func(kernel, "sparse_dense")
+    out = relax.TensorType((m, units), dtype)
+    y = R.reshape(relax.call_tir(gv, [first, *weights, bias_arg], out), (*shape[:-1], units))
+    if len(a) > 5 and a[5] is not None:
+        y = R.add(y, a[5])
+    if n.attrs["activation"] == "none":
+        return y
+    from ember.ir.ops.fused import activation_op
+
+    unary, attrs = activation_op(n.attrs["activation"], n.attrs["act_params"])
+    return RULES[unary](L, _Stand(unary, attrs, n), [y])
