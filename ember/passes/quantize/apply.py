@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ember.errors import EmberError
-from ember.ir.graph import Graph
+from ember.ir.graph import Graph, Value
 from ember.passes.dce import eliminate_dead_code
 from ember.passes.quantize.calibrate import METHODS, calibrate, load_samples
 from ember.passes.quantize.report import (
@@ -27,6 +26,22 @@ from ember.passes.quantize.scheme import scheme_for_target
 log = logging.getLogger("ember.quantize")
 MODES = ("int8",)
 Data = str | os.PathLike | Iterable[Mapping[str, np.ndarray]]
+
+
+def clone(graph: Graph) -> Graph:
+    """A structural copy of `graph` with the same names (constant arrays are shared, not copied)."""
+    out = Graph(graph.name)
+    new: dict[int, Value] = {}
+    for v in graph.inputs:
+        new[id(v)] = out.add_input(v.name, v.shape, v.dtype)
+    for v in graph.constants:
+        new[id(v)] = out.add_constant(v.const, v.name, v.dtype)
+    for node in graph.nodes:
+        ins = [None if v is None else new[id(v)] for v in node.inputs]
+        copy = out.add_node(node.op, ins, dict(node.attrs), node.name, [o.name for o in node.outputs])
+        new.update({id(a): b for a, b in zip(node.outputs, copy.outputs)})
+    out.outputs = [new[id(v)] for v in graph.outputs]
+    return out
 
 
 def _check_skip(graph: Graph, skip: Sequence[str]) -> None:
@@ -68,7 +83,7 @@ def quantize_graph(
     samples = load_samples(calibration, graph)
     layers = candidates(graph, skip_ops)
     ranges = calibrate(graph, samples, taps_for(layers), method, percentile, progress)
-    fp32 = copy.deepcopy(graph)
+    fp32 = clone(graph)
     done = quantize_layers(graph, ranges, scheme, per_channel, skip_ops)
     remove_requantize_pairs(graph)
     eliminate_dead_code(graph)
