@@ -38,10 +38,7 @@ def apply_sparsity(
     left = prune(graph, float(sparsity), pat, scope, skip) if sparsity is not None else {}
     report = lower_sparse(graph, threshold if lowering else 0.0)
     for row in report:
-        if row.layer in left:
-            row.note = "; ".join(x for x in (left[row.layer], row.note) if x)
-        if not lowering:
-            row.note = "sparse lowering off"
+        row.note = "; ".join(x for x in (left.get(row.layer), row.note if lowering else "sparse lowering off") if x)
     return report
 
 
