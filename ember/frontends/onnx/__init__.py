@@ -24,9 +24,11 @@ def _dtype_of(t: gs.Tensor) -> str:
 
     if t.dtype is None:
         return "f32"
-    return dtypes.from_numpy(
-        np.dtype(t.dtype) if not isinstance(t.dtype, int) else onnx.helper.tensor_dtype_to_np_dtype(t.dtype)
-    )
+    try:
+        dtype = np.dtype(t.dtype) if not isinstance(t.dtype, int) else onnx.helper.tensor_dtype_to_np_dtype(t.dtype)
+    except (KeyError, TypeError):
+        raise EmberError(f"graph input '{t.name}' has an undefined or unknown element type ({t.dtype})") from None
+    return dtypes.from_numpy(dtype)
 
 
 def _unsupported(graph: gs.Graph, opset_domains: dict[str, int], file: str) -> None:
