@@ -1,7 +1,9 @@
 """Write tests/corpus/bad/: small malformed models, IR texts and plugins, and cases.json saying how each fails.
 
 Every case must fail with one `ember: error:` line naming its file (and node or op where there is one), exit
-status 2 and nothing written. Large cases (a graph nested 10,000 deep) are built by `big_cases` at test time.
+status 2 and nothing written. Large cases (a graph nested 10,000 deep) and the host bundle that `run` cases use
+are built by the test. A case's `out` is the output path its `{out}` stands for; an earlier output there must
+survive the failure byte for byte.
 Run from the repository root: `.venv/bin/python scripts/make_bad_corpus.py`."""
 
 from __future__ import annotations
@@ -114,7 +116,10 @@ def graph_cases() -> dict[str, onnx.ModelProto]:
     nan = numpy_helper.from_array(np.array([[1, np.nan, 3]] * 2, np.float32), "nan_w")
     short = TensorProto(name="short_w", data_type=TensorProto.FLOAT, dims=[2, 3])
     short.raw_data = np.ones(4, np.float32).tobytes()
+    untyped = _model([helper.make_node("Relu", ["x"], ["y"], name="act")], x, y)
+    untyped.graph.input[0].type.tensor_type.elem_type = TensorProto.UNDEFINED
     return {
+        "untyped_input.onnx": untyped,
         "missing_operand.onnx": _model([helper.make_node("MatMul", ["", "x"], ["y"], name="mm_half")], x, y),
         "short_initializer.onnx": _model(
             [helper.make_node("Add", ["x", "short_w"], ["y"], name="add_short")], x, y, [short]
@@ -173,17 +178,35 @@ IR_TEXTS = {
     "binary.ir": "graph @g(\x00\x01\x02) {}\n",
 }
 
-PLUGINS = {
-    "plugin_raises.py": "raise RuntimeError('plugin exploded on import')\n",
+PLUGINS = {  # written as ruff formats them, so a format run over tests/ leaves them as generated
+    "plugin_raises.py": 'raise RuntimeError("plugin exploded on import")\n',
     "plugin_hangs.py": "while True:\n    pass\n",
+    "plugin_pass_hangs.py": (
+        "import ember.passes\n\n\n"
+        '@ember.passes.register("spin-forever", description="never returns")\n'
+        "def spin_forever(graph):\n    while True:\n        pass\n"
+    ),
+    "plugin_pass_raises.py": (
+        "import ember.passes\n\n\n"
+        '@ember.passes.register("explode", description="rewrites half the graph, then raises")\n'
+        'def explode(graph):\n    graph.name = "half-done"\n    raise RuntimeError("pass exploded midway")\n'
+    ),
 }
+
+ARRAYS = {"input.npy": np.ones((1, 4), np.float32), "wrong_shape.npy": np.ones((2, 4), np.float32)}
 
 
 def cases() -> list[dict]:
     """Per case: the files it needs, the CLI arguments, the substrings its one error line must hold."""
 
-    def c(name, args, expect, api="compile", env=None):
-        return {"name": name, "args": args, "expect": expect, "api": api, "env": env or {}}
+    def c(name, args, expect, api="compile", env=None, out=None):
+        case = {"name": name, "args": args, "expect": expect, "api": api, "env": env or {}}
+        return case | ({"out": out} if out else {})
+
+    def opt(pass_name):
+        return ["opt", "small.onnx", "--pass-plugin", "{file}", "--passes", pass_name, "-o", "{out}"]
+
+    run = ["run", "bundle", "--input", "x={file}", "-o"]
 
     table = [
         c("truncated.onnx", COMPILE, ["truncated.onnx", "not a readable ONNX model"]),
@@ -200,6 +223,7 @@ def cases() -> list[dict]:
         c("shape_mismatch.onnx", COMPILE, ["shape_mismatch.onnx", "bad_add", "Add"]),
         c("missing_operand.onnx", COMPILE, ["missing_operand.onnx", "mm_half", "MatMul", "required operand 0"]),
         c("short_initializer.onnx", COMPILE, ["short_initializer.onnx", "add_short", "'short_w'"]),
+        c("untyped_input.onnx", COMPILE, ["untyped_input.onnx", "'x'", "element type"]),
         c("nan_weights.onnx", COMPILE, ["nan_weights.onnx", "nan_w", "NaN"]),
         c("external_escape.onnx", COMPILE, ["external_escape.onnx", "'w'", "outside the model's folder"]),
         c("external_too_large.onnx", COMPILE, ["external_too_large.onnx", "'w'", "4096 bytes"]),
@@ -220,10 +244,40 @@ def cases() -> list[dict]:
             "unwritable-bundle",
             ["compile", "small.onnx", "-o", "{file}/bundle"],
             ["small.onnx", "not a folder"],
+            api="save",
+        ),
+        c(
+            "plugin_pass_hangs.py",
+            opt("spin-forever"),
+            ["plugin_pass_hangs.py", "pass 'spin-forever' did not finish within 1 s"],
+            api="opt",
+            env={"EMBER_PLUGIN_TIMEOUT": "1"},
+            out="out.ir",
+        ),
+        c(
+            "plugin_pass_raises.py",
+            opt("explode"),
+            ["plugin_pass_raises.py", "pass 'explode' raised RuntimeError: pass exploded midway"],
+            api="opt",
+            out="out.onnx",
+        ),
+        c("wrong_shape.npy", [*run, "{out}"], ["input 'x'", "[1, 4]", "[2, 4]"], api="run", out="out.npz"),
+        c(
+            "unwritable-opt",
+            ["opt", "{file}", "-o", "{file}/out.ir"],
+            ["'small.onnx/out.", "Not a directory"],
             api="none",
         ),
+        c("unwritable-run", [*run, "small.onnx/out.npz"], ["'small.onnx/out.npz'", "Not a directory"], api="none"),
+        c(
+            "unwritable-dump",
+            ["compile", "{file}", "--dump-ir", "{file}/dumps", "-o", "{out}"],
+            ["IR dump folder 'small.onnx/dumps'", "Not a directory"],
+        ),
     ]
-    table[-2]["file"] = table[-1]["file"] = "small.onnx"
+    for case in table:
+        if case["name"].startswith("unwritable-"):
+            case["file"] = "input.npy" if case["name"] == "unwritable-run" else "small.onnx"
     for name in IR_TEXTS:
         table.append(c(name, INSPECT, [name], api="read_ir"))
     for case in table:
@@ -240,6 +294,8 @@ def main() -> None:
     (OUT / "weights.bin").write_bytes(np.zeros(6, np.float32).tobytes())
     for name, text in {**IR_TEXTS, **PLUGINS}.items():
         (OUT / name).write_text(text)
+    for name, array in ARRAYS.items():
+        np.save(OUT / name, array)
     (OUT / "cases.json").write_text(json.dumps(cases(), indent=1) + "\n")
     print(f"wrote {len(cases())} cases to {OUT}", file=sys.stderr)
 

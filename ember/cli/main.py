@@ -330,14 +330,15 @@ def run_cmd(bundle, inputs, output, emulate, rpc) -> None:
     else:
         outputs = artifact.run(feeds, emulate=emulate)
     elapsed = (time.perf_counter() - start) * 1e3
+    if output:  # before the report: a failure to write is then the command's only output
+        from ember.cli.files import save_npz_atomic
+
+        save_npz_atomic(output, outputs)
     for name, arr in outputs.items():
         summary = f"min {arr.min():.4g} max {arr.max():.4g} mean {arr.mean():.4g}" if arr.size else "empty"
         click.echo(f"{name}: {arr.dtype} {list(arr.shape)}  {summary}")
     click.echo(f"ran in {elapsed:.1f} ms ({'emulated, ' if emulate else ''}first run, includes loading)")
     if output:
-        from ember.cli.files import save_npz_atomic
-
-        save_npz_atomic(output, outputs)
         click.echo(f"outputs written to {output}")
 
 

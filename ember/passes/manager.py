@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import time
 from collections.abc import Callable, Sequence
@@ -156,16 +157,19 @@ class PassManager:
 
     @staticmethod
     def _run_one(info: PassInfo, graph: Graph) -> bool:
+        from ember.passes.plugins import pass_time_limit  # plugins imports this module
+
         where = None if info.origin == "ember" else info.origin
-        try:
-            return bool(info.fn(graph))
-        except EmberError as e:
-            raise EmberError(
-                f"pass '{info.name}' failed: {e.message}", file=e.file or where, node=e.node, op=e.op, hint=e.hint
-            ) from None
-        except RecursionError:
-            raise EmberError(f"pass '{info.name}' exceeded the recursion limit", file=where) from None
-        except Exception as e:  # a plugin's bug must not surface as a traceback
-            if info.origin == "ember":
-                raise
-            raise EmberError(f"pass '{info.name}' raised {type(e).__name__}: {str(e)[:200]}", file=where) from None
+        with contextlib.nullcontext() if where is None else pass_time_limit(info.name, where):
+            try:
+                return bool(info.fn(graph))
+            except EmberError as e:
+                raise EmberError(
+                    f"pass '{info.name}' failed: {e.message}", file=e.file or where, node=e.node, op=e.op, hint=e.hint
+                ) from None
+            except RecursionError:
+                raise EmberError(f"pass '{info.name}' exceeded the recursion limit", file=where) from None
+            except Exception as e:  # a plugin's bug must not surface as a traceback
+                if info.origin == "ember":
+                    raise
+                raise EmberError(f"pass '{info.name}' raised {type(e).__name__}: {str(e)[:200]}", file=where) from None

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def _timeout_s() -> float:
 
 @contextlib.contextmanager
 def _time_limit(seconds: float):
-    """Interrupt the block after `seconds` (main thread on POSIX only; elsewhere no limit)."""
+    """Interrupt the block after `seconds` with SIGALRM. Only in the main thread on POSIX: elsewhere (other
+    threads, Windows) the block runs without a limit. Code stuck inside one C call is interrupted when that
+    call returns. A timer that was already set resumes with its remaining time."""
     if seconds <= 0 or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -47,12 +50,31 @@ def _time_limit(seconds: float):
         raise _PluginTimeout
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.monotonic()
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
+
+
+@contextlib.contextmanager
+def pass_time_limit(name: str, origin: str):
+    """Run a plugin's pass under the EMBER_PLUGIN_TIMEOUT limit: past it, one EmberError naming the pass and
+    the plugin (the graph is then half rewritten, so the caller must not write it)."""
+    seconds = _timeout_s()
+    try:
+        with _time_limit(seconds):
+            yield
+    except _PluginTimeout:
+        raise EmberError(
+            f"pass '{name}' did not finish within {seconds:g} s",
+            file=origin,
+            hint=f"{TIMEOUT_ENV} sets the limit per plugin pass; 0 turns it off",
+        ) from None
 
 
 def _registering(origin: str):

@@ -1,1 +1,1 @@
-raise RuntimeError('plugin exploded on import')
+raise RuntimeError("plugin exploded on import")
