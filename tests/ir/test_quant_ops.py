@@ -130,3 +130,15 @@ def test_bad_operand_dtypes():
         g.emit("quantize", x, scale=0.0)
     with pytest.raises(EmberError, match="3 scales for axis 1"):
         g.emit("dequantize", q, scale=(1.0, 2.0, 3.0))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_max_pool2d_runs_on_integers_padding_with_the_minimum(dtype):
+    x = np.random.default_rng(3).integers(np.iinfo(dtype).min, np.iinfo(dtype).max, (1, 5, 5, 2)).astype(dtype)
+    attrs = get_schema("max_pool2d").complete_attrs(
+        {"kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1), "layout": "NHWC"}
+    )
+    got = get_schema("max_pool2d").evaluate([x], attrs)[0]
+    want = get_schema("max_pool2d").evaluate([x.astype(np.float32)], attrs)[0]
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want.astype(dtype))

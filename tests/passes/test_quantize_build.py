@@ -1,6 +1,6 @@
 """ember.compile(quantize="int8") end to end on the host: the built library computes exactly what the interpreter
-computes on the quantized graph (integer kernels bit-exact, so the float outputs are equal too), and the bundle
-carries quant_report.json."""
+computes on the quantized graph (conv, padded max pooling, flatten and dense all on uint8; the integer kernels are
+bit-exact, so the float outputs are equal too), and the bundle carries quant_report.json."""
 
 from __future__ import annotations
 
@@ -21,14 +21,15 @@ def conv_dense_model() -> onnx.ModelProto:
     inits = [
         numpy_helper.from_array(rng.normal(0, 0.4, (4, 3, 3, 3)).astype(np.float32), "w1"),
         numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b1"),
-        numpy_helper.from_array(rng.normal(0, 0.2, (5, 4 * 6 * 6)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(0, 0.2, (5, 4 * 3 * 3)).astype(np.float32), "w2"),
         numpy_helper.from_array(rng.normal(0, 0.1, 5).astype(np.float32), "b2"),
         numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c"], "conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], "relu"),
-        helper.make_node("Reshape", ["r", "flat"], ["f"], "flatten"),
+        helper.make_node("MaxPool", ["r"], ["p"], "pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["p", "flat"], ["f"], "flatten"),
         helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], "fc", transB=1),
     ]
     graph = helper.make_graph(
@@ -44,7 +45,8 @@ def conv_dense_model() -> onnx.ModelProto:
 def test_host_build_matches_the_interpreter_bit_for_bit(tmp_path):
     feeds = [{"x": np.random.default_rng(i).normal(0, 1, (1, 3, 6, 6)).astype(np.float32)} for i in range(12)]
     artifact = ember.compile(conv_dense_model(), "host", quantize="int8", calibration=feeds[:8])
-    assert {"qconv2d", "qdense"} <= set(artifact.graph.op_counts())
+    ops = artifact.graph.op_counts()
+    assert (ops["qconv2d"], ops["qdense"], ops["quantize"], ops["dequantize"]) == (1, 1, 1, 1)  # pool on uint8
     for sample in feeds:
         np.testing.assert_array_equal(artifact.run(sample)["y"], ir.interpret(artifact.graph, sample)["y"])
     out = artifact.save(tmp_path / "bundle")

@@ -206,7 +206,8 @@ avg_pool2d = op(
 @nchw_reference
 def _max_pool2d(x, a):
     oh, ow = _pool_out_hw(x, a)
-    win = _windows(x, *a["kernel"], a, fill=-np.inf, extra=_ceil_extra(x, a, oh, ow))
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min  # int8 pooling pads with the dtype's minimum
+    win = _windows(x, *a["kernel"], a, fill=fill, extra=_ceil_extra(x, a, oh, ow))
     return np.ascontiguousarray(win.max(axis=(4, 5))[:, :, :oh, :ow], dtype=x.dtype)
 
 

@@ -20,7 +20,13 @@ from ember.passes.quantize.report import (
     float_ops,
     low_sqnr_warnings,
 )
-from ember.passes.quantize.rewrite import candidates, quantize_layers, remove_requantize_pairs, taps_for
+from ember.passes.quantize.rewrite import (
+    candidates,
+    quantize_layers,
+    remove_requantize_pairs,
+    sink_dequantize,
+    taps_for,
+)
 from ember.passes.quantize.scheme import scheme_for_target
 
 log = logging.getLogger("ember.quantize")
@@ -85,6 +91,7 @@ def quantize_graph(
     ranges = calibrate(graph, samples, taps_for(layers), method, percentile, progress)
     fp32 = clone(graph)
     done = quantize_layers(graph, ranges, scheme, per_channel, skip_ops)
+    sink_dequantize(graph)
     remove_requantize_pairs(graph)
     eliminate_dead_code(graph)
     checks = samples if evaluation is None else load_samples(evaluation, fp32)

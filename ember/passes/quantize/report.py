@@ -119,8 +119,8 @@ def float_ops(graph: Graph, skipped: Sequence[str]) -> list[dict[str, str]]:
     """Compute nodes that run in float in the quantized graph (and why, for layers that could have been int8)."""
     out = []
     for node in graph.nodes:
-        if node.op in INTEGER_OPS:
-            continue
+        if node.op in INTEGER_OPS or not node.output.dtype.startswith("f"):
+            continue  # int8 data movement and max pooling run on the integers
         why = "skipped (--skip-ops)" if node.name in skipped or node.op in skipped else "no integer kernel"
         out.append({"name": node.name, "op": node.op, "reason": why})
     return out

@@ -137,6 +137,15 @@ def _dequantize(graph: Graph, q: Value, p: QParams, before: Node, name: str) -> 
     return graph.add_node("dequantize", [q], attrs, name=name, before=before).output
 
 
+def _input_key(x: Value, int8_out: set[int]) -> str:
+    """The range a layer's input is quantized with: through data movement and max pooling back to an integer
+    layer's output, that layer's (so the two chain in int8), else the input's own."""
+    v = x
+    while v.producer is not None and v.producer.op in INT8_SAFE and id(v) not in int8_out:
+        v = v.producer.inputs[0]
+    return v.name if id(v) in int8_out else x.name
+
+
 def quantize_layers(
     graph: Graph,
     ranges: Mapping[str, tuple[float, float]],
@@ -147,9 +156,11 @@ def quantize_layers(
     """Replace each candidate layer by its integer form; returns what became of each."""
     inputs: dict[int, Value] = {}
     done = []
+    layers = candidates(graph, skip)
+    int8_out = {id(n.output) for n in layers if folds_epilogue(n)}
     plan = [
-        (node, node.inputs[0].name, node.output.name if folds_epilogue(node) else node.name + PRE)
-        for node in candidates(graph, skip)
+        (node, _input_key(node.inputs[0], int8_out), node.output.name if folds_epilogue(node) else node.name + PRE)
+        for node in layers
     ]
     for node, x_key, out_key in plan:
         x = node.inputs[0]
@@ -192,6 +203,36 @@ def remove_requantize_pairs(graph: Graph) -> bool:
         ):
             continue
         graph.replace_all_uses(node.output, d.inputs[0])
+        graph.remove_node(node)
+        if not d.output.uses and not any(o is d.output for o in graph.outputs):
+            graph.remove_node(d)
+        changed = True
+    return changed
+
+
+INT8_SAFE = ("transpose", "reshape", "flatten", "squeeze", "unsqueeze", "max_pool2d")
+
+
+def _int8_safe(node: Node) -> bool:
+    """Ops that commute with a per-tensor dequantize: data movement and max pooling (padding with the dtype's
+    minimum)."""
+    d = node.inputs[0].producer if node.inputs and node.inputs[0] is not None else None
+    return node.op in INT8_SAFE and d is not None and d.op == "dequantize" and len(d.attrs["scale"]) == 1
+
+
+def sink_dequantize(graph: Graph) -> bool:
+    """dequantize -> transpose/reshape/max_pool2d becomes the op on the integers, then dequantize, so that
+    quantized layers around such ops chain in int8 once the dequantize -> quantize pairs go."""
+    changed = False
+    for node in list(graph.nodes):
+        if not _int8_safe(node):
+            continue
+        d = node.inputs[0].producer
+        moved = graph.add_node(
+            node.op, [d.inputs[0], *node.inputs[1:]], dict(node.attrs), f"{node.name}.int8", before=node
+        )
+        y = graph.add_node("dequantize", [moved.output], dict(d.attrs), f"{node.name}.dequantize", before=node).output
+        graph.replace_all_uses(node.output, y)
         graph.remove_node(node)
         if not d.output.uses and not any(o is d.output for o in graph.outputs):
             graph.remove_node(d)
