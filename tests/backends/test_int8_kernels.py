@@ -94,10 +94,11 @@ def test_network_matches_reference_on_host(act):
 
 @pytest.mark.parametrize(
     "case",
-    ["nchw", "dense3d", "odd"],
+    ["nchw", "dense3d", "odd", "low_shift"],
 )
 def test_layer_forms_match_reference(case):
-    """NCHW lowers through NHWC; dense over [B, S, K] with K not a multiple of 4; O not a multiple of 8."""
+    """NCHW lowers through NHWC; dense over [B, S, K] with K not a multiple of 4; O not a multiple of 8; shifts
+    under 33, which requantize in int64 rather than on the product's high word."""
     g = Graph(case)
     if case == "nchw":
         x = g.add_input("x", [1, 8, 7, 7], "u8")
@@ -105,9 +106,14 @@ def test_layer_forms_match_reference(case):
     elif case == "dense3d":
         x = g.add_input("x", [2, 3, 13], "u8")
         y = qdense(g, x, 13, 16)
-    else:
+    elif case == "odd":
         x = g.add_input("x", [2, 9, 5, 6], "i8")
         y = qconv(g, x, 6, 13, k=3)
+    else:
+        x = g.add_input("x", [3, 4], "u8")
+        w = g.add_constant(rng.integers(-2, 3, (8, 4)).astype(np.int8))
+        rq = dict(multiplier=[1 << 30, 3 << 29] * 4, shift=[30, 31, 32, 33] * 2, out_min=-128, out_max=127)
+        y = g.emit("qdense", x, w, None, x_zero_point=128, out_zero_point=0, out_dtype="i8", **rq)
     g.outputs.append(y)
     lo = QMIN[x.dtype]
     feeds = {"x": rng.integers(lo, lo + 256, x.shape).astype(np.uint8 if lo == 0 else np.int8)}

@@ -76,32 +76,48 @@ def pairs_fit_int16(packed: np.ndarray) -> bool:
     return bool(pairs.max(initial=0) <= PAIR_LIMIT)
 
 
+HIGH_WORD_SHIFT = 33  # shifts from here on requantize on the product's high 32 bits (see requantize)
+
+
 def requantize(acc, o, bias, rq: tuple, attrs: dict, out_dtype: str):
     """The requantization of one int32 accumulator value for output channel `o` (a TE expression).
 
-    acc + bias stays int32 (it wraps back to the exact sum, which fits) so that the 64-bit product is of two
-    sign-extended int32 values, one vpmuldq on x86; the rounding term comes precomputed per channel."""
+    acc + bias stays int32 (it wraps back to the exact sum, which fits), so the 64-bit product is of two
+    sign-extended int32 values (vpmuldq on x86). With every shift >= 33, (p + 2^(s-1)) >> s equals
+    (hi + 2^(s-33)) >> (s-32) for hi = p >> 32, exactly (shifts compose; the rounding term only adds to the
+    high word), and |hi| < 2^30: the rest runs in int32 lanes with AVX2's per-lane vpsravd instead of 64-bit
+    shifts AVX2 lacks."""
     total = (acc + bias[o]).astype("int64")
+    high = min(attrs["shift"]) >= HIGH_WORD_SHIFT
     if not rq:
-        m, s = attrs["multiplier"][0], attrs["shift"][0]
-        y = (total * tirx.const(m, "int64") + tirx.const(1 << (s - 1), "int64")) >> tirx.const(s, "int64")
+        m, sh = attrs["multiplier"][0], attrs["shift"][0]
+        mult, rounding, shift = (tirx.const(v, "int64") for v in (m, 1 << (sh - 1), sh))
+        if high:
+            rounding, shift = tirx.const(1 << (sh - HIGH_WORD_SHIFT), "int32"), tirx.const(sh - 32, "int32")
     else:
-        mult, rounding, shift = rq
-        y = (total * mult[o].astype("int64") + rounding[o]) >> shift[o].astype("int64")
-    y = y + tirx.const(attrs["out_zero_point"], "int64")
-    y = tirx.max(tirx.min(y, tirx.const(attrs["out_max"], "int64")), tirx.const(attrs["out_min"], "int64"))
-    return y.astype(out_dtype)
+        mult, rounding, shift = rq[0][o].astype("int64"), rq[1][o], rq[2][o]
+    if high:
+        hi = ((total * mult) >> tirx.const(32, "int64")).astype("int32")
+        y = (hi + rounding) >> shift
+        lo, hi_, zp = (tirx.const(attrs[k], "int32") for k in ("out_min", "out_max", "out_zero_point"))
+    else:
+        y = (total * mult + rounding) >> shift.astype("int64")
+        lo, hi_, zp = (tirx.const(attrs[k], "int64") for k in ("out_min", "out_max", "out_zero_point"))
+    return tirx.max(tirx.min(y + zp, hi_), lo).astype(out_dtype)
 
 
 def _requant_args(L, n) -> list:
     """Per-channel requantization constants passed to the kernel (none per tensor: they are immediates): the
-    multiplier and shift as int32 and the rounding term 2^(shift-1) as int64."""
+    multiplier, the rounding term and the shift, in requantize's high-word form when every shift allows."""
     mult, shift = n.attrs["multiplier"], n.attrs["shift"]
     if len(mult) == 1:
         return []
     shifts = np.asarray(shift, np.int64)
-    consts = (np.asarray(mult, np.int32), np.left_shift(np.int64(1), shifts - 1), shifts.astype(np.int32))
-    return [L.const(c) for c in consts]
+    if shifts.min() >= HIGH_WORD_SHIFT:
+        consts = (np.left_shift(1, shifts - HIGH_WORD_SHIFT).astype(np.int32), (shifts - 32).astype(np.int32))
+    else:
+        consts = (np.left_shift(np.int64(1), shifts - 1), shifts.astype(np.int32))
+    return [L.const(c) for c in (np.asarray(mult, np.int32), *consts)]
 
 
 def _pad_input(x, pads, channels_to: int, value: int):
