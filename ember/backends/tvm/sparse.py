@@ -22,11 +22,10 @@ _OPAQUE = 8  # TVM's kOpaque op pattern: FuseOps keeps the kernel whole
 
 
 def _batch_tile(m: int, r: int) -> int:
-    """Batch lanes per tile on the batch-vector path (0: use the row-vector path)."""
-    for mt in (16, 8):
-        if m % mt == 0 and r * mt <= 128:
-            return mt
-    return 0
+    """Batch lanes per tile on the batch-vector path (0: use the row-vector path); the batch is padded to it."""
+    if m < 8:
+        return 0
+    return 16 if r * 16 <= 128 and (m % 16 == 0 or m >= 64) else 8
 
 
 def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtype: str) -> tvm.tirx.PrimFunc:
@@ -120,13 +119,17 @@ def _sparse_dense(L, n, a):
     ]
     x2 = R.reshape(a[0], (m, k))
     mt = _batch_tile(m, r)
+    padded = -(-m // mt) * mt if mt else m
     if mt:
-        kernel, first = batch_kernel(m, k, units, r, c, nnz, mt, dtype), R.permute_dims(x2, [1, 0])
+        first = R.permute_dims(x2, [1, 0])
+        first = first if padded == m else R.nn.pad(first, [0, 0, 0, padded - m])
+        kernel = batch_kernel(padded, k, units, r, c, nnz, mt, dtype)
     else:
         kernel, first = row_kernel(m, k, units, r, c, nnz, dtype), x2
     gv = L.bb.add_func(kernel, "sparse_dense")
-    out = relax.TensorType((m, units), dtype)
-    y = R.reshape(relax.call_tir(gv, [first, *weights, bias_arg], out), (*shape[:-1], units))
+    y = relax.call_tir(gv, [first, *weights, bias_arg], relax.TensorType((padded, units), dtype))
+    y = y if padded == m else R.strided_slice(y, axes=[0], begin=[0], end=[m])
+    y = R.reshape(y, (*shape[:-1], units))
     if len(a) > 5 and a[5] is not None:
         y = R.add(y, a[5])
     if n.attrs["activation"] == "none":
