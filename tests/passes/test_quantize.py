@@ -27,7 +27,7 @@ def optimized_cnn() -> Graph:
     return graph
 
 
-@pytest.mark.parametrize("method, min_db", [("minmax", 25.0), ("percentile", 25.0), ("entropy", 20.0)])
+@pytest.mark.parametrize("method, min_db", [("minmax", 25.0), ("percentile", 25.0), ("entropy", 25.0)])
 def test_trained_cnn_keeps_accuracy(method, min_db):
     graph = optimized_cnn()
     report = quantize_graph(graph, CALIBRATION, arch="x86_64", method=method, evaluation=EVALUATION, progress=False)
