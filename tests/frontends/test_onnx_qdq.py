@@ -63,6 +63,7 @@ def test_quantize_static_qdq_model_fuses_and_matches_onnxruntime(tmp_path, per_c
     assert fuse_qdq(graph, scheme_for_target("aarch64"))
     ops = graph.op_counts()
     assert (ops["qconv2d"], ops["qdense"]) == (2, 2) and not {"conv2d", "dense", "matmul"} & set(ops)
+    assert (ops["quantize"], ops["dequantize"]) == (1, 1)  # pools and flatten run on uint8 between the layers
     PassManager(parse_pipeline(2) + ["convert-to-nhwc", "canonicalize"], verify_each=True).run(graph)
     step = output_step(graph)
     for feeds in samples(8, seed=9):

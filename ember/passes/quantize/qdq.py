@@ -7,6 +7,7 @@ import numpy as np
 
 from ember.ir.graph import Graph, Node, Value
 from ember.passes.dce import eliminate_dead_code
+from ember.passes.quantize.rewrite import remove_requantize_pairs, sink_dequantize
 from ember.passes.quantize.scheme import QParams, Scheme, quantize_bias, quantize_weights, requant_params
 
 LAYER_OPS = ("conv2d", "dense", "matmul")
@@ -131,10 +132,13 @@ def _fuse_one(graph: Graph, node: Node, scheme: Scheme) -> bool:
 
 def fuse_qdq(graph: Graph, scheme: Scheme) -> bool:
     """Fuse every QDQ-wrapped conv/dense/matmul with constant weights into qconv2d/qdense (layers the pattern
-    does not fit stay as float ops between their quantize/dequantize nodes)."""
+    does not fit stay as float ops between their quantize/dequantize nodes), then let pooling and data movement
+    run on the integers between them."""
     changed = False
     for node in [n for n in graph.nodes if n.op in LAYER_OPS]:
         changed |= _fuse_one(graph, node, scheme)
     if changed:
+        sink_dequantize(graph)
+        remove_requantize_pairs(graph)
         eliminate_dead_code(graph)
     return changed
