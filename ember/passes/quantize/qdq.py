@@ -8,7 +8,14 @@ import numpy as np
 from ember.ir.graph import Graph, Node, Value
 from ember.passes.dce import eliminate_dead_code
 from ember.passes.quantize.rewrite import remove_requantize_pairs, sink_dequantize
-from ember.passes.quantize.scheme import QParams, Scheme, quantize_bias, quantize_weights, requant_params
+from ember.passes.quantize.scheme import (
+    QParams,
+    Scheme,
+    quantize_bias,
+    quantize_weights,
+    requant_params,
+    weight_scales,
+)
 
 LAYER_OPS = ("conv2d", "dense", "matmul")
 
@@ -48,17 +55,18 @@ def _weight(v: Value, out_axis: int) -> tuple[np.ndarray, np.ndarray | None] | N
     return w, (q, np.broadcast_to(scales, (q.shape[out_axis],)).astype(np.float32))
 
 
-def _bias(v: Value | None) -> np.ndarray | None:
+def _bias(v: Value | None) -> tuple[bool, np.ndarray | None]:
+    """(whether the bias is usable, its float values): absent, a constant, or dequantize(constant)."""
     if v is None:
-        return None
+        return True, None
     if v.is_const:
-        return v.const.astype(np.float64).reshape(-1)
+        return True, v.const.astype(np.float64).reshape(-1)
     node = v.producer
     if node is not None and node.op == "dequantize" and node.inputs[0].is_const:
         q, a = node.inputs[0].const.astype(np.float64), node.attrs
         scale = np.asarray(a["scale"], np.float64)
-        return ((q - np.asarray(a["zero_point"], np.float64)) * scale).reshape(-1)
-    return np.zeros(0)  # not constant: no match
+        return True, ((q - np.asarray(a["zero_point"], np.float64)) * scale).reshape(-1)
+    return False, None
 
 
 def _epilogue(graph: Graph, y: Value) -> tuple[list[Node], Node | None]:
@@ -68,8 +76,8 @@ def _epilogue(graph: Graph, y: Value) -> tuple[list[Node], Node | None]:
         user = y.users[0]
         if user.op == "quantize":
             return chain, user
-        if user.op not in ("add", "relu", "clip") or (user.op == "add" and chain) or len(chain) > 2:
-            break
+        if user.op not in ("add", "relu", "clip") or (user.op == "add" and chain):
+            break  # a bias add comes first, if at all
         chain.append(user)
         y = user.output
     return chain, None
@@ -83,6 +91,15 @@ def _clamp(acts: list[Node], out: QParams) -> tuple[int, int]:
         else:
             lo, hi = max(lo, out.quantized(n.attrs["min"])), min(hi, out.quantized(n.attrs["max"]))
     return lo, hi
+
+
+def _integer_weights(w: np.ndarray, exact, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
+    """The model's int8 weights and scales when they fit the target's bound, else the float weights requantized
+    per output channel (axis 0) to it."""
+    if exact is not None and int(np.abs(exact[0].astype(np.int32)).max()) <= scheme.weight_max:
+        return exact
+    scales = weight_scales(w, 0, True, scheme.weight_max)
+    return quantize_weights(w, scales, 0, scheme.weight_max), scales
 
 
 def _fuse_one(graph: Graph, node: Node, scheme: Scheme) -> bool:
@@ -103,19 +120,16 @@ def _fuse_one(graph: Graph, node: Node, scheme: Scheme) -> bool:
         if bias_value is not None or node.op == "conv2d":
             return False
         bias_value = adds[0].inputs[1] if adds[0].inputs[0] is node.output else adds[0].inputs[0]
-    b = _bias(bias_value)
-    if q is None or (b is not None and b.size == 0):
+    usable, b = _bias(bias_value)
+    if q is None or not usable:
         return False
     if node.op == "matmul":
         w = w.T
         exact = None if exact is None else (exact[0].T, exact[1])
+    if b is not None and b.size != w.shape[0]:
+        return False
     x_params, out_params = _qparams(dx), _qparams(q)
-    if exact is not None and int(np.abs(exact[0].astype(np.int32)).max()) <= scheme.weight_max:
-        wq, w_scales = exact
-    else:
-        w_scales = np.maximum(np.abs(w).reshape(w.shape[0], -1).max(axis=1) / scheme.weight_max, 1e-30)
-        w_scales = np.where(np.abs(w).reshape(w.shape[0], -1).max(axis=1) > 0, w_scales, 1.0).astype(np.float32)
-        wq = quantize_weights(w, w_scales, 0, scheme.weight_max)
+    wq, w_scales = _integer_weights(w, exact, scheme)
     args = [dx.inputs[0], graph.add_constant(np.ascontiguousarray(wq, np.int8), f"{node.name}.weight.int8")]
     if b is not None:
         args.append(graph.add_constant(quantize_bias(b, x_params.scale, w_scales), f"{node.name}.bias.int32"))
