@@ -25,7 +25,7 @@ def _convert(m, b):
     node = m["n"]
     x = _transpose(b, m["x"], TO_NHWC, "nhwc")
     args = [x]
-    if node.op in ("conv2d", "fused_conv2d"):
+    if node.op in ("conv2d", "fused_conv2d", "qconv2d"):
         w = m["w"]
         args.append(
             b.const(np.ascontiguousarray(w.const.transpose(OIHW_TO_HWIO)), name=f"{w.name}.hwio")
@@ -44,7 +44,7 @@ def _convert(m, b):
 CONVERT = [
     Rule(
         P.op(
-            ("conv2d", "fused_conv2d"),
+            ("conv2d", "fused_conv2d", "qconv2d"),
             P.any("x"),
             P.any("w"),
             P.opt(P.any("b")),
