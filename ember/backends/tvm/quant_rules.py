@@ -4,13 +4,13 @@ qconv2d (group 1) and qdense lower to one kernel whose int32 accumulator is laid
 weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output channels by 4 input channels,
 the block one dot-product instruction consumes (x86 vpmaddubsw + vpmaddwd, ARM sdot on half of it). The input
 zero point is folded into the bias (sum((x - zp) * w) = sum(x * w) - zp * sum(w)); padding is filled with zp so
-it contributes nothing. Requantization runs in the same kernel on the int64 product. Grouped and depthwise
+it contributes nothing. Requantization runs in the same kernel (see requantize). Grouped and depthwise
 convolutions use a plain int32 contraction that the Conv2D-style blocking vectorizes along channels."""
 
 from __future__ import annotations
 
 import numpy as np
-from tvm import te, tirx, topi
+from tvm import relax, te, tirx, topi
 from tvm.relax import op as R
 
 from ember.backends.tvm.rules import rule
@@ -46,10 +46,6 @@ def _dequantize(L, n, a):
     zp = L.const(_along(n.attrs["zero_point"], n.attrs["axis"], rank, np.float32))
     scale = L.const(_along(n.attrs["scale"], n.attrs["axis"], rank, np.float32))
     return R.multiply(R.subtract(R.astype(a[0], "float32"), zp), scale)
-
-
-def _per_channel(values, channels: int, dtype) -> np.ndarray:
-    return np.broadcast_to(np.asarray(values, dtype=dtype), (channels,)).copy()
 
 
 def _folded_bias(b, w_sum: np.ndarray, x_zp: int, channels: int) -> np.ndarray:
@@ -212,8 +208,7 @@ def _qconv2d(L, n, a):
 
 
 def _bound(L, x):
-    from tvm import relax
-
+    """`x` as a bound variable (emit_te takes bound values only)."""
     return x if isinstance(x, relax.Var) else L.bb.emit(x)
 
 

@@ -20,6 +20,7 @@ from tvm.script import tirx as T
 from tvm.target import Target
 from tvm.target.codegen import llvm_cpu_has_features
 
+from ember.backends.tvm.quant_rules import GROUPED, PACKED, PACKED_DENSE
 from ember.backends.tvm.schedules.common import (
     SCHEDULE_FAILURES,
     CPURule,
@@ -30,12 +31,11 @@ from ember.backends.tvm.schedules.common import (
 )
 from ember.backends.tvm.schedules.contraction import Blocking, gather_epilogue, schedule_contraction
 
-PACKED_NAMES = ("qconv2d_packed", "qdense_packed")  # the "_wide" variants never take the x86 intrinsic
+PACKED_NAMES = (PACKED, PACKED_DENSE)  # their "_wide" variants never take the x86 intrinsic
 ACCUMULATORS = {"x86": 12, "arm": 12}  # register blocks of 8 int32 lanes: 12 of 16 ymm, 24 of 32 NEON q registers
 MAX_CHANNEL_BLOCKS = 4
 AVX2_DOT_8x4 = "ember_dot_8x4_u8i8i32_avx2"
 SDOT_4x4 = "ember_dot_4x4_i8i8i32_sdot"
-GROUPED = "group_qconv2d_nhwc"
 GROUPED_BLOCKING = Blocking(vector_axis=3, row_axes=(2, 1), weights_by_lanes=True)
 
 
