@@ -46,22 +46,21 @@ def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtyp
             with T.sblock("sparse_dense"):
                 T.reads(xt[0:k, 0:m], data[0:nnz, 0:c, 0:r], indices[0:nnz], indptr[0 : nb + 1], bias[0:n])
                 T.writes(y[0:m, 0:n])
-                for io in T.parallel(nb):
-                    for mo in range(m // mt):
-                        acc = T.alloc_local((r, mt), dtype)
-                        for ri in T.unroll(r):
-                            for mi in T.vectorized(mt):
-                                acc[ri, mi] = bias[io * r + ri]
-                        for b in T.serial(indptr[io], indptr[io + 1]):
-                            for ci in range(c):
-                                for ri in T.unroll(r):
-                                    for mi in T.vectorized(mt):
-                                        acc[ri, mi] = (
-                                            acc[ri, mi] + data[b, ci, ri] * xt[indices[b] * c + ci, mo * mt + mi]
-                                        )
-                        for mi in range(mt):
-                            for ri in range(r):
-                                y[mo * mt + mi, io * r + ri] = acc[ri, mi]
+                for f in T.parallel(nb * (m // mt)):  # tile-major: a thread's tiles of xt stay in cache
+                    acc = T.alloc_local((r, mt), dtype)
+                    for ri in T.unroll(r):
+                        for mi in T.vectorized(mt):
+                            acc[ri, mi] = bias[f % nb * r + ri]
+                    for b in T.serial(indptr[f % nb], indptr[f % nb + 1]):
+                        for ci in range(c):
+                            for ri in T.unroll(r):
+                                for mi in T.vectorized(mt):
+                                    acc[ri, mi] = (
+                                        acc[ri, mi] + data[b, ci, ri] * xt[indices[b] * c + ci, f // nb * mt + mi]
+                                    )
+                    for mi in range(mt):
+                        for ri in range(r):
+                            y[f // nb * mt + mi, f % nb * r + ri] = acc[ri, mi]
 
     return sparse_dense_batch
 
