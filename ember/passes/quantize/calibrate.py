@@ -158,11 +158,10 @@ class RangeCollector:
             return (-m, m)
         return (lo, hi if hi > lo else lo + 1e-12)
 
-    def ranges(self) -> dict[str, tuple[float, float]]:
-        if self.method == "minmax":
-            return {k: (self.lo[k], self.hi[k]) for k in self.lo}
-        pick = self._percentile_range if self.method == "percentile" else self._entropy_range
-        return {k: pick(k) for k in self.lo}
+    def ranges(self, full: set[str] = frozenset()) -> dict[str, tuple[float, float]]:
+        """Each key's range by the method; keys in `full` keep their whole observed range."""
+        pick = {"minmax": None, "percentile": self._percentile_range, "entropy": self._entropy_range}[self.method]
+        return {k: (self.lo[k], self.hi[k]) if pick is None or k in full else pick(k) for k in self.lo}
 
     def _percentile_range(self, key: str) -> tuple[float, float]:
         lo, hi = self._hist_range(key)
@@ -218,7 +217,8 @@ def calibrate(
     percentile: float = 99.99,
     progress: bool = True,
 ) -> dict[str, tuple[float, float]]:
-    """Ranges {key: (lo, hi)} of the tapped tensors over the samples; histogram methods take a second pass."""
+    """Ranges {key: (lo, hi)} of the tapped tensors over the samples; histogram methods take a second pass.
+    The graph's outputs keep their whole range: clipping the logits is never what the method's trade means."""
     collector = RangeCollector(taps, method, percentile)
     passes = [collector.observe_minmax] + ([] if method == "minmax" else [collector.observe_histogram])
     with _progress(progress, len(samples) * len(passes)) as advance:
@@ -226,7 +226,7 @@ def calibrate(
             for sample in samples:
                 walk(graph, sample, observe)
                 advance()
-    return collector.ranges()
+    return collector.ranges({v.name for v in graph.outputs})
 
 
 class _progress:
