@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from ember.errors import EmberError
 from ember.ir.graph import Graph
 from ember.passes.prune import check_sparsity, parse_pattern, prune
-from ember.passes.sparse_lowering import DEFAULT_THRESHOLD, LayerSparsity, lower_sparse
+from ember.passes.sparse_lowering import LayerSparsity, lower_sparse
 
 
 def apply_sparsity(
@@ -21,10 +21,10 @@ def apply_sparsity(
     lowering: bool = True,
 ) -> list[LayerSparsity]:
     """Prune `graph` when `sparsity` is given (an N:M pattern alone prunes to 1 - N/M), then lower layers
-    whose stored weight fraction is under `threshold` to sparse_dense unless `lowering` is False."""
+    whose stored weight fraction is under `threshold` (default: ember.passes.sparse_lowering's, by block) to
+    sparse_dense unless `lowering` is False."""
     pat = parse_pattern(pattern)
-    threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
-    if not 0.0 < threshold <= 1.0:
+    if threshold is not None and not 0.0 < threshold <= 1.0:
         raise EmberError(f"sparse threshold {threshold} is outside (0, 1]", hint="e.g. --sparse-threshold 0.35")
     if sparsity is not None:
         check_sparsity(float(sparsity))

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ember.passes.prune import PATTERN_HELP
-from ember.passes.sparse_lowering import DEFAULT_THRESHOLD
+from ember.passes.sparse_lowering import BLOCKED_THRESHOLD, DEFAULT_THRESHOLD
 
 
 def sparse_options(fn: Callable) -> Callable:
@@ -36,7 +36,8 @@ def sparse_options(fn: Callable) -> Callable:
         click.option(
             "--sparse-threshold",
             type=float,
-            help=f"Layers whose stored weight fraction is under this run BSR kernels [default: {DEFAULT_THRESHOLD}].",
+            help="Layers whose stored weight fraction is under this run BSR kernels "
+            f"[default: {DEFAULT_THRESHOLD} unstructured, {BLOCKED_THRESHOLD} in blocks of 4+].",
         ),
         click.option("--no-sparse-lowering", is_flag=True, help="Keep every layer dense (pruning still applies)."),
     ]
