@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import TextIO
 
@@ -16,14 +14,13 @@ import numpy as np
 
 from ember.cli.deploy import deploy_options
 from ember.cli.deploy import register as register_deploy_commands
+from ember.cli.errors import DEBUG, OneLineErrorsGroup, handles_errors
 from ember.cli.passopts import fold_notes, fold_options, pass_options, pipeline_of, printers, time_table
 from ember.cli.quantopts import print_quant_report, quant_kwargs, quant_options
 from ember.cli.sparseopts import print_sparse_report, sparse_kwargs, sparse_options
 from ember.cli.tune import register_tune_command
 from ember.errors import EmberError
 from ember.ir.fold import fold_scope, parse_size
-
-DEBUG = {"on": False}
 
 
 class _StderrLog(logging.Handler):
@@ -59,35 +56,6 @@ def _log_to_stderr() -> None:
     logger.propagate = False
 
 
-def _fail(message: str, code: int = 2):
-    click.echo(f"ember: error: {message}", err=True)
-    sys.exit(code)
-
-
-def handles_errors(fn):
-    """Turn EmberError into one line on stderr and exit 2; other exceptions into a short internal-error line."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except EmberError as e:
-            if DEBUG["on"]:
-                traceback.print_exc()
-            _fail(str(e))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
-            raise
-        except Exception as e:  # a bug in Ember: say so in one line unless debugging
-            if DEBUG["on"]:
-                traceback.print_exc()
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-            _fail(f"internal error: {type(e).__name__}: {first} (rerun with --debug and report it)", 1)
-
-    return wrapper
-
-
 def parse_input_shapes(specs: tuple[str, ...]) -> dict[str, list[int]]:
     shapes = {}
     for spec in specs:
@@ -103,7 +71,7 @@ def parse_input_shapes(specs: tuple[str, ...]) -> dict[str, list[int]]:
     return shapes
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 @click.version_option(package_name="ember", prog_name="ember")
 def cli(debug: bool) -> None:
