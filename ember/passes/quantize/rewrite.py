@@ -167,7 +167,7 @@ def quantize_layers(
         x_params = activation_qparams(*ranges[x_key], scheme.activation)
         if id(x) not in inputs:
             attrs = {"scale": x_params.scale, "zero_point": x_params.zero_point, "dtype": x_params.dtype}
-            inputs[id(x)] = graph.add_node("quantize", [x], attrs, name=f"{x_key}.quantize", before=node).output
+            inputs[id(x)] = graph.add_node("quantize", [x], attrs, name=f"{x.name}.quantize", before=node).output
         out_params = activation_qparams(*ranges[out_key], scheme.activation)
         q, y = quantize_layer(graph, node, inputs[id(x)], x_params, out_params, scheme, per_channel)
         layer = Layer(node.name, node.op, q, out_params, node.output.name)
