@@ -128,6 +128,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     calibration_method: str = "percentile",
     per_channel: bool = True,
     skip_ops: Sequence[str] = (),
+    evaluation: Any = None,
     sparsity: float | None = None,
     sparsity_options: Mapping[str, Any] | None = None,
     sparse_lowering: bool = True,
@@ -149,7 +150,8 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     `quantize="int8"` quantizes conv/dense layers after the fp32 pipeline from `calibration` (input dicts, an
     .npz or a folder of samples; see ember.passes.quantize.load_samples) by `calibration_method` (minmax,
     percentile, entropy), per-channel or per-tensor weights, leaving `skip_ops` (node names or op types) float;
-    `artifact.quant_report` holds the accuracy report, saved as quant_report.json.
+    `artifact.quant_report` holds the accuracy report over `evaluation` (samples as for `calibration`; by
+    default the calibration samples), saved as quant_report.json.
 
     `sparsity` prunes layers by magnitude (`sparsity_options`: pattern, scope, skip, threshold; see
     ember.sparsity.apply_sparsity); layers sparse enough lower to BSR kernels unless `sparse_lowering=False`."""
@@ -178,7 +180,8 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
         manager.run(graph)
     lower_bsr = sparse_lowering and spec.device == "cpu"
     sparse_report = apply_sparsity(graph, sparsity, lowering=lower_bsr, **(sparsity_options or {}))
-    quant_report = quantize_for_target(graph, spec, quantize, calibration, calibration_method, per_channel, skip_ops)
+    quant = (quantize, calibration, calibration_method, per_channel, skip_ops, evaluation)
+    quant_report = quantize_for_target(graph, spec, *quant)
     if dumper is not None and dumper.count == 0:
         dumper.write(dumper.next_stem("input"), graph)
     mod = lower_to_relax(graph)

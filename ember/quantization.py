@@ -20,6 +20,7 @@ def quantize_for_target(
     method: str,
     per_channel: bool,
     skip_ops: Sequence[str],
+    evaluation: Any = None,
     progress: bool = True,
 ):
     """Quantize `graph` in place for the resolved target `spec`; returns the QuantReport (None: no quantization)."""
@@ -36,6 +37,7 @@ def quantize_for_target(
         method=method,
         per_channel=per_channel,
         skip_ops=skip_ops,
+        evaluation=evaluation,
         progress=progress,
     )
 

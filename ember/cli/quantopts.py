@@ -11,7 +11,7 @@ from ember.errors import EmberError
 
 
 def quant_options(fn: Callable) -> Callable:
-    """--quantize, --calibration, --calibration-method, --per-channel/--per-tensor, --skip-ops."""
+    """--quantize, --calibration, --calibration-method, --per-channel/--per-tensor, --skip-ops, --evaluation."""
     options = [
         click.option(
             "--skip-ops",
@@ -34,6 +34,12 @@ def quant_options(fn: Callable) -> Callable:
             help="How activation ranges are chosen (percentile: 99.99th; entropy: KL histogram search).",
         ),
         click.option(
+            "--evaluation",
+            type=click.Path(exists=False),
+            metavar="DATA",
+            help="Samples (as for --calibration) the accuracy report is measured on [default: the calibration set].",
+        ),
+        click.option(
             "--calibration",
             type=click.Path(exists=False),
             metavar="DATA",
@@ -51,17 +57,22 @@ def quant_options(fn: Callable) -> Callable:
 
 def quant_kwargs(o: dict[str, Any]) -> dict[str, Any]:
     """ember.compile's quantization arguments from the parsed options (which this pops from `o`)."""
-    quantize, calibration = o.pop("quantize"), o.pop("calibration")
+    quantize, calibration, evaluation = o.pop("quantize"), o.pop("calibration"), o.pop("evaluation")
     method, per_channel = o.pop("calibration_method"), o.pop("per_channel")
     skip = tuple(s.strip() for group in o.pop("skip_ops") for s in group.split(",") if s.strip())
     if quantize is None:
-        if calibration or skip:
-            raise EmberError("--calibration and --skip-ops apply with --quantize int8")
+        if calibration or evaluation or skip:
+            raise EmberError("--calibration, --evaluation and --skip-ops apply with --quantize int8")
         return {}
     if calibration is None:
         raise EmberError("--quantize int8 needs --calibration DATA", hint="an .npz or a folder of samples")
     return dict(
-        quantize=quantize, calibration=calibration, calibration_method=method, per_channel=per_channel, skip_ops=skip
+        quantize=quantize,
+        calibration=calibration,
+        calibration_method=method,
+        per_channel=per_channel,
+        skip_ops=skip,
+        evaluation=evaluation,
     )
 
 

@@ -64,6 +64,7 @@ def test_bad_quantization_options(model, tmp_path):
     calib = str(tmp_path / "calib.npz")
     assert_error(compile_(model, "--quantize", "int8"), "--quantize int8 needs --calibration DATA")
     assert_error(compile_(model, "--calibration", calib), "apply with --quantize int8")
+    assert_error(compile_(model, "--evaluation", calib), "apply with --quantize int8")
     r = compile_(model, "--quantize", "int8", "--calibration", calib, "--skip-ops", "fc,conv9")
     assert_error(r, "--skip-ops names 'conv9'")
     (tmp_path / "empty").mkdir()

@@ -44,13 +44,14 @@ def conv_dense_model() -> onnx.ModelProto:
 
 def test_host_build_matches_the_interpreter_bit_for_bit(tmp_path):
     feeds = [{"x": np.random.default_rng(i).normal(0, 1, (1, 3, 6, 6)).astype(np.float32)} for i in range(12)]
-    artifact = ember.compile(conv_dense_model(), "host", quantize="int8", calibration=feeds[:8])
+    artifact = ember.compile(conv_dense_model(), "host", quantize="int8", calibration=feeds[:8], evaluation=feeds)
     ops = artifact.graph.op_counts()
     assert (ops["qconv2d"], ops["qdense"], ops["quantize"], ops["dequantize"]) == (1, 1, 1, 1)  # pool on uint8
     for sample in feeds:
         np.testing.assert_array_equal(artifact.run(sample)["y"], ir.interpret(artifact.graph, sample)["y"])
     out = artifact.save(tmp_path / "bundle")
     report = json.loads((out / "quant_report.json").read_text())
+    assert report["samples"] == 12  # the evaluation set, not the 8 calibration samples
     assert report["outputs"]["y"] >= 25 and report["weight_bytes"]["ratio"] <= 0.3
     assert [layer["op"] for layer in report["layers"]] == ["fused_conv2d", "dense"]
     assert json.loads((out / "metadata.json").read_text())["quantization"]["report"] == "quant_report.json"
