@@ -261,7 +261,13 @@ def cases() -> list[dict]:
             api="opt",
             out="out.onnx",
         ),
-        c("wrong_shape.npy", [*run, "{out}"], ["input 'x'", "[1, 4]", "[2, 4]"], api="run", out="out.npz"),
+        c(
+            "wrong_shape.npy",
+            [*run, "{out}"],
+            ["wrong_shape.npy: input 'x'", "[1, 4]", "[2, 4]"],
+            api="run",
+            out="out.npz",
+        ),
         c(
             "unwritable-opt",
             ["opt", "{file}", "-o", "{file}/out.ir"],

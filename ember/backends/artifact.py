@@ -88,19 +88,23 @@ class Artifact:
             raise EmberError(
                 f"'{unknown[0]}' is not an input of this model", hint=f"inputs: {', '.join(self.input_names)}"
             )
-        arrays = []
-        for spec in self.metadata["inputs"]:
-            if spec["name"] not in inputs:
-                raise EmberError(f"missing input '{spec['name']}'", hint=f"inputs: {', '.join(self.input_names)}")
-            arr = np.asarray(inputs[spec["name"]])
-            want = dtypes.to_numpy(spec["dtype"])
-            if arr.dtype != want:
-                raise EmberError(f"input '{spec['name']}' must be {spec['dtype']}, got {arr.dtype}")
-            shape = spec["shape"]
-            if len(arr.shape) != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, arr.shape)):
-                raise EmberError(f"input '{spec['name']}' must have shape {shape}, got {list(arr.shape)}")
-            arrays.append(np.ascontiguousarray(arr))
-        return arrays
+        for name in self.input_names:
+            if name not in inputs:
+                raise EmberError(f"missing input '{name}'", hint=f"inputs: {', '.join(self.input_names)}")
+        return [self.check_input(name, inputs[name]) for name in self.input_names]
+
+    def check_input(self, name: str, array) -> np.ndarray:
+        """`array` as this model's input `name` (contiguous), or an EmberError saying what that input must be."""
+        spec = next((s for s in self.metadata["inputs"] if s["name"] == name), None)
+        if spec is None:
+            raise EmberError(f"'{name}' is not an input of this model", hint=f"inputs: {', '.join(self.input_names)}")
+        arr = np.asarray(array)
+        if arr.dtype != dtypes.to_numpy(spec["dtype"]):
+            raise EmberError(f"input '{name}' must be {spec['dtype']}, got {arr.dtype}")
+        shape = spec["shape"]
+        if len(arr.shape) != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, arr.shape)):
+            raise EmberError(f"input '{name}' must have shape {shape}, got {list(arr.shape)}")
+        return np.ascontiguousarray(arr)
 
     def host_vm(self):
         """The TVM VirtualMachine running this artifact on the host CPU (made once)."""

@@ -262,9 +262,13 @@ def _read_inputs(artifact, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
         if not sep:
             raise EmberError(f"bad --input '{spec}'", hint="write NAME=file.npy")
         try:
-            given[name] = np.load(file, allow_pickle=False)
+            array = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise EmberError(f"cannot read {file}: {e}", file=file) from None
+        try:
+            given[name] = artifact.check_input(name, array)
+        except EmberError as e:
+            raise e.with_file(file) from None
     if given:
         return given
     rng = np.random.default_rng(0)
