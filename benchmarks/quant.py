@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.version_converter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.passes.quant_models: the trained CNN
 
@@ -42,7 +43,10 @@ def build(name: str, size: int) -> tuple[onnx.ModelProto, list[dict], list[dict]
     from ember.models import random_light_model
     from ember.models.blocks import mobilenet_v2
 
-    model = mobilenet_v2(size=size) if name == "mobilenet_v2" else random_light_model("resnet50")
+    if name == "mobilenet_v2":
+        model = mobilenet_v2(size=size)
+    else:  # opset 8 as stored; opset 13 gives DequantizeLinear the axis per-channel QDQ needs
+        model = onnx.version_converter.convert_version(random_light_model("resnet50"), 13)
     inp = model.graph.input[0]
     shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
     rng = np.random.default_rng(11)
