@@ -45,7 +45,7 @@ def apply_sparsity(
 def attach_sparsity_report(artifact, report: list[LayerSparsity]) -> None:
     """Keep the report on the artifact, totals in its metadata, and the report in the bundle's sparsity_report.json."""
     artifact.sparsity_report = report
-    if report:
+    if any(r.format == "bsr" or r.density < 1.0 for r in report):  # dense models' bundles stay as they were
         artifact.extra_files["sparsity_report.json"] = json.dumps([r.to_json() for r in report], indent=2)
     if any(r.format == "bsr" for r in report):
         dense = sum(r.bytes_dense for r in report)
