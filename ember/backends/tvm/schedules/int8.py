@@ -173,7 +173,7 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
     if extent(sch, tile) > 1:
         sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
-    _vectorize_tail(sch, epilogue)
+    _vectorize_tail(sch, epilogue, max(bits // 32, 4))
     sch.unroll(row_i)
     sch.unroll(chan_i)
     init = sch.decompose_reduction(block, reductions[0])
@@ -190,11 +190,15 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
     return sch
 
 
-def _vectorize_tail(sch: s_tir.Schedule, block: SBlockRV) -> None:
-    """Vectorize the epilogue's innermost loop when its extent is a constant (a partial channel block is not)."""
+def _vectorize_tail(sch: s_tir.Schedule, block: SBlockRV, lanes: int) -> None:
+    """Vectorize the epilogue's channel loop by `lanes` int32 lanes when its extent is a constant (a partial
+    channel block is not): a 24-lane vector of int64 products was scalarized into inserts and extracts."""
     loop: LoopRV = sch.get_loops(block)[-1]
-    if isinstance(sch.get(loop).extent, tirx.IntImm):
-        vectorize_innermost(sch, block)
+    if not isinstance(sch.get(loop).extent, tirx.IntImm):
+        return
+    if extent(sch, loop) > lanes and extent(sch, loop) % lanes == 0:
+        _, loop = sch.split(loop, factors=[None, lanes])
+    sch.vectorize(loop)
 
 
 class Int8Grouped(CPURule):
