@@ -1,6 +1,7 @@
 """Block-sparse kernels on the host: the compiled sparse model equals the pruned dense model run by the
 interpreter (rtol 1e-4) on both kernel paths (batch 1: vector over a block's rows; batch 16: vector over
-the batch), on an ONNX transformer FFN and a 1x1-conv CNN, and stores its weights compressed."""
+the batch) and on the unstructured (1x1-block) kernels of both, on an ONNX transformer FFN and a 1x1-conv
+CNN, and stores its weights compressed."""
 
 from __future__ import annotations
 
@@ -25,7 +26,15 @@ def _check(model, shape, sparsity, pattern):
 
 
 @pytest.mark.parametrize(
-    "batch, pattern, sparsity", [(1, "unstructured", 0.9), (16, "block:8x1", 0.9), (16, "2:4", None), (3, "4x4", 0.8)]
+    "batch, pattern, sparsity",
+    [
+        (1, "unstructured", 0.9),
+        (3, "unstructured", 0.8),
+        (16, "unstructured", 0.9),
+        (16, "block:8x1", 0.9),
+        (16, "2:4", None),
+        (3, "4x4", 0.8),
+    ],
 )
 def test_ffn_sparse_build_matches_pruned_dense(batch, pattern, sparsity):
     artifact = _check(ffn(batch, d=128, h=512), (batch, 128), sparsity, pattern)
@@ -48,3 +57,19 @@ def test_weights_are_stored_compressed(tmp_path):
     ember.compile(model, "host", sparsity=0.9, sparsity_options={"pattern": "block:4x4"}).save(tmp_path / "sparse")
     sizes = [(tmp_path / d / "model.so").stat().st_size for d in ("dense", "sparse")]
     assert sizes[1] < 0.4 * sizes[0], sizes
+
+
+def test_pad_rows_keeps_the_weight():
+    """Unstructured rows (one empty, one shorter than LANES, one longer) padded with zeros at column 0 sum to the
+    same W (padding repeats column 0, so the kernels add entries rather than assign them)."""
+    from ember.backends.tvm.sparse import LANES, pad_rows
+    from ember.ir.ops.sparse import bsr_from_dense
+
+    w = np.zeros((3, 24), np.float32)
+    w[1, [2, 5, 7]] = [1.0, -2.0, 3.0]
+    w[2, : LANES + 3] = np.arange(1, LANES + 4)
+    data, indices, indptr = pad_rows(*bsr_from_dense(w, (1, 1)))
+    assert not np.any(np.diff(indptr) % LANES) and indptr[-1] == 3 * LANES
+    summed = np.zeros_like(w)
+    np.add.at(summed, (np.repeat(np.arange(3), np.diff(indptr)), indices), data[:, 0, 0])
+    np.testing.assert_array_equal(summed, w)
