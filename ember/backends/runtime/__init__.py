@@ -8,6 +8,7 @@ under qemu. For the host's own architecture the runtime comes from the installed
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,18 +111,12 @@ def host_runtime() -> Path:
     links = {out / "lib" / lib: found[lib] for lib in LIBS} | {out / "include": found["include"]}
     if all(link.is_symlink() and link.resolve() == src.resolve() for link, src in links.items()):
         return out
-    staging = Path(tempfile.mkdtemp(prefix=".runtime-", dir=_parent(out)))
-    try:
+    with _staged(out) as staging:
         (staging / "lib").mkdir()
         for link, src in links.items():
             (staging / link.relative_to(out)).symlink_to(src.resolve())
         record = {"versions": runtime_versions(), "source": "the installed tvm and tvm_ffi packages"}
         (staging / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
-        shutil.rmtree(out, ignore_errors=True)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -180,22 +176,29 @@ def fetch(arch: str) -> Path:
                 hint=f"connect to the network or set PIP_INDEX_URL to a reachable index, then run "
                 f"'ember runtime fetch --arch {arch}'; or copy a fetched {out} here from another machine",
             )
-        staging = Path(tempfile.mkdtemp(prefix=".runtime-", dir=_parent(out)))
-        try:
+        with _staged(out) as staging:
             _extract(Path(tmp), staging)
             record = {"versions": versions, "sha256": {lib: sha256_file(staging / "lib" / lib) for lib in LIBS}}
             (staging / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
-            shutil.rmtree(out, ignore_errors=True)
-            staging.rename(out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return out
 
 
 def _parent(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     return out.parent
+
+
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A staging folder beside `out` that replaces it when the block succeeds and is removed when it fails."""
+    staging = Path(tempfile.mkdtemp(prefix=".runtime-", dir=_parent(out)))
+    try:
+        yield staging
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _extract(wheels: Path, dest: Path) -> None:
