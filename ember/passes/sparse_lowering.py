@@ -3,7 +3,7 @@
 The block size is the largest from BLOCKS that tiles the weight with at most 10% stored zeros; the layer
 goes sparse when the stored fraction of the weight (blocks x R x C / N x K) is under the threshold. The
 default is where the BSR kernels stopped beating Ember's dense ones in benchmarks/sparse.py (transformer
-FFN, batch 1 and 16): about 0.3 for scalar 1x1 blocks (unstructured weights), past 0.5 for vector blocks.
+FFN, batch 1 and 16): about 0.35 for 1x1 blocks (unstructured weights), past 0.5 for vector blocks.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ember.ir.graph import Graph, Node
 from ember.ir.ops.sparse import bsr_from_dense
 from ember.passes.prune import layer_weight
 
-DEFAULT_THRESHOLD = 0.3  # 1x1 blocks; the reported default
+DEFAULT_THRESHOLD = 0.35  # 1x1 blocks; the reported default
 BLOCKED_THRESHOLD = 0.5  # blocks of 4 or more values run vectorized
 BLOCKS = ((16, 1), (8, 1), (4, 4), (4, 1), (1, 4), (1, 1))
 MIN_FILL = 0.9
