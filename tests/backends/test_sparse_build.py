@@ -59,6 +59,11 @@ def test_weights_are_stored_compressed(tmp_path):
     assert sizes[1] < 0.4 * sizes[0], sizes
 
 
+def test_unstructured_index_width_follows_the_reduction_axis():
+    """The first layer reduces over 32784 inputs (past int16: 32-bit indices), the second over 16 (16-bit)."""
+    _check(ffn(1, d=32784, h=16), (1, 32784), 0.9, "unstructured")
+
+
 def test_pad_rows_keeps_the_weight():
     """Unstructured rows (one empty, one shorter than LANES, one longer) padded with zeros at column 0 sum to the
     same W (padding repeats column 0, so the kernels add entries rather than assign them)."""
@@ -68,8 +73,8 @@ def test_pad_rows_keeps_the_weight():
     w = np.zeros((3, 24), np.float32)
     w[1, [2, 5, 7]] = [1.0, -2.0, 3.0]
     w[2, : LANES + 3] = np.arange(1, LANES + 4)
-    data, indices, indptr = pad_rows(*bsr_from_dense(w, (1, 1)))
-    assert not np.any(np.diff(indptr) % LANES) and indptr[-1] == 3 * LANES
+    data, indices, indptr = pad_rows(*bsr_from_dense(w, (1, 1)), "int16")
+    assert indices.dtype == np.int16 and not np.any(np.diff(indptr) % LANES) and indptr[-1] == 3 * LANES
     summed = np.zeros_like(w)
     np.add.at(summed, (np.repeat(np.arange(3), np.diff(indptr)), indices), data[:, 0, 0])
     np.testing.assert_array_equal(summed, w)

@@ -5,7 +5,8 @@ the input is transposed to [K, M] and the batch is the vector dim: each stored w
 and multiplied into a tile of batch lanes. Smaller batches vectorize over the R output rows of a block,
 so tall blocks (8x1, 16x1) fill vector registers and 1xC blocks run as scalar loops. 1x1 blocks (unstructured
 weights) have their own kernels: rows padded with zeros to LANES non-zeros, summed into independent partial
-sums (a single multiply-add chain per row ran at its latency), accumulators allocated once per parallel task.
+sums (a single multiply-add chain per row ran at its latency), accumulators allocated once per parallel task,
+and 16-bit column indices where the reduction axis allows (the kernels stream one per value).
 """
 
 from __future__ import annotations
@@ -105,19 +106,20 @@ PARTIALS = 4  # accumulators of the batch-vector scalar kernel (LANES must be a 
 CHUNK = 16  # output rows per parallel task of the scalar kernel: its accumulators are allocated once per task
 
 
-def pad_rows(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> tuple[np.ndarray, ...]:
-    """1x1-block BSR with each row's non-zeros padded with zeros (at column 0) to a multiple of LANES."""
+def pad_rows(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, index: str = "int32") -> tuple[np.ndarray, ...]:
+    """1x1-block BSR with each row's non-zeros padded with zeros (at column 0) to a multiple of LANES, its
+    column indices as `index`."""
     counts = np.diff(indptr)
     padded = np.concatenate([[0], np.cumsum(-(-counts // LANES) * LANES)]).astype(np.int32)
     rows = np.repeat(np.arange(len(counts)), counts)
     at = padded[rows] + np.arange(len(indices)) - indptr[rows]
     new_data = np.zeros((padded[-1], *data.shape[1:]), data.dtype)
-    new_indices = np.zeros(padded[-1], np.int32)
+    new_indices = np.zeros(padded[-1], index)
     new_data[at], new_indices[at] = data, indices
     return new_data, new_indices, padded
 
 
-def scalar_kernel(m: int, k: int, n: int, nnz: int, dtype: str) -> tvm.tirx.PrimFunc:
+def scalar_kernel(m: int, k: int, n: int, nnz: int, index: str, dtype: str) -> tvm.tirx.PrimFunc:
     """y [M, N] = x @ W^T + bias for small batches and 1x1 blocks (unstructured weights): each row's non-zeros
     go round-robin into LANES partial sums, summed once at the end of the row."""
     chunk = next(c for c in (CHUNK, 8, 4, 2, 1) if n % c == 0)
@@ -126,7 +128,7 @@ def scalar_kernel(m: int, k: int, n: int, nnz: int, dtype: str) -> tvm.tirx.Prim
     def sparse_dense_scalar(
         x: T.Buffer((m, k), dtype),
         data: T.Buffer((nnz, 1, 1), dtype),
-        indices: T.Buffer((nnz,), "int32"),
+        indices: T.Buffer((nnz,), index),
         indptr: T.Buffer((n + 1,), "int32"),
         bias: T.Buffer((n,), dtype),
         y: T.Buffer((m, n), dtype),
@@ -156,7 +158,7 @@ def scalar_kernel(m: int, k: int, n: int, nnz: int, dtype: str) -> tvm.tirx.Prim
     return sparse_dense_scalar
 
 
-def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, mt: int, dtype: str) -> tvm.tirx.PrimFunc:
+def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, index: str, mt: int, dtype: str) -> tvm.tirx.PrimFunc:
     """y [M, N] = x @ W^T + bias with xt = x^T [K, M] and 1x1 blocks, rows padded to LANES non-zeros: each
     non-zero is broadcast into a tile of mt batch lanes, alternating between PARTIALS accumulators."""
     tiles = n * (m // mt)
@@ -166,7 +168,7 @@ def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, mt: int, dtype: str) -
     def sparse_dense_scalar_batch(
         xt: T.Buffer((k, m), dtype),
         data: T.Buffer((nnz, 1, 1), dtype),
-        indices: T.Buffer((nnz,), "int32"),
+        indices: T.Buffer((nnz,), index),
         indptr: T.Buffer((n + 1,), "int32"),
         bias: T.Buffer((n,), dtype),
         y: T.Buffer((m, n), dtype),
@@ -218,15 +220,16 @@ def _sparse_dense(L, n, a):
     x2 = R.reshape(a[0], (m, k))
     mt = _batch_tile(m, r)
     padded = -(-m // mt) * mt if mt else m
-    arrays = pad_rows(*arrays) if r * c == 1 else arrays
+    index = "int16" if k <= 1 << 15 else "int32"  # 1x1 kernels stream an index per value: 2 bytes, not 4
+    arrays = pad_rows(*arrays, index) if r * c == 1 else arrays
     weights = [L.const(arr) for arr in arrays]
     if r * c == 1 and not mt:
-        kernel, first = scalar_kernel(m, k, units, len(arrays[1]), dtype), x2
+        kernel, first = scalar_kernel(m, k, units, len(arrays[1]), index, dtype), x2
     elif mt:
         first = R.permute_dims(x2, [1, 0])
         first = first if padded == m else R.nn.pad(first, [0, 0, 0, padded - m])
         kernel = (
-            scalar_batch_kernel(padded, k, units, len(arrays[1]), mt, dtype)
+            scalar_batch_kernel(padded, k, units, len(arrays[1]), index, mt, dtype)
             if r * c == 1
             else batch_kernel(padded, k, units, r, c, nnz, mt, dtype)
         )
