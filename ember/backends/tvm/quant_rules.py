@@ -4,7 +4,8 @@ qconv2d (group 1) and qdense lower to one kernel whose int32 accumulator is laid
 weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output channels by 4 input channels,
 the block one dot-product instruction consumes (x86 vpmaddubsw + vpmaddwd, ARM sdot on half of it). The input
 zero point is folded into the bias (sum((x - zp) * w) = sum(x * w) - zp * sum(w)); padding is filled with zp so
-it contributes nothing. Requantization runs in the same kernel (see requantize). Grouped and depthwise
+it contributes nothing. Requantization runs in the same kernel (see requantize), adding the bias after the
+multiply, premultiplied. Grouped and depthwise
 convolutions use a plain int32 contraction that the Conv2D-style blocking vectorizes along channels."""
 
 from __future__ import annotations
@@ -48,10 +49,15 @@ def _dequantize(L, n, a):
     return R.multiply(R.subtract(R.astype(a[0], "float32"), zp), scale)
 
 
-def _folded_bias(b, w_sum: np.ndarray, x_zp: int, channels: int) -> np.ndarray:
-    """b - x_zp * sum(w) per output channel, wrapped to int32 (the accumulator's arithmetic is modulo 2^32)."""
+def _biased_rounding(b, w_sum: np.ndarray, x_zp: int, attrs: dict) -> np.ndarray:
+    """(b - x_zp * sum(w)) * multiplier + 2^(shift - 1) per output channel, int64: what requantize adds to the
+    accumulator's product. Its arithmetic, like the reference's, is modulo 2^64, so the sum is bit-exact."""
+    channels = w_sum.size
     bias = np.zeros(channels, np.int64) if b is None else b.const.astype(np.int64).reshape(-1)
-    return (bias - x_zp * w_sum.astype(np.int64)).astype(np.int32)
+    mult = np.broadcast_to(np.asarray(attrs["multiplier"], np.int64), channels)
+    shift = np.broadcast_to(np.asarray(attrs["shift"], np.int64), channels)
+    with np.errstate(over="ignore"):
+        return (bias - x_zp * w_sum.astype(np.int64)) * mult + np.left_shift(np.int64(1), shift - 1)
 
 
 def pack_weight(w: np.ndarray) -> np.ndarray:
@@ -75,45 +81,38 @@ def pairs_fit_int16(packed: np.ndarray) -> bool:
 HIGH_WORD_SHIFT = 33  # shifts from here on requantize on the product's high 32 bits (see requantize)
 
 
-def requantize(acc, o, bias, rq: tuple, attrs: dict, out_dtype: str):
-    """The requantization of one int32 accumulator value for output channel `o` (a TE expression).
+def requantize(acc, o, added, rq: tuple, attrs: dict, out_dtype: str):
+    """The requantization of one int32 accumulator value (of sum(x * w), zero point and bias not included) for
+    output channel `o` (a TE expression): y = (acc * mult + added[o]) >> shift, `added` from _biased_rounding.
 
-    acc + bias stays int32 (it wraps back to the exact sum, which fits), so the 64-bit product is of two
-    sign-extended int32 values (vpmuldq on x86). With every shift >= 33, (p + 2^(s-1)) >> s equals
-    (hi + 2^(s-33)) >> (s-32) for hi = p >> 32, exactly (shifts compose; the rounding term only adds to the
-    high word), and |hi| < 2^30: the rest runs in int32 lanes with AVX2's per-lane vpsravd instead of 64-bit
-    shifts AVX2 lacks."""
-    total = (acc + bias[o]).astype("int64")
+    acc and mult are both sign-extended int32, so the product is one vpmuldq on x86 (adding the bias to acc
+    first made it a 33-bit value: a 3-multiply 64-bit product plus an int64 add). With every shift >= 33,
+    p >> s equals (p >> 32) >> (s - 32): the high word is exact in int32 lanes, shifted with AVX2's per-lane
+    vpsravd instead of 64-bit shifts AVX2 lacks."""
     high = min(attrs["shift"]) >= HIGH_WORD_SHIFT
-    if not rq:
-        m, sh = attrs["multiplier"][0], attrs["shift"][0]
-        mult, rounding, shift = (tirx.const(v, "int64") for v in (m, 1 << (sh - 1), sh))
-        if high:
-            rounding, shift = tirx.const(1 << (sh - HIGH_WORD_SHIFT), "int32"), tirx.const(sh - 32, "int32")
+    if rq:
+        mult, shift = rq[0][o].astype("int64"), rq[1][o]
     else:
-        mult, rounding, shift = rq[0][o].astype("int64"), rq[1][o], rq[2][o]
+        mult, shift = tirx.const(attrs["multiplier"][0], "int64"), attrs["shift"][0]
+        shift = tirx.const(shift - 32 if high else shift, "int32")
+    p = acc.astype("int64") * mult + added[o]
     if high:
-        hi = ((total * mult) >> tirx.const(32, "int64")).astype("int32")
-        y = (hi + rounding) >> shift
-        lo, hi_, zp = (tirx.const(attrs[k], "int32") for k in ("out_min", "out_max", "out_zero_point"))
+        y = (p >> tirx.const(32, "int64")).astype("int32") >> shift
+        lo, hi, zp = (tirx.const(attrs[k], "int32") for k in ("out_min", "out_max", "out_zero_point"))
     else:
-        y = (total * mult + rounding) >> shift.astype("int64")
-        lo, hi_, zp = (tirx.const(attrs[k], "int64") for k in ("out_min", "out_max", "out_zero_point"))
-    return tirx.max(tirx.min(y + zp, hi_), lo).astype(out_dtype)
+        y = p >> shift.astype("int64")
+        lo, hi, zp = (tirx.const(attrs[k], "int64") for k in ("out_min", "out_max", "out_zero_point"))
+    return tirx.max(tirx.min(y + zp, hi), lo).astype(out_dtype)
 
 
 def _requant_args(L, n) -> list:
-    """Per-channel requantization constants passed to the kernel (none per tensor: they are immediates): the
-    multiplier, the rounding term and the shift, in requantize's high-word form when every shift allows."""
+    """Per-channel multiplier and shift passed to the kernel (none per tensor: they are immediates), the shift
+    in requantize's high-word form (s - 32) when every shift allows."""
     mult, shift = n.attrs["multiplier"], n.attrs["shift"]
     if len(mult) == 1:
         return []
-    shifts = np.asarray(shift, np.int64)
-    if shifts.min() >= HIGH_WORD_SHIFT:
-        consts = (np.left_shift(1, shifts - HIGH_WORD_SHIFT).astype(np.int32), (shifts - 32).astype(np.int32))
-    else:
-        consts = (np.left_shift(np.int64(1), shifts - 1), shifts.astype(np.int32))
-    return [L.const(c) for c in (np.asarray(mult, np.int32), *consts)]
+    shifts = np.asarray(shift, np.int32)
+    return [L.const(np.asarray(mult, np.int32)), L.const(shifts - 32 if shifts.min() >= HIGH_WORD_SHIFT else shifts)]
 
 
 def _pad_input(x, pads, channels_to: int, value: int):
@@ -184,7 +183,7 @@ def _nhwc_qconv(L, n, x, w: np.ndarray):
     kh, kw, cg, o = w.shape
     out_dtype = dtypes.to_tvm(n.output.dtype)
     w_sum = w.astype(np.int64).sum(axis=(0, 1, 2))
-    bias = L.const(_folded_bias(n.inputs[2] if len(n.inputs) > 2 else None, w_sum, at["x_zero_point"], o))
+    bias = L.const(_biased_rounding(n.inputs[2] if len(n.inputs) > 2 else None, w_sum, at["x_zero_point"], at))
     rq_args = _requant_args(L, n)
     geom = ((kh, kw, cg, o), tuple(at["strides"]), tuple(at["dilations"]), tuple(at["pads"]))
     kwargs = dict(geom=geom, attrs=at, out_dtype=out_dtype)
@@ -241,7 +240,8 @@ def _qdense(L, n, a):
     m = int(np.prod(lead, dtype=np.int64))
     x2 = L.bb.emit(R.reshape(a[0], (m, k)))
     w_sum = w.astype(np.int64).sum(axis=1)
-    bias = L.const(_folded_bias(n.inputs[2] if len(n.inputs) > 2 else None, w_sum, n.attrs["x_zero_point"], n_out))
+    b = n.inputs[2] if len(n.inputs) > 2 else None
+    bias = L.const(_biased_rounding(b, w_sum, n.attrs["x_zero_point"], n.attrs))
     packed = pack_weight(np.ascontiguousarray(w.T))
     name = PACKED_DENSE if pairs_fit_int16(packed) else PACKED_DENSE + "_wide"
     attrs = {**n.attrs, "_name": name}
