@@ -26,10 +26,23 @@ GROUPED = "group_qconv2d_nhwc"
 
 @rule("quantize")
 def _quantize(L, n, a):
+    """round(x / scale) + zp, clipped, NaN to zp; in TE so the 0.0 NaN maps to is an immediate (as a Relax
+    constant it became a 0-d buffer, whose load TVM's vectorizer scalarized, with every fused op around it)."""
     info = np.iinfo(dtypes.to_numpy(n.output.dtype))
-    x = R.where(R.isnan(a[0]), L.scalar(0.0, "f32"), a[0])  # NaN quantizes to the zero point
-    q = R.add(R.round(R.divide(x, L.scalar(n.attrs["scale"], "f32"))), L.scalar(n.attrs["zero_point"], "f32"))
-    return R.astype(R.clip(q, float(info.min), float(info.max)), dtypes.to_tvm(n.output.dtype))
+    scale, zp, lo, hi = (
+        tirx.const(float(np.float32(v)), "float32")
+        for v in (n.attrs["scale"], n.attrs["zero_point"], info.min, info.max)
+    )
+    out_dtype = dtypes.to_tvm(n.output.dtype)
+
+    def quantize(x):
+        def element(*i):
+            v = tirx.Select(tirx.isnan(x[i]), tirx.const(0.0, "float32"), x[i])
+            return tirx.max(tirx.min(tirx.nearbyint(v / scale) + zp, hi), lo).astype(out_dtype)
+
+        return te.compute(x.shape, element, name="quantize")
+
+    return L.bb.emit_te(quantize, _bound(L, a[0]), primfunc_name_hint="quantize")
 
 
 def _along(values, axis: int, ndim: int, dtype) -> np.ndarray:
