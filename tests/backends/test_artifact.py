@@ -64,7 +64,7 @@ def test_failed_save_keeps_the_existing_bundle(built, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(type(artifact), "_write", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(EmberError, match="cannot write the bundle.*disk full"):
         artifact.save(out)
     assert (out / "metadata.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
