@@ -242,6 +242,10 @@ class Artifact:
             self.metadata["library"] = "model.tar"
 
 
+# reports compile options add to a bundle (ember.quantization, ember.sparsity)
+REPORT_FILES = ("quant_report.json", "sparsity_report.json")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -320,4 +324,8 @@ def load(directory: str | os.PathLike) -> Artifact:
             file=str(path),
             hint="recompile the bundle",
         )
-    return Artifact(metadata, path=path)
+    artifact = Artifact(metadata, path=path)
+    for name in REPORT_FILES:  # kept when the loaded bundle is saved again
+        if (path / name).is_file():
+            artifact.extra_files[name] = (path / name).read_text()
+    return artifact

@@ -55,6 +55,8 @@ def test_host_build_matches_the_interpreter_bit_for_bit(tmp_path):
     assert report["outputs"]["y"] >= 25 and report["weight_bytes"]["ratio"] <= 0.3
     assert [layer["op"] for layer in report["layers"]] == ["fused_conv2d", "dense"]
     assert json.loads((out / "metadata.json").read_text())["quantization"]["report"] == "quant_report.json"
+    again = ember.load(out).save(tmp_path / "copy")  # a loaded bundle saved again keeps its report
+    assert (again / "quant_report.json").read_text() == (out / "quant_report.json").read_text()
     console = Console(record=True, width=100)
     print_report(artifact.quant_report, console)
     text = console.export_text()
