@@ -216,18 +216,22 @@ class _Stand:
         self.inputs = [node.output]
 
 
-@rule("fused_conv2d", "fused_dense")
-def _fused_layer(L, n, a):
+def layer_epilogue(L, n: Node, y, residual):
+    """What a fused layer node does after its contraction `y`: add `residual` (None: none), then its activation."""
     from ember.ir.ops.fused import activation_op
 
-    base = RULES["conv2d" if n.op == "fused_conv2d" else "dense"]
-    y = base(L, n, a[:3])
-    if len(a) > 3 and a[3] is not None:
-        y = R.add(y, a[3])
+    if residual is not None:
+        y = R.add(y, residual)
     if n.attrs["activation"] == "none":
         return y
     unary, attrs = activation_op(n.attrs["activation"], n.attrs["act_params"])
     return RULES[unary](L, _Stand(unary, attrs, n), [y])
+
+
+@rule("fused_conv2d", "fused_dense")
+def _fused_layer(L, n, a):
+    base = RULES["conv2d" if n.op == "fused_conv2d" else "dense"]
+    return layer_epilogue(L, n, base(L, n, a[:3]), a[3] if len(a) > 3 else None)
 
 
 @rule("attention")

@@ -17,7 +17,7 @@ from tvm import relax
 from tvm.relax import op as R
 from tvm.script import tirx as T
 
-from ember.backends.tvm.rules import RULES, _shape_of, _Stand, rule
+from ember.backends.tvm.rules import _shape_of, layer_epilogue, rule
 from ember.errors import EmberError
 from ember.ir import dtypes
 
@@ -239,11 +239,4 @@ def _sparse_dense(L, n, a):
     y = relax.call_tir(gv, [first, *weights, bias_arg], relax.TensorType((padded, units), dtype))
     y = y if padded == m else R.strided_slice(y, axes=[0], begin=[0], end=[m])
     y = R.reshape(y, (*shape[:-1], units))
-    if len(a) > 5 and a[5] is not None:
-        y = R.add(y, a[5])
-    if n.attrs["activation"] == "none":
-        return y
-    from ember.ir.ops.fused import activation_op
-
-    unary, attrs = activation_op(n.attrs["activation"], n.attrs["act_params"])
-    return RULES[unary](L, _Stand(unary, attrs, n), [y])
+    return layer_epilogue(L, n, y, a[5] if len(a) > 5 else None)
