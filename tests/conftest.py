@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import onnx
@@ -14,6 +17,15 @@ from ember.models.blocks import make_model  # noqa: F401  (the tests build their
 
 RTOL, ATOL = 1e-4, 1e-5
 os.environ["EMBER_VERIFY_EACH"] = "1"  # every compile in the tests checks the IR after each pass
+
+
+def load_repo_script(relative: str) -> ModuleType:
+    """A script of this repository that is not a package module (scripts/, benchmarks/), imported by path."""
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(f"ember_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ort_run(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -3,7 +3,6 @@ op), exit status 2, no traceback, nothing written, an existing output left byte 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,17 +16,10 @@ from ember.cli.main import cli
 from ember.driver import import_model
 from ember.passes import PassManager
 from ember.passes.plugins import load_plugin
+from tests.conftest import load_repo_script
 
 CORPUS = Path(__file__).parent / "bad"
 CASES = json.loads((CORPUS / "cases.json").read_text())
-
-
-def _generator():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "make_bad_corpus.py"
-    spec = importlib.util.spec_from_file_location("make_bad_corpus", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +27,7 @@ def corpus(tmp_path_factory) -> Path:
     """A copy of the corpus, plus the cases too big to commit."""
     root = tmp_path_factory.mktemp("corpus") / "bad"
     shutil.copytree(CORPUS, root)
-    (root / "nested.onnx").write_bytes(_generator().nested_model(10_000))
+    (root / "nested.onnx").write_bytes(load_repo_script("scripts/make_bad_corpus.py").nested_model(10_000))
     return root
 
 

@@ -3,25 +3,15 @@ measurement at 64 MiB instead of 1 GiB."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 from ember import ir
 from ember.frontends.onnx import load
-
-
-def _benchmark():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "memory.py"
-    spec = importlib.util.spec_from_file_location("ember_memory_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_repo_script
 
 
 def test_loading_external_data_takes_at_most_one_and_a_half_times_its_size(tmp_path):
-    bench = _benchmark()
+    bench = load_repo_script("benchmarks/memory.py")
     path = bench.write_external_data_model(tmp_path, 64, chunk_mb=16)
     data_mb = (tmp_path / "weights.bin").stat().st_size / bench.MB
     r = bench.measure("load", path)
@@ -30,7 +20,7 @@ def test_loading_external_data_takes_at_most_one_and_a_half_times_its_size(tmp_p
 
 
 def test_memory_mapped_weights_hold_the_file_bytes(tmp_path):
-    path = _benchmark().write_external_data_model(tmp_path, 2, chunk_mb=1)
+    path = load_repo_script("benchmarks/memory.py").write_external_data_model(tmp_path, 2, chunk_mb=1)
     graph = load(path)
     weights = np.fromfile(tmp_path / "weights.bin", np.float32).reshape(2, -1)
     consts = sorted((v for n in graph.nodes for v in n.inputs if v.is_const), key=lambda v: v.name)
