@@ -98,3 +98,23 @@ def test_run_checks_inputs(built):
         artifact.run({"data_0": np.zeros((1, 3, 10, 10), np.float32)})
     with pytest.raises(EmberError, match="must be f32"):
         artifact.run({"data_0": np.zeros((1, 3, 224, 224), np.float64)})
+
+
+def test_run_takes_any_array_layout_and_returns_owned_copies(built):
+    """Artifact.run hands inputs to TVM through DLPack (shared when 64-byte aligned, else copied); a
+    misaligned, read-only or strided input gives the same output, and outputs are the caller's own."""
+    model, artifact = built
+    base = np.random.default_rng(1).random(1 * 3 * 224 * 224 + 1, dtype=np.float32)
+    misaligned = base[1:].reshape(1, 3, 224, 224)
+    assert misaligned.__array_interface__["data"][0] % 64
+    want = artifact.run({"data_0": np.array(misaligned)})["softmaxout_1"]
+    read_only = np.array(misaligned)
+    read_only.flags.writeable = False
+    strided = np.asfortranarray(misaligned)
+    for x in (misaligned, read_only, strided):
+        got = artifact.run({"data_0": x})["softmaxout_1"]
+        np.testing.assert_array_equal(got, want)
+    assert_close({"y": want}, ort_run(model, {"data_0": np.array(misaligned)}))
+    assert got.flags.owndata and got.flags.writeable  # not a view of TVM memory the VM may hand out again
+    got[...] = 0
+    np.testing.assert_array_equal(artifact.run({"data_0": misaligned})["softmaxout_1"], want)
