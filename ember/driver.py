@@ -95,6 +95,12 @@ def _value_info(v) -> dict[str, Any]:
     return {"name": v.name, "shape": list(v.shape), "dtype": v.dtype}
 
 
+def _dump(dumper: Any, label: str, graph: Any, changed: bool = True) -> None:
+    """--dump-ir for the stages outside the pass pipeline (import, QDQ fusion, sparsity, quantization)."""
+    if dumper is not None and changed:
+        dumper.write(dumper.next_stem(label), graph)
+
+
 def layout_passes(wanted: str, passes: str | Sequence[str] | int, explicit: str | None) -> list[str]:
     """Passes that put convolutions in the `wanted` layout: always when the caller asked for a layout,
     otherwise only with an opt level of 2 or more."""
@@ -176,14 +182,15 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     manager = PassManager(pipeline, verify_each, list(instruments) + ([dumper] if dumper else []))
     with fold_scope(fold_limit):
         graph = import_model(model, input_shapes, example_inputs, dynamic_shapes)
-        fuse_prequantized(graph, spec)
+        _dump(dumper, "input", graph)
+        _dump(dumper, "after-fuse-qdq", graph, fuse_prequantized(graph, spec))
         manager.run(graph)
     lower_bsr = sparse_lowering and spec.device == "cpu"
     sparse_report = apply_sparsity(graph, sparsity, lowering=lower_bsr, **(sparsity_options or {}))
+    _dump(dumper, "after-sparsity", graph, bool(sparse_report))
     quant = (quantize, calibration, calibration_method, per_channel, skip_ops, evaluation)
     quant_report = quantize_for_target(graph, spec, *quant)
-    if dumper is not None and dumper.count == 0:
-        dumper.write(dumper.next_stem("input"), graph)
+    _dump(dumper, "after-quantize", graph, quant_report is not None)
     mod = lower_to_relax(graph)
     if dumper is not None:
         dumper.write_text("lowered-relax", ".py", mod.script(show_meta=False))

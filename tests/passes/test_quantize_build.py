@@ -61,3 +61,26 @@ def test_host_build_matches_the_interpreter_bit_for_bit(tmp_path):
     print_report(artifact.quant_report, console)
     text = console.export_text()
     assert "top-1 agreement" in text and "fused_conv2d" in text
+
+
+def test_dump_ir_shows_the_sparsity_and_quantization_stages(tmp_path):
+    """--dump-ir writes the graph after pruning/sparse lowering and after quantization, which run after
+    the pass pipeline; each dump parses and verifies, and the last Ember IR dump holds the integer ops."""
+    feeds = [{"x": np.random.default_rng(i).normal(0, 1, (1, 3, 6, 6)).astype(np.float32)} for i in range(4)]
+    dump = tmp_path / "dump"
+    ember.compile(
+        conv_dense_model(),
+        "host",
+        dump_ir=dump,
+        sparsity=0.5,
+        sparsity_options={"threshold": 1.0},
+        quantize="int8",
+        calibration=feeds,
+    )
+    files = sorted(p.name for p in dump.glob("*.ir"))
+    assert files[0] == "00-input.ir"
+    assert files[-2].endswith("-after-sparsity.ir") and files[-1].endswith("-after-quantize.ir")
+    assert "sparse_dense(" in (dump / files[-2]).read_text() and "qconv2d(" not in (dump / files[-2]).read_text()
+    assert "qconv2d(" in (dump / files[-1]).read_text()
+    for f in files:
+        ir.verify(ir.read_ir(dump / f))
