@@ -168,3 +168,47 @@ def test_conv_integer_and_matmul_integer_are_exact():
     got = ir.interpret(load(model), feeds)
     np.testing.assert_array_equal(got["y"], want[0])
     np.testing.assert_array_equal(got["z"], want[1])
+
+
+def test_integer_ops_lower_to_int32_qconv2d_and_qdense_exactly():
+    """ConvInteger/MatMulInteger whose centred weights fit int8 import as qconv2d/qdense with an i32 output and
+    build into integer kernels, exact against onnxruntime at reductions (K = 3072) where float32 sums are not;
+    a uint8 weight with zero point 3 leaves int8 and takes the float fallback."""
+    import ember
+
+    rng = np.random.default_rng(2)
+    consts = {
+        "w": rng.integers(-128, 128, (16, 64, 3, 3)).astype(np.int8),
+        "xz": np.uint8(131),
+        "wm": rng.integers(160, 256, (3072, 24)).astype(np.uint8),  # centred 32..127: large sums
+        "az": np.uint8(9),
+        "wmz": np.uint8(128),
+        "wf": rng.integers(0, 256, (8, 5)).astype(np.uint8),
+        "wfz": np.uint8(3),
+    }
+    nodes = [
+        helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("MatMulInteger", ["a", "wm", "az", "wmz"], ["z"]),
+        helper.make_node("MatMulInteger", ["b", "wf", "", "wfz"], ["f"]),
+    ]
+    ins = {"x": [1, 64, 6, 6], "a": [3, 3072], "b": [2, 8]}
+    outs = {"y": [1, 16, 6, 6], "z": [3, 24], "f": [2, 5]}
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info(k, TensorProto.UINT8, v) for k, v in ins.items()],
+        [helper.make_tensor_value_info(k, TensorProto.INT32, v) for k, v in outs.items()],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    graph = load(model)
+    ops = graph.op_counts()
+    assert (ops["qconv2d"], ops["qdense"], ops["matmul"]) == (1, 1, 1)
+    feeds = {k: rng.integers(0, 256, v).astype(np.uint8) for k, v in ins.items()}
+    feeds["a"] = rng.integers(200, 256, ins["a"]).astype(np.uint8)
+    want = dict(
+        zip(outs, ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds))
+    )
+    assert np.abs(want["z"]).max() > 1 << 24  # beyond float32's exact integers
+    built = ember.compile(model, "host").run(feeds)
+    for name in outs:
+        np.testing.assert_array_equal(ir.interpret(graph, feeds)[name], want[name])
+        np.testing.assert_array_equal(built[name], want[name])

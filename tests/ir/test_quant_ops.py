@@ -97,6 +97,8 @@ def test_text_round_trip_and_interpretation():
         ("qdense", {"out_min": 5, "out_max": 4}, "exceeds out_max"),
         ("qdense", {"out_max": 200}, "outside i8's range"),
         ("qdense", {"x_zero_point": -1}, "x_zero_point -1 is outside u8"),
+        ("qdense", {"out_dtype": "i32", "out_min": -(1 << 31), "out_max": (1 << 31) - 1}, "must be empty"),
+        ("qdense", {"out_dtype": "i16"}, "out_dtype must be i8, u8 or i32"),
     ],
 )
 def test_bad_requant_attributes(op, attrs, message):
@@ -142,3 +144,14 @@ def test_max_pool2d_runs_on_integers_padding_with_the_minimum(dtype):
     want = get_schema("max_pool2d").evaluate([x.astype(np.float32)], attrs)[0]
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, want.astype(dtype))
+
+
+def test_int32_output_is_the_exact_sum():
+    """out_dtype i32 (ConvInteger/MatMulInteger) skips requantization: out = sum((x - zp) * w) + b."""
+    rng = np.random.default_rng(3)
+    x, w = rng.integers(0, 256, (3, 40)).astype(np.uint8), rng.integers(-128, 128, (5, 40)).astype(np.int8)
+    b = rng.integers(-1000, 1000, 5).astype(np.int32)
+    attrs = dict(x_zero_point=17, multiplier=(), shift=(), out_dtype="i32", out_min=-(1 << 31), out_max=(1 << 31) - 1)
+    y = get_schema("qdense").evaluate([x, w, b], attrs)[0]
+    want = (x.astype(np.int64) - 17) @ w.astype(np.int64).T + b
+    assert y.dtype == np.int32 and np.array_equal(y, want)

@@ -67,6 +67,8 @@ def _biased_rounding(b, w_sum: np.ndarray, x_zp: int, attrs: dict) -> np.ndarray
     accumulator's product. Its arithmetic, like the reference's, is modulo 2^64, so the sum is bit-exact."""
     channels = w_sum.size
     bias = np.zeros(channels, np.int64) if b is None else b.const.astype(np.int64).reshape(-1)
+    if not attrs["multiplier"]:  # an i32 output: the exact sum, not requantized
+        return (bias - x_zp * w_sum.astype(np.int64)).astype(np.int32)
     mult = np.broadcast_to(np.asarray(attrs["multiplier"], np.int64), channels)
     shift = np.broadcast_to(np.asarray(attrs["shift"], np.int64), channels)
     with np.errstate(over="ignore"):
@@ -102,6 +104,9 @@ def requantize(acc, o, added, rq: tuple, attrs: dict, out_dtype: str):
     first made it a 33-bit value: a 3-multiply 64-bit product plus an int64 add). With every shift >= 33,
     p >> s equals (p >> 32) >> (s - 32): the high word is exact in int32 lanes, shifted with AVX2's per-lane
     vpsravd instead of 64-bit shifts AVX2 lacks."""
+    if out_dtype == "int32":
+        y = acc + added[o]
+        return tirx.max(tirx.min(y, tirx.const(attrs["out_max"], "int32")), tirx.const(attrs["out_min"], "int32"))
     high = min(attrs["shift"]) >= HIGH_WORD_SHIFT
     if rq:
         mult, shift = rq[0][o].astype("int64"), rq[1][o]
@@ -122,7 +127,7 @@ def _requant_args(L, n) -> list:
     """Per-channel multiplier and shift passed to the kernel (none per tensor: they are immediates), the shift
     in requantize's high-word form (s - 32) when every shift allows."""
     mult, shift = n.attrs["multiplier"], n.attrs["shift"]
-    if len(mult) == 1:
+    if len(mult) <= 1:  # per tensor, or an i32 output with none
         return []
     shifts = np.asarray(shift, np.int32)
     return [L.const(np.asarray(mult, np.int32)), L.const(shifts - 32 if shifts.min() >= HIGH_WORD_SHIFT else shifts)]

@@ -1,5 +1,6 @@
 """ONNX's quantization ops: QuantizeLinear/DequantizeLinear (QDQ models), QLinearConv/QLinearMatMul (onto
-qconv2d/qdense), ConvInteger/MatMulInteger (int32 results, computed exactly in float and cast)."""
+qconv2d/qdense), ConvInteger/MatMulInteger (onto qconv2d/qdense with an int32 output; weights whose centred
+values leave int8, e.g. uint8 with a zero point other than 128, run as a float contraction cast to int32)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import onnx_graphsurgeon as gs
 from ember.errors import EmberError
 from ember.frontends.onnx.importer import Importer
 from ember.frontends.onnx.ops import _auto_pads, _outs, _spatial, onnx_op
-from ember.ir.ops.quant import requant_params
+from ember.ir.ops.quant import OUT_RANGE, requant_params
 
 
 def _scalar_or_vector(m: Importer, n: gs.Node, i: int, what: str) -> np.ndarray | None:
@@ -114,33 +115,61 @@ def _qlinear_matmul(m, n):
     return m.emit("qdense", [m.inp(n, 0), wt], attrs, _outs(n))
 
 
-def _integer_operands(m: Importer, n: gs.Node) -> tuple:
-    """ConvInteger/MatMulInteger: x - x_zero_point as float (exact) and the constant weight minus its zero point."""
-    x = m.inp(n, 0)
-    x_zp = _scalar_or_vector(m, n, 2, f"{n.op} zero point") if len(n.inputs) > 2 and m.inp(n, 2) else np.zeros(1)
+def _integer_weight(m: Importer, n: gs.Node, channel_axis: int) -> np.ndarray:
+    """ConvInteger/MatMulInteger's constant weight minus its zero point (per tensor or per output channel)."""
     w = m.const(n, 1, f"{n.op} weight")
     if w is None:
         raise EmberError(f"{n.op} with a non-constant weight is not supported")
-    w_zp = _scalar_or_vector(m, n, 3, f"{n.op} weight zero point") if len(n.inputs) > 3 and m.inp(n, 3) else 0
+    w_zp = _scalar_or_vector(m, n, 3, f"{n.op} weight zero point") if len(n.inputs) > 3 and m.inp(n, 3) else None
+    centred = w.astype(np.int32)
+    if w_zp is not None and w_zp.size > 1:
+        shape = [1] * w.ndim
+        shape[channel_axis] = -1
+        return centred - w_zp.astype(np.int32).reshape(shape)
+    return centred - (0 if w_zp is None else int(w_zp[0]))
+
+
+def _integer_attrs(m: Importer, n: gs.Node) -> dict:
+    """qconv2d/qdense attributes for an unrequantized int32 output with ConvInteger's input zero point."""
+    x_zp = _scalar_or_vector(m, n, 2, f"{n.op} zero point") if len(n.inputs) > 2 and m.inp(n, 2) else np.zeros(1)
     if x_zp.size != 1:
         raise EmberError(f"{n.op} with a per-row input zero point is not supported")
-    xf = m.emit1("dequantize", [x], {"scale": [1.0], "zero_point": [int(x_zp[0])]})
-    shape = [-1] + [1] * (w.ndim - 1) if n.op == "ConvInteger" else [1, -1]
-    wf = w.astype(np.float32) - np.asarray(w_zp, np.float32).reshape(shape if np.size(w_zp) > 1 else ())
-    return x, xf, m.graph.add_constant(wf.astype(np.float32), m._cname(f"{n.name}.weight"))
+    lo, hi = OUT_RANGE["i32"]
+    return dict(x_zero_point=int(x_zp[0]), multiplier=[], shift=[], out_dtype="i32", out_min=lo, out_max=hi)
+
+
+def _as_float(m: Importer, n: gs.Node, x, w: np.ndarray, attrs: dict) -> tuple:
+    """x - x_zero_point as float and the centred weight as float: the fallback for weights outside int8
+    (exact while each sum stays under 2^24)."""
+    xf = m.emit1("dequantize", [x], {"scale": [1.0], "zero_point": [attrs["x_zero_point"]]})
+    return xf, m.graph.add_constant(w.astype(np.float32), m._cname(f"{n.name}.weight"))
+
+
+def _fits_int8(w: np.ndarray) -> bool:
+    return bool(w.size) and -128 <= int(w.min()) and int(w.max()) <= 127
 
 
 @onnx_op("ConvInteger")
 def _conv_integer(m, n):
-    x, xf, wf = _integer_operands(m, n)
+    x, w = m.inp(n, 0), _integer_weight(m, n, 0)
     _spatial(n, x.rank)
     strides, dil = n.attrs.get("strides", [1, 1]), n.attrs.get("dilations", [1, 1])
     attrs = {"strides": strides, "dilations": dil, "group": n.attrs.get("group", 1)}
-    attrs["pads"] = _auto_pads(m, n, x, n.attrs.get("kernel_shape", list(wf.shape[2:])), strides, dil)
+    attrs["pads"] = _auto_pads(m, n, x, n.attrs.get("kernel_shape", list(w.shape[2:])), strides, dil)
+    integer = _integer_attrs(m, n)
+    if _fits_int8(w):
+        wq = m.graph.add_constant(w.astype(np.int8), m._cname(f"{n.name}.weight"))
+        return m.emit("qconv2d", [x, wq], attrs | integer, _outs(n))
+    xf, wf = _as_float(m, n, x, w, integer)
     return m.emit("cast", [m.emit1("conv2d", [xf, wf], attrs)], {"to": "i32"}, _outs(n))
 
 
 @onnx_op("MatMulInteger")
 def _matmul_integer(m, n):
-    _, xf, wf = _integer_operands(m, n)
+    x, w = m.inp(n, 0), _integer_weight(m, n, 1)
+    integer = _integer_attrs(m, n)
+    if w.ndim == 2 and _fits_int8(w):
+        wt = m.graph.add_constant(np.ascontiguousarray(w.T.astype(np.int8)), m._cname(f"{n.name}.weight"))
+        return m.emit("qdense", [x, wt], integer, _outs(n))
+    xf, wf = _as_float(m, n, x, w, integer)
     return m.emit("cast", [m.emit1("matmul", [xf, wf])], {"to": "i32"}, _outs(n))

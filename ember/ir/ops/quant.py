@@ -16,6 +16,8 @@ The contract the TVM lowering implements bit-exactly (dtypes are Ember names: "i
   multiplier in [2^30, 2^31) and shift in [1, 62], one of each per tensor or one
   per output channel (axis 1 for NCHW, the last axis for NHWC and dense). Weights are symmetric: no weight zero
   point. out_min/out_max are within out_dtype's range and also carry a fused relu/relu6.
+  With out_dtype "i32" (ONNX ConvInteger/MatMulInteger) there is no requantization: multiplier and shift are
+  empty, out_zero_point is 0 and out = clip(acc, out_min, out_max).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from ember.ir.ops.registry import Attr, op, reference
 from ember.ir.ops.shapes import fmt, norm_axis
 
 QRANGE = {"i8": (-128, 127), "u8": (0, 255)}
-QRANGE_NUMPY = {"i8": np.int8, "u8": np.uint8}
+QRANGE_NUMPY = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}
+OUT_RANGE = {**QRANGE, "i32": (-(1 << 31), (1 << 31) - 1)}  # qconv2d/qdense outputs; i32: no requantization
 MULTIPLIER_RANGE = (1 << 30, 1 << 31)
 SHIFT_RANGE = (1, 62)
 
@@ -136,12 +139,23 @@ def _check_layer(x, w, b, a, channels) -> None:
     if b is not None and b.dtype != "i32":
         raise EmberError(f"bias must be i32, got {b.dtype}")
     _in_range(a["x_zero_point"], x.dtype, "x_zero_point")
-    _in_range(a["out_zero_point"], a["out_dtype"], "out_zero_point")
-    _in_range(a["out_min"], a["out_dtype"], "out_min")
-    _in_range(a["out_max"], a["out_dtype"], "out_max")
+    out = a["out_dtype"]
+    if out not in OUT_RANGE:
+        raise EmberError(f"out_dtype must be i8, u8 or i32, got {out}")
+    lo, hi = OUT_RANGE[out]
+    for key in ("out_zero_point", "out_min", "out_max"):
+        if not lo <= a[key] <= hi:
+            raise EmberError(f"{key} {a[key]} is outside {out}'s range [{lo}, {hi}]")
     if a["out_min"] > a["out_max"]:
         raise EmberError(f"out_min {a['out_min']} exceeds out_max {a['out_max']}")
-    mult, shift = a["multiplier"], a["shift"]
+    if out == "i32":
+        if a["multiplier"] or a["shift"] or a["out_zero_point"]:
+            raise EmberError("an i32 output is not requantized: multiplier and shift must be empty, out_zero_point 0")
+        return
+    _check_requant(a["multiplier"], a["shift"], channels)
+
+
+def _check_requant(mult, shift, channels: int) -> None:
     if len(mult) != len(shift) or len(mult) not in (1, channels):
         raise EmberError(f"multiplier and shift need 1 or {channels} values each, got {len(mult)} and {len(shift)}")
     lo, hi = MULTIPLIER_RANGE
@@ -157,6 +171,8 @@ def _base_attrs(a: dict, base) -> dict:
 
 def requantize(acc: np.ndarray, a: dict, axis: int) -> np.ndarray:
     """The requantization step of qconv2d/qdense on an exact int64 accumulator, channels along `axis`."""
+    if a["out_dtype"] == "i32":
+        return np.clip(acc.astype(np.int64), a["out_min"], a["out_max"]).astype(np.int32)
     mult = _along(a["multiplier"], axis, acc.ndim, np.int64)
     shift = _along(a["shift"], axis, acc.ndim, np.int64)
     y = ((acc.astype(np.int64) * mult + (np.int64(1) << (shift - 1))) >> shift) + a["out_zero_point"]
@@ -166,7 +182,7 @@ def requantize(acc: np.ndarray, a: dict, axis: int) -> np.ndarray:
 @op(
     "qconv2d",
     "x w b?",
-    "int8 conv2d with int32 accumulation and fixed-point requantization to int8/uint8",
+    "int8 conv2d with int32 accumulation and fixed-point requantization to int8/uint8 (or the int32 sum)",
     tags=("conv", "quant"),
     **conv2d.attrs,
     **_REQUANT_ATTRS,
@@ -193,7 +209,7 @@ def _qconv2d(x, w, b, a):
 @op(
     "qdense",
     "x w b?",
-    "int8 dense (x @ w^T, w [N, K]) with int32 accumulation and fixed-point requantization to int8/uint8",
+    "int8 dense (x @ w^T, w [N, K]), int32 accumulation, fixed-point requantization to int8/uint8 (or the int32 sum)",
     tags=("matmul", "quant"),
     **_REQUANT_ATTRS,
 )
