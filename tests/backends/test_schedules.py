@@ -15,6 +15,7 @@ import ember
 from ember.backends.tvm import schedules
 from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.schedules.common import vector_factor
+from ember.backends.tvm.schedules.contraction import lane_tile
 from ember.backends.tvm.schedules.conv2d import Conv2D
 from ember.backends.tvm.schedules.dense import Dense
 from ember.backends.tvm.targets import resolve
@@ -65,6 +66,23 @@ def test_conv_kernel_is_parallel_vectorized_and_register_blocked():
     assert "T.unroll(" in text  # rows of output channels accumulate in registers
     assert 'scope="local"' in text
     assert "_init" in text  # the accumulator is zeroed outside the reduction loops
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
+def test_pointwise_conv_tiles_channels_that_are_no_multiple_of_two_vectors():
+    """40 output channels (1000 in SqueezeNet's classifier) are 5 AVX2 vectors per register row: each is
+    vectorized alone in an unrolled loop, as LLVM shuffles a 40-float vector. A stride-2 1x1 conv merges its
+    output pixels into one row axis all the same."""
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[2, 2])
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((40, 24, 1, 1)).astype("float32"), "b": rng.standard_normal(40).astype("float32")}
+    model = make_model([conv], [("x", [1, 24, 14, 14])], [("y", None)], inits, opset=13)
+    (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
+    lanes = schedules.vector_bits(resolve("host").target) // 32
+    tile = lane_tile(40, lanes)
+    assert f"T.vectorized(T.int64({lanes if tile // lanes in (3, 5) else tile}))" in text
+    assert tile // lanes not in (3, 5) or f"T.unroll(T.int64({tile // lanes}))" in text
     feeds = random_feeds(model)
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tvm import ir, s_tir, tirx
-from tvm.s_tir.schedule import SBlockRV
+from tvm.s_tir.schedule import LoopRV, SBlockRV
 from tvm.tirx.function import IndexMap
 
 from ember.backends.tvm.schedules.common import (
@@ -17,7 +17,6 @@ from ember.backends.tvm.schedules.common import (
     lanes_for,
     schedule_injective,
     vector_factor,
-    vectorize_innermost,
 )
 
 K_CHUNK = 256  # reduction steps per pass over the rows of a cache-blocked contraction
@@ -33,7 +32,7 @@ class Blocking:
     vector_axis: int
     row_axes: tuple[int, ...]  # candidates; the one whose extent divides into the most rows wins
     weights_by_lanes: bool = False  # the weight is read along the lane axis: keep its tile outermost for reuse
-    cache_block: bool = False  # parallel lane tiles, each over all rows in K chunks: for inputs that fit L2
+    cache_block: bool = False  # parallel lane tiles, each over all rows in K chunks (weights chunk in L1)
     merge_rows: int | None = None  # merge this spatial iterator with the next (NHWC pixels) before blocking
 
 
@@ -51,7 +50,7 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
     loops = bound_loops(sch, block)
     if loops is None:
         raise ValueError("loops do not map one-to-one onto block iterators")
-    vec_len = vector_factor(extent(sch, loops[blocking.vector_axis]), lanes)
+    vec_len = lane_tile(extent(sch, loops[blocking.vector_axis]), lanes)
     if blocking.weights_by_lanes:
         prepack_weight(sch, block, blocking.vector_axis, vec_len)
     limit = ACCUMULATOR_REGISTERS[bits] // -(-vec_len // lanes)
@@ -84,13 +83,27 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
     if extent(sch, tile) > 1:
         sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
-    vectorize_innermost(sch, epilogue)
-    sch.vectorize(inner[-1][1])
+    vectorize_by_registers(sch, sch.get_loops(epilogue)[-1], lanes)
+    vectorize_by_registers(sch, inner[-1][1], lanes)
     if len(inner) > 1 and rows > 1:
         sch.unroll(inner[0][1])
-    vectorize_innermost(sch, sch.decompose_reduction(block, reductions[0]))
+    vectorize_by_registers(sch, sch.get_loops(sch.decompose_reduction(block, reductions[0]))[-1], lanes)
     sch.set_scope(block, 0, "local")
     return sch
+
+
+def vectorize_by_registers(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> None:
+    """Vectorize `loop`; one of 3 or 5 registers' width is unrolled over single registers instead, as LLVM
+    widens a vector of 24 or 40 floats to the next power of two and shuffles (measured 4x slower)."""
+    n = extent(sch, loop)
+    if n <= 1 or sch.get(loop).kind == tirx.ForKind.VECTORIZED:
+        return
+    if n % lanes or (n // lanes) & (n // lanes - 1) == 0:
+        sch.vectorize(loop)
+        return
+    registers, loop = sch.split(loop, factors=[None, lanes])
+    sch.unroll(registers)
+    sch.vectorize(loop)
 
 
 def merge_axes(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], axis: int) -> None:
@@ -104,6 +117,16 @@ def merge_axes(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], axis: int) -> 
     for block in blocks:
         sch.transform_block_layout(block, merged(len(sch.get(block).iter_vars)))
     sch.transform_layout(blocks[0], ("write", 0), merged(len(sch.get(blocks[0]).writes[0].source.shape)))
+
+
+def lane_tile(n: int, lanes: int) -> int:
+    """Lanes of the register tile along an axis of length n: two vectors where they divide n; else the
+    widest of 5 or 3 vectors that divides it (1000 = 25 x 40), which load each input once per 3-5 weight
+    vectors, where a single vector (8 rows x 1) needs one broadcast per FMA."""
+    factor = vector_factor(n, lanes)
+    if factor != lanes:
+        return factor
+    return next((v * lanes for v in (5, 3) if n % (v * lanes) == 0), factor)
 
 
 def row_factor(n: int, limit: int) -> int:
