@@ -152,7 +152,9 @@ def register_block(rows: int, blocks: int, budget: int) -> tuple[int, int]:
 
 
 def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int] | None, target: Target):
-    """Tile (spatial..., row, channel block, lane; reductions..., depth 4), tensorize or vectorize the lanes."""
+    """Tile (spatial..., row, channel block, lane; reductions..., depth 4), tensorize or vectorize the lanes.
+    The accumulator stays in global scope: compacted under the parallel loop it is a constant-size stack array
+    LLVM keeps in registers, where "local" scope became a TVMBackendAllocWorkspace call per iteration."""
     bits = vector_bits(target)
     for producer in sch.get_producers(block):
         schedule_injective(sch, producer, bits)
@@ -186,7 +188,6 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
             lane_o, lane = sch.split(lane, factors=[None, width])
             sch.unroll(lane_o)
         sch.tensorize(lane, name)
-    sch.set_scope(init, 0, "local")  # after tensorize: the intrinsic's buffers are global
     return sch
 
 
@@ -208,4 +209,6 @@ class Int8Grouped(CPURule):
         blocks = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint == GROUPED]
         if len(blocks) != 1:
             return None
-        return schedule_contraction(sch, blocks[0], GROUPED_BLOCKING, bits)
+        schedule_contraction(sch, blocks[0], GROUPED_BLOCKING, bits)
+        sch.set_scope(sch.get_sblock(GROUPED + "_init"), 0, "global")  # a stack array, see schedule_packed
+        return sch
