@@ -14,6 +14,7 @@ from tvm.target.codegen import llvm_cpu_has_features
 import ember
 from ember import ir
 from ember.backends.tvm import targets
+from ember.backends.tvm.build import count_kernels
 from ember.backends.tvm.targets import resolve
 from ember.ir.graph import Graph
 
@@ -84,6 +85,11 @@ def _asm(artifact) -> str:
     return "\n".join(texts)
 
 
+def _kernels(asm: str) -> dict[str, str]:
+    """Each kernel's assembly by its name."""
+    return dict(re.findall(r"^(\w+_compute_\w*):\n(.*?)(?=^[A-Za-z_]\w*:\n|\Z)", asm, flags=re.M | re.S))
+
+
 @pytest.mark.parametrize("act", ["u8", "i8"])
 def test_network_matches_reference_on_host(act):
     g = network(act)
@@ -149,7 +155,7 @@ def test_u8_layers_use_vpmaddubsw_and_wide_weights_do_not():
     """The u8 conv and dense kernels are tensorized; the conv whose weights exceed the int16 pair limit is not."""
     art = ember.compile(network("u8"), "host", passes="")
     asm = _asm(art)
-    kernels = dict(re.findall(r"^(\w+_compute_\w*):\n(.*?)(?=^[A-Za-z_]\w*:\n|\Z)", asm, flags=re.M | re.S))
+    kernels = _kernels(asm)
     with_dot = [name for name, body in kernels.items() if "vpmaddubsw" in body]
     assert len(with_dot) == 3, sorted(kernels)  # 3x3 conv, strided 1x1 conv, dense
     assert asm.count("vpmaddwd") >= 3
@@ -164,6 +170,21 @@ def test_accumulator_tiles_are_not_allocated_per_parallel_iteration():
     tasks = re.findall(r"(?ms)^define [^@]*@__tvm_parallel_lambda[\w.]*\(.*?^}", ir_text)
     assert len(tasks) >= 4  # the 3x3, depthwise, strided 1x1 and wide convs at least run in parallel
     assert not [body for body in tasks if "__TVMBackendAllocWorkspace" in body]
+
+
+@pytest.mark.parametrize("mcpu", ["cascadelake", "alderlake"])
+def test_vnni_targets_use_vpdpbusd_in_every_packed_kernel(mcpu, monkeypatch):
+    """AVX-512 VNNI (Cascade Lake) and AVX-VNNI (Alder Lake) builds, compiled only (this machine runs neither):
+    vpdpbusd sums in int32 without vpmaddubsw's int16 pairs, so the wide-weight conv takes it too."""
+    spec = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu}
+    monkeypatch.setitem(targets.NAMED, "x86-vnni", (spec, "cpu", "an x86 CPU with VNNI"))
+    art = ember.compile(network("u8", hw=8), "x86-vnni", passes="")
+    asm = _asm(art)
+    with_dot = sorted(name for name, body in _kernels(asm).items() if "vpdpbusd" in body)
+    assert len(with_dot) == 4, with_dot  # 3x3 conv, strided 1x1 conv, wide-weight conv, dense
+    assert "vpmaddubsw" not in asm
+    assert count_kernels(art.executable) == 8  # quantize, 4 convs, reshape, dense, dequantize: nothing unfused
+    assert tuple(art.graph.outputs[0].shape) == (1, 10)
 
 
 @pytest.mark.skipif(

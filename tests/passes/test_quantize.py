@@ -12,7 +12,7 @@ from ember import ir
 from ember.frontends.onnx import load
 from ember.ir.graph import Graph
 from ember.passes import PassManager, parse_pipeline
-from ember.passes.quantize import quantize_graph, scheme_for_target
+from ember.passes.quantize import quantize_graph, scheme_for_target, target_features
 from ember.passes.quantize.scheme import Scheme, activation_qparams, fixed_point
 from tests.passes.quant_models import cnn_onnx, samples
 
@@ -104,6 +104,15 @@ def test_scheme_for_target():
     assert scheme_for_target("x86_64", "+avx_vnni") == Scheme("u8", 127)
     assert scheme_for_target("aarch64", ["+neon", "+dotprod"]) == Scheme("i8", 127)
     assert scheme_for_target("riscv64") == Scheme("u8", 127)
+
+
+@pytest.mark.parametrize("mcpu, weight_max", [("cascadelake", 127), ("alderlake", 127), ("skylake-avx512", 63)])
+def test_scheme_for_a_cpu_named_by_mcpu_alone(mcpu, weight_max):
+    """A VNNI CPU named by mcpu, without mattr, gets the full weight range its vpdpbusd kernels compute exactly."""
+    import tvm
+
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu})
+    assert scheme_for_target("x86_64", target_features(target)) == Scheme("u8", weight_max)
 
 
 @pytest.mark.parametrize("real", [1e-9, 3.7e-5, 0.0123, 0.5, 0.99999999, 1.0, 7.25, 1000.0])

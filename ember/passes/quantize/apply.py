@@ -115,6 +115,12 @@ def quantize_graph(
 
 
 def target_features(target: Any) -> list[str]:
-    """A TVM target's mattr and mcpu as plain strings, for scheme_for_target."""
+    """A TVM target's mattr and mcpu as plain strings, for scheme_for_target, with the VNNI features an mcpu
+    implies (Cascade Lake's avx512vnni, Alder Lake's avxvnni) spelled out."""
+    from tvm.target.codegen import llvm_cpu_has_features
+
     attrs = dict(target.attrs)
-    return [str(f) for f in attrs.get("mattr", ()) or ()] + ([str(attrs["mcpu"])] if attrs.get("mcpu") else [])
+    named = [str(f) for f in attrs.get("mattr", ()) or ()] + ([str(attrs["mcpu"])] if attrs.get("mcpu") else [])
+    if target.kind.name != "llvm" or not attrs.get("mcpu"):
+        return named
+    return named + [f"+{f}" for f in ("avx512vnni", "avxvnni") if llvm_cpu_has_features(f, target)]

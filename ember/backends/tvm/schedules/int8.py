@@ -3,10 +3,11 @@ channel blocks, int32 accumulators in registers, the innermost 8 x 4 block of a 
 dot-product instruction, requantization fused after the reduction.
 
 x86 with AVX2 and u8 activations: vpmaddubsw (u8 x s8 pairs summed in int16, exact while |w0| + |w1| <= 128,
-which the lowering checks) then vpmaddwd by ones into int32. aarch64 with +dotprod and i8 activations: sdot
-(4 x 4 int8 -> int32 per lane); aarch64 without it: TVM's NEON smull/saddlp intrinsic. Anything else (i8
-activations on x86, weights over the pair limit) keeps the same blocking with the channel block vectorized in
-int32."""
+which the lowering checks) then vpmaddwd by ones into int32; with AVX-512 VNNI (and VL) or AVX-VNNI: vpdpbusd
+on ymm, 4 u8 x s8 products added into each int32 lane exactly, so weights over the pair limit take it too.
+aarch64 with +dotprod and i8 activations: sdot (4 x 4 int8 -> int32 per lane); aarch64 without it: TVM's NEON
+smull/saddlp intrinsic. Anything else (i8 activations on x86, weights over the pair limit without VNNI) keeps
+the same blocking with the channel block vectorized in int32."""
 
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ from ember.backends.tvm.schedules.common import (
 )
 from ember.backends.tvm.schedules.contraction import Blocking, gather_epilogue, schedule_contraction
 
-PACKED_NAMES = (PACKED, PACKED_DENSE)  # their "_wide" variants never take the x86 intrinsic
-ACCUMULATORS = {"x86": 12, "arm": 12}  # register blocks of 8 int32 lanes: 12 of 16 ymm, 24 of 32 NEON q registers
+PACKED_NAMES = (PACKED, PACKED_DENSE)  # their "_wide" variants never take the AVX2 intrinsic (VNNI: any)
+ACCUMULATORS = {"x86": 12, "avx512": 24, "arm": 12}  # blocks of 8 int32 lanes: of 16 ymm, 32 ymm, 32 NEON q
 MAX_CHANNEL_BLOCKS = 4
 AVX2_DOT_8x4 = "ember_dot_8x4_u8i8i32_avx2"
+VNNI_DOT_8x4 = "ember_dot_8x4_u8i8i32_vnni"
 SDOT_4x4 = "ember_dot_4x4_i8i8i32_sdot"
 GROUPED_BLOCKING = Blocking(vector_axis=3, row_axes=(2, 1), weights_by_lanes=True)
 
@@ -81,6 +83,24 @@ def dot_8x4_u8i8i32_avx2(
 
 
 @T.prim_func(s_tir=True)
+def dot_8x4_u8i8i32_vnni(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((8, 4), "int8", offset_factor=1),
+    C: T.Buffer((8,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+        T.writes(C[0:8])
+        C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
+            C.vload([0], "int32x8"),
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="int8x32"),
+            B.vload([0, 0], "int8x32"),  # LLVM 20 on: the byte operands are <32 x i8>, not <8 x i32>
+            dtype="int32x8",
+        )
+
+
+@T.prim_func(s_tir=True)
 def dot_4x4_i8i8i32_sdot(
     A: T.Buffer((4,), "int8", offset_factor=1),
     B: T.Buffer((4, 4), "int8", offset_factor=1),
@@ -103,8 +123,9 @@ def registered_intrinsics() -> dict[str, str]:
     """Register Ember's dot-product intrinsics on first use (parsing TVMScript is slow; importing TVM's
     tensor_intrin package parses every intrinsic it has, CUDA's included, for minutes)."""
     TensorIntrin.register(AVX2_DOT_8x4, _dot_desc(8, "uint8"), dot_8x4_u8i8i32_avx2, override=True)
+    TensorIntrin.register(VNNI_DOT_8x4, _dot_desc(8, "uint8"), dot_8x4_u8i8i32_vnni, override=True)
     TensorIntrin.register(SDOT_4x4, _dot_desc(4, "int8"), dot_4x4_i8i8i32_sdot, override=True)
-    return {"avx2": AVX2_DOT_8x4, "sdot": SDOT_4x4}
+    return {"avx2": AVX2_DOT_8x4, "vnni": VNNI_DOT_8x4, "sdot": SDOT_4x4}
 
 
 def dot_intrinsic(target: Target, name: str, x_dtype: str) -> tuple[str, int] | None:
@@ -112,9 +133,19 @@ def dot_intrinsic(target: Target, name: str, x_dtype: str) -> tuple[str, int] | 
     arm = "aarch64" in str(target.attrs.get("mtriple", "")) or "arm_cpu" in target.keys
     if arm and x_dtype == "int8" and bool(target.attrs.get("feature.has_dotprod", False)):
         return registered_intrinsics()["sdot"], 4
-    if not arm and x_dtype == "uint8" and name in PACKED_NAMES and llvm_cpu_has_features("avx2", target):
+    if arm or x_dtype != "uint8":
+        return None
+    if _packed(name) and has_vnni(target):
+        return registered_intrinsics()["vnni"], 8
+    if name in PACKED_NAMES and llvm_cpu_has_features("avx2", target):
         return registered_intrinsics()["avx2"], 8
     return None
+
+
+def has_vnni(target: Target) -> bool:
+    """Whether vpdpbusd exists on ymm registers: AVX-512 VNNI with VL (Cascade Lake on), or AVX-VNNI."""
+    vnni512 = llvm_cpu_has_features("avx512vnni", target) and llvm_cpu_has_features("avx512vl", target)
+    return vnni512 or llvm_cpu_has_features("avxvnni", target)
 
 
 class Int8Packed(ScheduleRule):
@@ -163,7 +194,8 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
     n_red = sum(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(block).iter_vars)
     spatial, reductions = loops[: len(loops) - n_red], loops[len(loops) - n_red :]
     *outer, row, chan, lane = spatial
-    r, q = register_block(extent(sch, row), extent(sch, chan), ACCUMULATORS["x86" if bits >= 256 else "arm"])
+    budget = ACCUMULATORS["avx512" if bits >= 512 else "x86" if bits >= 256 else "arm"]
+    r, q = register_block(extent(sch, row), extent(sch, chan), budget)
     row_o, row_i = sch.split(row, factors=[None, r])
     chan_o, chan_i = sch.split(chan, factors=[None, q])
     depth = reductions[-1]
