@@ -34,6 +34,7 @@ class Blocking:
     weights_by_lanes: bool = False  # the weight is read along the lane axis: keep its tile outermost for reuse
     cache_block: bool = False  # parallel lane tiles, each over all rows in K chunks (weights chunk in L1)
     merge_rows: int | None = None  # merge this spatial iterator with the next (NHWC pixels) before blocking
+    pixels_outer: bool = False  # lane tiles inside the pixel loops: inputs stream in order (tiny weights)
 
 
 def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blocking, bits: int) -> s_tir.Schedule:
@@ -69,7 +70,7 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
         if blocking.cache_block and axis == row_axis:
             micro.append(o)
             continue
-        first = blocking.weights_by_lanes and axis == blocking.vector_axis
+        first = blocking.weights_by_lanes and axis == blocking.vector_axis and not blocking.pixels_outer
         outer.insert(0 if first else len(outer), o)
     inner.sort(key=lambda item: item[0] == blocking.vector_axis)  # the vector axis innermost
     reductions = loops[n_spatial:]

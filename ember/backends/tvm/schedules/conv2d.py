@@ -10,12 +10,13 @@ from ember.backends.tvm.schedules.contraction import Blocking, schedule_contract
 # TOPI block name -> the spatial iterator that gets the SIMD lanes and those that may be blocked in registers.
 # NCHW: lanes along output width; rows along output channels (an input vector feeds every channel's FMA), or
 # along output rows for grouped/depthwise, where channels share no input. NHWC: lanes along output channels,
-# rows along output width (one weight vector feeds every pixel's FMA).
+# rows along output width (one weight vector feeds every pixel's FMA); grouped/depthwise weights are a few
+# KiB, so its channel tiles run inside the pixel loops and read each input pixel's channels in one pass.
 BLOCKING = {
     "conv2d_nchw": Blocking(vector_axis=3, row_axes=(1, 2)),
     "group_conv2d_nchw": Blocking(vector_axis=3, row_axes=(2,)),
     "conv2d_nhwc": Blocking(vector_axis=3, row_axes=(2, 1), weights_by_lanes=True),
-    "group_conv2d_nhwc": Blocking(vector_axis=3, row_axes=(2, 1), weights_by_lanes=True),
+    "group_conv2d_nhwc": Blocking(vector_axis=3, row_axes=(2, 1), weights_by_lanes=True, pixels_outer=True),
 }
 # A 1x1 NHWC conv is a matmul over pixels: H x W merge into one row axis (no masked rows at 14 or 7 pixel
 # widths) and each parallel lane tile sweeps all pixels per K chunk, its weights chunk in L1. Measured per
