@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ember.ir.graph import Graph, Node
-from ember.ir.ops.sparse import bsr_from_dense
+from ember.ir.ops.sparse import bsr_from_dense, stored_bsr
 from ember.passes.prune import layer_weight
 
 DEFAULT_THRESHOLD = 0.35  # 1x1 blocks; the reported default
@@ -65,7 +65,8 @@ def nm_of(w: np.ndarray) -> tuple[int, ...]:
     return (2, 4) if np.count_nonzero(w.reshape(-1, 4), axis=1).max() <= 2 else ()
 
 
-def _rewrite(graph: Graph, node: Node, w: np.ndarray, block: tuple[int, int], nm: tuple[int, ...]) -> None:
+def _rewrite(graph: Graph, node: Node, w: np.ndarray, block: tuple[int, int], nm: tuple[int, ...]) -> int:
+    """Replace `node` by sparse_dense over `w` in `block`s; returns the bytes the compiled kernel stores."""
     data, indices, indptr = bsr_from_dense(w, block)
     x, _, b, z = (node.inputs + [None] * 4)[:4]
     consts = [
@@ -78,6 +79,9 @@ def _rewrite(graph: Graph, node: Node, w: np.ndarray, block: tuple[int, int], nm
     new = graph.add_node("sparse_dense", [x, *consts, b, z], attrs, name=node.name, before=node)
     graph.replace_all_uses(node.output, new.output)
     graph.remove_node(node)
+    lead = x.shape[:-1]
+    rows = int(np.prod(lead)) if all(isinstance(d, int) for d in lead) else 1
+    return sum(a.nbytes for a in stored_bsr(data, indices, indptr, w.shape[1], rows))
 
 
 def lower_sparse(graph: Graph, threshold: float | None = None) -> list[LayerSparsity]:
@@ -89,7 +93,6 @@ def lower_sparse(graph: Graph, threshold: float | None = None) -> list[LayerSpar
         if w is None:
             continue
         n, k = w.shape
-        itemsize = w.dtype.itemsize
         density = np.count_nonzero(w) / w.size
         (r, c), count = choose_block(w)
         stored = count * r * c / w.size
@@ -101,9 +104,8 @@ def lower_sparse(graph: Graph, threshold: float | None = None) -> list[LayerSpar
             row.note = f"stored fraction {stored:.2f} >= threshold {limit}"
         else:
             nm = nm_of(w)
-            _rewrite(graph, node, w, (r, c), nm)
+            row.bytes_stored = _rewrite(graph, node, w, (r, c), nm)
             row.format, row.block = "bsr", f"{r}x{c}"
-            row.bytes_stored = count * r * c * itemsize + count * 4 + (n // r + 1) * 4
             row.note = "2:4 (N:M metadata)" if nm else ""
         report.append(row)
     graph.drop_unused_constants()

@@ -4,9 +4,10 @@ Each kernel is parallel over block rows of the weight. With a batch of 8 or more
 the input is transposed to [K, M] and the batch is the vector dim: each stored weight value is broadcast
 and multiplied into a tile of batch lanes. Smaller batches vectorize over the R output rows of a block,
 so tall blocks (8x1, 16x1) fill vector registers and 1xC blocks run as scalar loops. 1x1 blocks (unstructured
-weights) have their own kernels: rows padded with zeros to LANES non-zeros, summed into independent partial
-sums (a single multiply-add chain per row ran at its latency), accumulators allocated once per parallel task,
-and 16-bit column indices where the reduction axis allows (the kernels stream one per value).
+weights) have their own kernels over ember.ir.ops.sparse.stored_bsr's packing: rows padded with zeros to ROW_LANES
+non-zeros, summed into independent partial sums (a single multiply-add chain per row ran at its latency),
+accumulators allocated once per parallel task, 16-bit column indices where the reduction axis allows; under
+BATCH_ROWS rows values and indices are interleaved in groups as one stream, prefetched PREFETCH groups ahead.
 """
 
 from __future__ import annotations
@@ -20,18 +21,26 @@ from tvm.script import tirx as T
 from ember.backends.tvm.rules import _shape_of, layer_epilogue, rule
 from ember.errors import EmberError
 from ember.ir import dtypes
+from ember.ir.ops.sparse import BATCH_ROWS, ROW_LANES, row_index_dtype, stored_bsr
 
 _OPAQUE = 8  # TVM's kOpaque op pattern: FuseOps keeps the kernel whole
 
 
 def _batch_tile(m: int, r: int) -> int:
     """Batch lanes per tile on the batch-vector path (0: use the row-vector path); the batch is padded to it."""
-    if m < 8:
+    if m < BATCH_ROWS:
         return 0
     return 16 if r * 16 <= 128 and (m % 16 == 0 or m >= 64) else 8
 
 
-def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtype: str) -> tvm.tirx.PrimFunc:
+def _act(value: tvm.tirx.PrimExpr, relu: bool) -> tvm.tirx.PrimExpr:
+    """A kernel's output value, through ReLU when the layer's activation runs in the kernel."""
+    return T.max(value, T.Cast(str(value.ty), 0)) if relu else value
+
+
+def batch_kernel(
+    m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtype: str, relu: bool = False
+) -> tvm.tirx.PrimFunc:
     """y [M, N] = x @ W^T + bias with xt = x^T [K, M]; W in BSR, data laid out [nnz, C, R]."""
     nb = n // r
 
@@ -63,12 +72,12 @@ def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtyp
                                     )
                     for mi in range(mt):
                         for ri in range(r):
-                            y[f // nb * mt + mi, f % nb * r + ri] = acc[ri, mi]
+                            y[f // nb * mt + mi, f % nb * r + ri] = _act(acc[ri, mi], relu)
 
     return sparse_dense_batch
 
 
-def row_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, dtype: str) -> tvm.tirx.PrimFunc:
+def row_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, dtype: str, relu: bool = False) -> tvm.tirx.PrimFunc:
     """y [M, N] = x @ W^T + bias for small batches, vectorized over a block's R rows."""
     nb = n // r
 
@@ -96,70 +105,72 @@ def row_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, dtype: str) -> 
                                 for ri in T.vectorized(r):
                                     acc[ri] = acc[ri] + data[b, ci, ri] * x[mi, indices[b] * c + ci]
                         for ri in range(r):
-                            y[mi, io * r + ri] = acc[ri]
+                            y[mi, io * r + ri] = _act(acc[ri], relu)
 
     return sparse_dense_rows
 
 
-LANES = 8  # independent partial sums per scalar row: a multiply-add chain's latency is hidden behind the others
-PARTIALS = 4  # accumulators of the batch-vector scalar kernel (LANES must be a multiple)
+PARTIALS = 4  # accumulators of the batch-vector scalar kernel (ROW_LANES must be a multiple)
 CHUNK = 16  # output rows per parallel task of the scalar kernel: its accumulators are allocated once per task
+PREFETCH = 128  # groups ahead (6 KB of f32 values and int16 indices) the batch-1 kernel prefetches
 
 
-def pad_rows(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, index: str = "int32") -> tuple[np.ndarray, ...]:
-    """1x1-block BSR with each row's non-zeros padded with zeros (at column 0) to a multiple of LANES, its
-    column indices as `index`."""
-    counts = np.diff(indptr)
-    padded = np.concatenate([[0], np.cumsum(-(-counts // LANES) * LANES)]).astype(np.int32)
-    rows = np.repeat(np.arange(len(counts)), counts)
-    at = padded[rows] + np.arange(len(indices)) - indptr[rows]
-    new_data = np.zeros((padded[-1], *data.shape[1:]), data.dtype)
-    new_indices = np.zeros(padded[-1], index)
-    new_data[at], new_indices[at] = data, indices
-    return new_data, new_indices, padded
+def _index_view(slots: int, index: str, dtype: str) -> tuple[int, int]:
+    """(index-typed slots per group, where a group's indices start) in the index view of a packed group stream."""
+    ratio = tvm.DataType(dtype).bits // tvm.DataType(index).bits
+    return slots * ratio, ROW_LANES * ratio
 
 
-def scalar_kernel(m: int, k: int, n: int, nnz: int, index: str, dtype: str) -> tvm.tirx.PrimFunc:
-    """y [M, N] = x @ W^T + bias for small batches and 1x1 blocks (unstructured weights): each row's non-zeros
-    go round-robin into LANES partial sums, summed once at the end of the row."""
+def scalar_kernel(
+    m: int, k: int, n: int, groups: int, slots: int, index: str, dtype: str, relu: bool = False
+) -> tvm.tirx.PrimFunc:
+    """y [M, N] = x @ W^T + bias for small batches and 1x1 blocks (unstructured weights), W as stored_bsr packs
+    it: each row's groups go into ROW_LANES partial sums, summed once at the end of the row."""
     chunk = next(c for c in (CHUNK, 8, 4, 2, 1) if n % c == 0)
+    per, at = _index_view(slots, index, dtype)
 
     @T.prim_func(private=True, s_tir=True)
     def sparse_dense_scalar(
         x: T.Buffer((m, k), dtype),
-        data: T.Buffer((nnz, 1, 1), dtype),
-        indices: T.Buffer((nnz,), index),
-        indptr: T.Buffer((n + 1,), "int32"),
+        packed: T.Buffer((groups, slots), dtype),
+        gptr: T.Buffer((n + 1,), "int32"),
         bias: T.Buffer((n,), dtype),
         y: T.Buffer((m, n), dtype),
     ):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": _OPAQUE})
         with T.sblock("root"):
             with T.sblock("sparse_dense"):
-                T.reads(x[0:m, 0:k], data[0:nnz, 0, 0], indices[0:nnz], indptr[0 : n + 1], bias[0:n])
+                T.reads(x[0:m, 0:k], packed[0:groups, 0:slots], gptr[0 : n + 1], bias[0:n])
                 T.writes(y[0:m, 0:n])
+                cols = T.decl_buffer((groups * per,), index, data=packed.data)
                 for t in T.parallel(n // chunk):
-                    acc = T.alloc_local((LANES,), dtype)
+                    acc = T.alloc_local((ROW_LANES,), dtype)
                     for i in range(chunk):
                         for mi in range(m):
-                            for v in T.vectorized(LANES):
+                            for v in T.vectorized(ROW_LANES):
                                 acc[v] = T.Cast(dtype, 0)
-                            start = indptr[t * chunk + i]
-                            for j in T.serial((indptr[t * chunk + i + 1] - start) // LANES):
-                                for v in T.vectorized(LANES):
-                                    acc[v] = (
-                                        acc[v]
-                                        + data[start + j * LANES + v, 0, 0] * x[mi, indices[start + j * LANES + v]]
-                                    )
-                            for v in T.unroll(LANES // 2):
-                                acc[v] = acc[v] + acc[v + LANES // 2]
-                            y[mi, t * chunk + i] = bias[t * chunk + i] + ((acc[0] + acc[2]) + (acc[1] + acc[3]))
+                            for g in T.serial(gptr[t * chunk + i], gptr[t * chunk + i + 1]):
+                                T.evaluate(_prefetch(packed, g))
+                                for v in T.vectorized(ROW_LANES):
+                                    acc[v] = acc[v] + packed[g, v] * x[mi, cols[g * per + at + v]]
+                            for v in T.unroll(ROW_LANES // 2):
+                                acc[v] = acc[v] + acc[v + ROW_LANES // 2]
+                            y[mi, t * chunk + i] = _act(
+                                bias[t * chunk + i] + ((acc[0] + acc[2]) + (acc[1] + acc[3])), relu
+                            )
 
     return sparse_dense_scalar
 
 
-def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, index: str, mt: int, dtype: str) -> tvm.tirx.PrimFunc:
-    """y [M, N] = x @ W^T + bias with xt = x^T [K, M] and 1x1 blocks, rows padded to LANES non-zeros: each
+def _prefetch(packed: tvm.tirx.Buffer, g: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExpr:
+    """Prefetch the group PREFETCH ahead of `g` (past the end is harmless: a prefetch never faults)."""
+    return T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(packed[g + PREFETCH, 0]), 0, 3, 1)
+
+
+def scalar_batch_kernel(
+    m: int, k: int, n: int, nnz: int, index: str, mt: int, dtype: str, relu: bool = False
+) -> tvm.tirx.PrimFunc:
+    """y [M, N] = x @ W^T + bias with xt = x^T [K, M] and 1x1 blocks, rows padded to ROW_LANES non-zeros: each
     non-zero is broadcast into a tile of mt batch lanes, alternating between PARTIALS accumulators."""
     tiles = n * (m // mt)
     chunk = next(c for c in (CHUNK, 8, 4, 2, 1) if tiles % c == 0)
@@ -184,23 +195,38 @@ def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, index: str, mt: int, d
                         for p in T.unroll(PARTIALS):
                             for mi in T.vectorized(mt):
                                 acc[p, mi] = T.Cast(dtype, 0)
-                        for j in T.serial((indptr[(t * chunk + i) % n + 1] - indptr[(t * chunk + i) % n]) // LANES):
-                            for u in T.unroll(LANES):
+                        for j in T.serial((indptr[(t * chunk + i) % n + 1] - indptr[(t * chunk + i) % n]) // ROW_LANES):
+                            for u in T.unroll(ROW_LANES):
                                 for mi in T.vectorized(mt):
                                     acc[u % PARTIALS, mi] = (
                                         acc[u % PARTIALS, mi]
-                                        + data[indptr[(t * chunk + i) % n] + j * LANES + u, 0, 0]
+                                        + data[indptr[(t * chunk + i) % n] + j * ROW_LANES + u, 0, 0]
                                         * xt[
-                                            indices[indptr[(t * chunk + i) % n] + j * LANES + u],
+                                            indices[indptr[(t * chunk + i) % n] + j * ROW_LANES + u],
                                             (t * chunk + i) // n * mt + mi,
                                         ]
                                     )
                         for mi in range(mt):
-                            y[(t * chunk + i) // n * mt + mi, (t * chunk + i) % n] = bias[(t * chunk + i) % n] + (
-                                (acc[0, mi] + acc[1, mi]) + (acc[2, mi] + acc[3, mi])
+                            y[(t * chunk + i) // n * mt + mi, (t * chunk + i) % n] = _act(
+                                bias[(t * chunk + i) % n] + ((acc[0, mi] + acc[1, mi]) + (acc[2, mi] + acc[3, mi])),
+                                relu,
                             )
 
     return sparse_dense_scalar_batch
+
+
+def _kernel(m: int, k: int, units: int, block: tuple[int, int], mt: int, arrays: tuple, dtype: str, relu: bool):
+    """The kernel for an [m, k] input (m padded to the batch tile mt, 0: none) and a weight stored as `arrays`."""
+    r, c = block
+    if r * c == 1:
+        index = dtypes.to_tvm(dtypes.from_numpy(row_index_dtype(k)))
+        if mt:
+            return scalar_batch_kernel(m, k, units, len(arrays[1]), index, mt, dtype, relu)
+        return scalar_kernel(m, k, units, *arrays[0].shape, index, dtype, relu)
+    nnz = arrays[0].shape[0]
+    if mt:
+        return batch_kernel(m, k, units, r, c, nnz, mt, dtype, relu)
+    return row_kernel(m, k, units, r, c, nnz, dtype, relu)
 
 
 @rule("sparse_dense")
@@ -210,33 +236,24 @@ def _sparse_dense(L, n, a):
         raise EmberError("BSR data, indices and indptr must be constants to compile", node=n.name, op=n.op)
     shape = _shape_of(x, n)
     k, m = shape[-1], int(np.prod(shape[:-1], dtype=np.int64))
-    nnz, r, c = data.shape
+    _, r, c = data.shape
     units = n.output.shape[-1]
     dtype = dtypes.to_tvm(x.dtype)
     bias = n.inputs[4] if len(n.inputs) > 4 and n.inputs[4] is not None else None
     bias_arr = bias.const.reshape(-1) if bias is not None and bias.is_const else np.zeros(units, data.const.dtype)
     bias_arg = L.const(bias_arr) if bias is None or bias.is_const else R.reshape(a[4], (units,))
-    arrays = (np.ascontiguousarray(data.const.transpose(0, 2, 1)), indices.const, indptr.const)
-    x2 = R.reshape(a[0], (m, k))
+    arrays = stored_bsr(data.const, indices.const, indptr.const, k, m)
+    first = a[0] if len(shape) == 2 else R.reshape(a[0], (m, k))  # a same-shape reshape is a copy kernel
     mt = _batch_tile(m, r)
     padded = -(-m // mt) * mt if mt else m
-    index = "int16" if k <= 1 << 15 else "int32"  # 1x1 kernels stream an index per value: 2 bytes, not 4
-    arrays = pad_rows(*arrays, index) if r * c == 1 else arrays
-    weights = [L.const(arr) for arr in arrays]
-    if r * c == 1 and not mt:
-        kernel, first = scalar_kernel(m, k, units, len(arrays[1]), index, dtype), x2
-    elif mt:
-        first = R.permute_dims(x2, [1, 0])
+    if mt:
+        first = R.permute_dims(first, [1, 0])
         first = first if padded == m else R.nn.pad(first, [0, 0, 0, padded - m])
-        kernel = (
-            scalar_batch_kernel(padded, k, units, len(arrays[1]), index, mt, dtype)
-            if r * c == 1
-            else batch_kernel(padded, k, units, r, c, nnz, mt, dtype)
-        )
-    else:
-        kernel, first = row_kernel(m, k, units, r, c, nnz, dtype), x2
-    gv = L.bb.add_func(kernel, "sparse_dense")
+    residual = a[5] if len(a) > 5 else None
+    relu = residual is None and n.attrs["activation"] == "relu"  # in the kernel: no ReLU kernel after it
+    gv = L.bb.add_func(_kernel(padded, k, units, (r, c), mt, arrays, dtype, relu), "sparse_dense")
+    weights = [L.const(arr) for arr in arrays]
     y = relax.call_tir(gv, [first, *weights, bias_arg], relax.TensorType((padded, units), dtype))
     y = y if padded == m else R.strided_slice(y, axes=[0], begin=[0], end=[m])
-    y = R.reshape(y, (*shape[:-1], units))
-    return layer_epilogue(L, n, y, a[5] if len(a) > 5 else None)
+    y = y if len(shape) == 2 else R.reshape(y, (*shape[:-1], units))
+    return y if relu else layer_epilogue(L, n, y, residual)

@@ -27,6 +27,44 @@ def bsr_from_dense(w: np.ndarray, block: tuple[int, int]) -> tuple[np.ndarray, n
     return np.ascontiguousarray(tiles[rows, cols]), cols.astype(np.int32), indptr
 
 
+BATCH_ROWS = 8  # from this many input rows the CPU kernels vectorize over the batch
+ROW_LANES = 8  # unstructured rows are stored in groups of this many non-zeros (the CPU kernels' partial sums)
+
+
+def pad_rows(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> tuple[np.ndarray, ...]:
+    """1x1-block BSR with each row's non-zeros padded with zeros (at column 0) to a multiple of ROW_LANES."""
+    counts = np.diff(indptr)
+    padded = np.concatenate([[0], np.cumsum(-(-counts // ROW_LANES) * ROW_LANES)]).astype(np.int32)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    at = padded[rows] + np.arange(len(indices)) - indptr[rows]
+    new_data = np.zeros((padded[-1], *data.shape[1:]), data.dtype)
+    new_indices = np.zeros(padded[-1], indices.dtype)
+    new_data[at], new_indices[at] = data, indices
+    return new_data, new_indices, padded
+
+
+def row_index_dtype(k: int) -> np.dtype:
+    """Column index type of stored unstructured rows: 16-bit while the reduction axis allows."""
+    return np.dtype(np.int16 if k <= 1 << 15 else np.int32)
+
+
+def stored_bsr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, k: int, rows: int) -> tuple[np.ndarray, ...]:
+    """The arrays a compiled sparse_dense keeps for its weight given `rows` input rows (the sparsity report counts
+    their bytes). Blocks: (data as [nnz, C, R], indices, indptr). 1x1 blocks (unstructured): rows padded to
+    ROW_LANES non-zeros, column indices as row_index_dtype(k); from BATCH_ROWS input rows (the batch-vector kernel)
+    (data, indices, indptr) as such, under it one stream of groups [ROW_LANES values, their indices] viewed in the
+    value type, with each row's range of groups (indptr / ROW_LANES)."""
+    if data.shape[1] * data.shape[2] != 1:
+        return np.ascontiguousarray(data.transpose(0, 2, 1)), indices, indptr
+    values, cols, padded = pad_rows(data, indices, indptr)
+    cols = cols.astype(row_index_dtype(k))
+    if rows >= BATCH_ROWS:
+        return values, cols, padded
+    groups = len(cols) // ROW_LANES
+    cols = cols.reshape(groups, ROW_LANES).view(data.dtype)
+    return np.concatenate([values.reshape(groups, ROW_LANES), cols], axis=1), padded // ROW_LANES
+
+
 def dense_from_bsr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, k: int) -> np.ndarray:
     """The dense weight [N, K] a BSR triple stands for."""
     nnz, r, c = data.shape
