@@ -70,8 +70,9 @@ def inline_copies(sch: s_tir.Schedule, keep: list[SBlockRV]) -> None:
 
 
 def schedule_output(sch: s_tir.Schedule, output: SBlockRV, bits: int) -> LoopRV:
-    """Tile P V as (batch, row block) in parallel, then a register block of ROWS x lanes over the keys;
-    returns the parallel loop, where the softmax stages are computed."""
+    """Tile P V as (batch, row block) in parallel, then a register block of ROWS x lanes over the keys (in
+    global scope, a stack array: see schedule_contraction); returns the parallel loop, where the softmax
+    stages are computed."""
     b, i, j, k = sch.get_loops(output)
     vec = vector_factor(extent(sch, j), lanes_for(sch, output, bits))
     io, ii = sch.split(i, factors=[None, ROWS])
@@ -86,7 +87,6 @@ def schedule_output(sch: s_tir.Schedule, output: SBlockRV, bits: int) -> LoopRV:
     sch.unroll(ii)
     sch.vectorize(ji)
     vectorize_innermost(sch, sch.decompose_reduction(output, k))
-    sch.set_scope(output, 0, "local")
     return tile
 
 

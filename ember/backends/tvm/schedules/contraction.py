@@ -38,7 +38,9 @@ class Blocking:
 
 
 def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blocking, bits: int) -> s_tir.Schedule:
-    """Tile `block` (spatial iterators first, then reductions) and fold its prologue and epilogue into it."""
+    """Tile `block` (spatial iterators first, then reductions) and fold its prologue and epilogue into it.
+    The accumulator stays in global scope: compacted under the parallel loop it is a stack array LLVM keeps
+    in registers, where "local" scope became a TVMBackendAllocWorkspace call per parallel iteration."""
     kinds = iter_kinds(sch, block)
     if "O" in kinds or "R" not in kinds or kinds.lstrip("S").strip("R"):
         raise ValueError("not a spatial-then-reduction contraction")
@@ -89,7 +91,6 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
     if len(inner) > 1 and rows > 1:
         sch.unroll(inner[0][1])
     vectorize_by_registers(sch, sch.get_loops(sch.decompose_reduction(block, reductions[0]))[-1], lanes)
-    sch.set_scope(block, 0, "local")
     return sch
 
 
