@@ -1,13 +1,14 @@
 """Block-sparse (BSR) dense layers as hand-scheduled TIR kernels, marked so Ember's schedule rules leave them.
 
-Each kernel is parallel over block rows of the weight. With a batch of 8 or more rows (a multiple of 8)
-the input is transposed to [K, M] and the batch is the vector dim: each stored weight value is broadcast
-and multiplied into a tile of batch lanes. Smaller batches vectorize over the R output rows of a block,
-so tall blocks (8x1, 16x1) fill vector registers and 1xC blocks run as scalar loops. 1x1 blocks (unstructured
-weights) have their own kernels over ember.ir.ops.sparse.stored_bsr's packing: rows padded with zeros to ROW_LANES
-non-zeros, summed into independent partial sums (a single multiply-add chain per row ran at its latency),
-accumulators allocated once per parallel task, 16-bit column indices where the reduction axis allows; under
-BATCH_ROWS rows values and indices are interleaved in groups as one stream, prefetched PREFETCH groups ahead.
+Each kernel is parallel over block rows of the weight; its accumulators are stack arrays (global scope: in
+"local" scope each was a TVMBackendAllocWorkspace call per parallel task). With a batch of 8 or more rows (a
+multiple of 8) the input is transposed to [K, M] and the batch is the vector dim: each stored weight value is
+broadcast and multiplied into a tile of batch lanes. Smaller batches vectorize over the R output rows of a
+block, so tall blocks (8x1, 16x1) fill vector registers and 1xC blocks run as scalar loops. 1x1 blocks
+(unstructured weights) have their own kernels over ember.ir.ops.sparse.stored_bsr's packing: rows padded with
+zeros to ROW_LANES non-zeros, summed into independent partial sums (a single multiply-add chain per row ran at
+its latency), 16-bit column indices where the reduction axis allows; under BATCH_ROWS rows values and indices
+are interleaved in groups as one stream, prefetched PREFETCH groups ahead.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtyp
                 T.reads(xt[0:k, 0:m], data[0:nnz, 0:c, 0:r], indices[0:nnz], indptr[0 : nb + 1], bias[0:n])
                 T.writes(y[0:m, 0:n])
                 for f in T.parallel(nb * (m // mt)):  # tile-major: a thread's tiles of xt stay in cache
-                    acc = T.alloc_local((r, mt), dtype)
+                    acc = T.decl_buffer((r, mt), dtype, scope="global")
                     for ri in T.unroll(r):
                         for mi in T.vectorized(mt):
                             acc[ri, mi] = bias[f % nb * r + ri]
@@ -95,7 +96,7 @@ def row_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, dtype: str, rel
                 T.writes(y[0:m, 0:n])
                 for io in T.parallel(nb):
                     for mi in range(m):
-                        acc = T.alloc_local((r,), dtype)
+                        acc = T.decl_buffer((r,), dtype, scope="global")
                         for ri in T.vectorized(r):
                             acc[ri] = bias[io * r + ri]
                         for b in T.serial(indptr[io], indptr[io + 1]):
@@ -109,7 +110,7 @@ def row_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, dtype: str, rel
 
 
 PARTIALS = 4  # accumulators of the batch-vector scalar kernel (ROW_LANES must be a multiple)
-CHUNK = 16  # output rows per parallel task of the scalar kernel: its accumulators are allocated once per task
+CHUNK = 16  # output rows per parallel task of the scalar kernels
 PREFETCH = 128  # groups ahead (6 KB of f32 values and int16 indices) the batch-1 kernel prefetches
 
 
@@ -142,7 +143,7 @@ def scalar_kernel(
                 T.writes(y[0:m, 0:n])
                 cols = T.decl_buffer((groups * per,), index, data=packed.data)
                 for t in T.parallel(n // chunk):
-                    acc = T.alloc_local((ROW_LANES,), dtype)
+                    acc = T.decl_buffer((ROW_LANES,), dtype, scope="global")
                     for i in range(chunk):
                         for mi in range(m):
                             for v in T.vectorized(ROW_LANES):
@@ -186,7 +187,7 @@ def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, index: str, mt: int, d
                 T.reads(xt[0:k, 0:m], data[0:nnz, 0, 0], indices[0:nnz], indptr[0 : n + 1], bias[0:n])
                 T.writes(y[0:m, 0:n])
                 for t in T.parallel(tiles // chunk):  # tile-major: a task's rows share one tile of xt
-                    acc = T.alloc_local((PARTIALS, mt), dtype)
+                    acc = T.decl_buffer((PARTIALS, mt), dtype, scope="global")
                     for i in range(chunk):
                         for p in T.unroll(PARTIALS):
                             for mi in T.vectorized(mt):
