@@ -107,3 +107,22 @@ def test_report_counts_the_bytes_the_kernels_store(batch, pattern):
     assert _sparse_kernel_constants(artifact.graph) == [r.bytes_stored for r in rows]
     ratio = sum(r.bytes_stored for r in rows) / sum(r.bytes_dense for r in rows)
     assert ratio < (0.2 if pattern == "unstructured" else 0.25), ratio  # 4-byte indices would be 0.2
+
+
+def test_batch1_kernel_reads_half_values_with_32_bit_indices():
+    """f16 values with 32-bit indices (K > 32768): a packed group is 8 halves then 8 int32, 12 int32 slots; the
+    kernel's index view counts them in index units (an integer ratio of the bit widths was 0)."""
+    from ember.backends.tvm.sparse import scalar_kernel
+    from ember.ir.ops.sparse import bsr_from_dense, stored_bsr
+
+    rng = np.random.default_rng(0)
+    k, n = 40000, 8
+    w = np.where(rng.random((n, k)) < 0.001, rng.standard_normal((n, k)), 0).astype(np.float16)
+    packed, gptr = stored_bsr(*bsr_from_dense(w, (1, 1)), k, rows=1)
+    kernel = scalar_kernel(1, k, n, *packed.shape, "int32", "float16")
+    mod = tvm.compile(tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")}), "llvm")
+    x = rng.standard_normal((1, k)).astype(np.float16)
+    y = tvm.runtime.empty((1, n), "float16")
+    mod["main"](*[tvm.runtime.tensor(a) for a in (x, packed, gptr, np.zeros(n, np.float16))], y)
+    want = x.astype(np.float32) @ w.T.astype(np.float32)
+    np.testing.assert_allclose(y.numpy().astype(np.float32), want, rtol=2e-2, atol=5e-2)  # f16 sums of ~40 terms

@@ -116,8 +116,8 @@ PREFETCH = 128  # groups ahead (6 KB of f32 values and int16 indices) the batch-
 
 def _index_view(slots: int, index: str, dtype: str) -> tuple[int, int]:
     """(index-typed slots per group, where a group's indices start) in the index view of a packed group stream."""
-    ratio = tvm.DataType(dtype).bits // tvm.DataType(index).bits
-    return slots * ratio, ROW_LANES * ratio
+    bits, index_bits = tvm.DataType(dtype).bits, tvm.DataType(index).bits
+    return slots * bits // index_bits, ROW_LANES * bits // index_bits
 
 
 def scalar_kernel(
