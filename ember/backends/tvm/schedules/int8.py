@@ -30,7 +30,8 @@ from ember.backends.tvm.schedules.common import (
     vector_bits,
     vectorize_innermost,
 )
-from ember.backends.tvm.schedules.contraction import Blocking, gather_epilogue, schedule_contraction
+from ember.backends.tvm.schedules.contraction import gather_epilogue, schedule_contraction
+from ember.backends.tvm.schedules.conv2d import BLOCKING
 
 PACKED_NAMES = (PACKED, PACKED_DENSE)  # their "_wide" variants never take the AVX2 intrinsic (VNNI: any)
 ACCUMULATORS = {"x86": 12, "avx512": 24, "arm": 12}  # blocks of 8 int32 lanes: of 16 ymm, 32 ymm, 32 NEON q
@@ -38,7 +39,7 @@ MAX_CHANNEL_BLOCKS = 4
 AVX2_DOT_8x4 = "ember_dot_8x4_u8i8i32_avx2"
 VNNI_DOT_8x4 = "ember_dot_8x4_u8i8i32_vnni"
 SDOT_4x4 = "ember_dot_4x4_i8i8i32_sdot"
-GROUPED_BLOCKING = Blocking(vector_axis=3, row_axes=(2, 1), weights_by_lanes=True)
+GROUPED_BLOCKING = BLOCKING["group_conv2d_nhwc"]  # fp32's: channel tiles inside the pixel loops
 
 
 def _dot_desc(lanes: int, a_dtype: str):
