@@ -3,12 +3,13 @@
 Each kernel is parallel over block rows of the weight; its accumulators are stack arrays (global scope: in
 "local" scope each was a TVMBackendAllocWorkspace call per parallel task). With a batch of 8 or more rows (a
 multiple of 8) the input is transposed to [K, M] and the batch is the vector dim: each stored weight value is
-broadcast and multiplied into a tile of batch lanes. Smaller batches vectorize over the R output rows of a
-block, so tall blocks (8x1, 16x1) fill vector registers and 1xC blocks run as scalar loops. 1x1 blocks
-(unstructured weights) have their own kernels over ember.ir.ops.sparse.stored_bsr's packing: rows padded with
-zeros to ROW_LANES non-zeros, summed into independent partial sums (a single multiply-add chain per row ran at
-its latency), 16-bit column indices where the reduction axis allows; under BATCH_ROWS rows values and indices
-are interleaved in groups as one stream, prefetched PREFETCH groups ahead.
+broadcast and multiplied into a tile of batch lanes, and the tile is stored as a vector of y^T [N, M] (the
+transpose back fuses with the next layer's). Smaller batches vectorize over the R output rows of a block, so
+tall blocks (8x1, 16x1) fill vector registers and 1xC blocks run as scalar loops. 1x1 blocks (unstructured
+weights) have their own kernels over ember.ir.ops.sparse.stored_bsr's packing: rows padded with zeros to
+ROW_LANES non-zeros, summed into independent partial sums (a single multiply-add chain per row ran at its
+latency), 16-bit column indices where the reduction axis allows; under BATCH_ROWS rows values and indices are
+interleaved in groups as one stream, prefetched PREFETCH groups ahead.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _act(value: tvm.tirx.PrimExpr, relu: bool) -> tvm.tirx.PrimExpr:
 
 
 def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtype: str) -> tvm.tirx.PrimFunc:
-    """y [M, N] = x @ W^T + bias with xt = x^T [K, M]; W in BSR, data laid out [nnz, C, R]."""
+    """y^T [N, M] = (x @ W^T + bias)^T with xt = x^T [K, M]; W in BSR, data laid out [nnz, C, R]."""
     nb = n // r
 
     @T.prim_func(private=True, s_tir=True)
@@ -50,13 +51,13 @@ def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtyp
         indices: T.Buffer((nnz,), "int32"),
         indptr: T.Buffer((nb + 1,), "int32"),
         bias: T.Buffer((n,), dtype),
-        y: T.Buffer((m, n), dtype),
+        y: T.Buffer((n, m), dtype),
     ):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": _OPAQUE})
         with T.sblock("root"):
             with T.sblock("sparse_dense"):
                 T.reads(xt[0:k, 0:m], data[0:nnz, 0:c, 0:r], indices[0:nnz], indptr[0 : nb + 1], bias[0:n])
-                T.writes(y[0:m, 0:n])
+                T.writes(y[0:n, 0:m])
                 for f in T.parallel(nb * (m // mt)):  # tile-major: a thread's tiles of xt stay in cache
                     acc = T.decl_buffer((r, mt), dtype, scope="global")
                     for ri in T.unroll(r):
@@ -69,9 +70,9 @@ def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtyp
                                     acc[ri, mi] = (
                                         acc[ri, mi] + data[b, ci, ri] * xt[indices[b] * c + ci, f // nb * mt + mi]
                                     )
-                    for mi in range(mt):
-                        for ri in range(r):
-                            y[f // nb * mt + mi, f % nb * r + ri] = acc[ri, mi]
+                    for ri in range(r):
+                        for mi in T.vectorized(mt):
+                            y[f % nb * r + ri, f // nb * mt + mi] = acc[ri, mi]
 
     return sparse_dense_batch
 
@@ -167,7 +168,7 @@ def _prefetch(packed: tvm.tirx.Buffer, g: tvm.tirx.PrimExpr) -> tvm.tirx.PrimExp
 
 
 def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, index: str, mt: int, dtype: str) -> tvm.tirx.PrimFunc:
-    """y [M, N] = x @ W^T + bias with xt = x^T [K, M] and 1x1 blocks, rows padded to ROW_LANES non-zeros: each
+    """y^T [N, M] = (x @ W^T + bias)^T with xt = x^T [K, M] and 1x1 blocks, rows padded to ROW_LANES non-zeros: each
     non-zero is broadcast into a tile of mt batch lanes, alternating between PARTIALS accumulators."""
     tiles = n * (m // mt)
     chunk = next(c for c in (CHUNK, 8, 4, 2, 1) if tiles % c == 0)
@@ -179,13 +180,13 @@ def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, index: str, mt: int, d
         indices: T.Buffer((nnz,), index),
         indptr: T.Buffer((n + 1,), "int32"),
         bias: T.Buffer((n,), dtype),
-        y: T.Buffer((m, n), dtype),
+        y: T.Buffer((n, m), dtype),
     ):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": _OPAQUE})
         with T.sblock("root"):
             with T.sblock("sparse_dense"):
                 T.reads(xt[0:k, 0:m], data[0:nnz, 0, 0], indices[0:nnz], indptr[0 : n + 1], bias[0:n])
-                T.writes(y[0:m, 0:n])
+                T.writes(y[0:n, 0:m])
                 for t in T.parallel(tiles // chunk):  # tile-major: a task's rows share one tile of xt
                     acc = T.decl_buffer((PARTIALS, mt), dtype, scope="global")
                     for i in range(chunk):
@@ -203,8 +204,8 @@ def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, index: str, mt: int, d
                                             (t * chunk + i) // n * mt + mi,
                                         ]
                                     )
-                        for mi in range(mt):
-                            y[(t * chunk + i) // n * mt + mi, (t * chunk + i) % n] = bias[(t * chunk + i) % n] + (
+                        for mi in T.vectorized(mt):
+                            y[(t * chunk + i) % n, (t * chunk + i) // n * mt + mi] = bias[(t * chunk + i) % n] + (
                                 (acc[0, mi] + acc[1, mi]) + (acc[2, mi] + acc[3, mi])
                             )
 
@@ -247,12 +248,14 @@ def _sparse_dense(L, n, a):
         first = R.permute_dims(first, [1, 0])
         first = first if padded == m else R.nn.pad(first, [0, 0, 0, padded - m])
     residual = a[5] if len(a) > 5 else None
-    # ReLU in the row-path kernels (no ReLU kernel after them); the batch-vector kernels' strided stores ran
-    # 15-20% slower with it (CNN batch 16), so there it stays a kernel of its own, fused with the next transpose
+    # ReLU in the row-path kernels (no ReLU kernel after them); the batch-vector kernels ran 15-20% slower with it
+    # (CNN batch 16, when they stored y strided), so there it stays in the transpose kernel that follows them
     relu = residual is None and n.attrs["activation"] == "relu" and not mt
     gv = L.bb.add_func(_kernel(padded, k, units, (r, c), mt, arrays, dtype, relu), "sparse_dense")
     weights = [L.const(arr) for arr in arrays]
-    y = relax.call_tir(gv, [first, *weights, bias_arg], relax.TensorType((padded, units), dtype))
+    out = (units, padded) if mt else (padded, units)  # batch-vector kernels store lanes contiguously: y^T
+    y = relax.call_tir(gv, [first, *weights, bias_arg], relax.TensorType(out, dtype))
+    y = R.permute_dims(y, [1, 0]) if mt else y
     y = y if padded == m else R.strided_slice(y, axes=[0], begin=[0], end=[m])
     y = y if len(shape) == 2 else R.reshape(y, (*shape[:-1], units))
     return y if relu else layer_epilogue(L, n, y, residual)
