@@ -1,14 +1,18 @@
 """CPU latency of Ember with its schedules, TVM's default build, and onnxruntime, one table per run.
 
-    python benchmarks/cpu_latency.py [--threads 2] [--runs 20] [--models squeezenet,resnet50,mobilenet_v2,bert]
-                                     [--tune-trials N [--tune-dir DIR]]
+    python benchmarks/cpu_latency.py [--threads 2] [--runs 40] [--block 5]
+                                     [--models squeezenet,resnet50,mobilenet_v2,bert] [--tune-trials N [--tune-dir DIR]]
 
-Each measurement runs in its own process (two runtimes' thread pools in one process slow each other
-down on a small machine), on the same seeded inputs; the table gives median ms and the ratio to
-onnxruntime. "TVM default" is Ember's lowering without Ember's schedules, in NCHW (EMBER_SCHEDULES=0).
+Each engine runs in its own process (two runtimes' thread pools in one process slow each other down on
+a small machine), on the same seeded inputs. The processes stay up and take turns, `--block` runs at a
+time, until each has `--runs`: load that comes and goes on a shared machine hits every engine alike, so
+the ratio to onnxruntime holds even when the milliseconds do not. The table gives medians.
+"TVM default" is Ember's lowering without Ember's schedules, in NCHW (EMBER_SCHEDULES=0); it is about 10x
+slower, so it is timed on its own, with fewer runs.
 With --tune-trials N, each model is first tuned by `ember tune --trials N` (MetaSchedule, N measurements
 split over the kernels by FLOPs; the budget and tuning time are in the table) into DIR/<model> (kept, so a
-second run with the same DIR reuses it), and "Ember tuned" is `ember compile --tuning-db` on that database.
+second run with the same DIR reuses it), and "Ember tuned" is `ember compile --tuning-db` on that database,
+taking turns with the others.
 """
 
 from __future__ import annotations
@@ -43,44 +47,68 @@ def build_model(name: str) -> onnx.ModelProto:
     return random_light_model(name)
 
 
-def measure(path: str, engine: str, threads: int, runs: int, tuning_db: str | None = None) -> dict:
-    """One engine on one model, in this process: compile seconds (Ember) and per-run milliseconds."""
+def prepare(path: str, engine: str, threads: int, tuning_db: str | None):
+    """(run once, compile seconds) for one engine on one model, in this process."""
     model = onnx.load(path)
     feeds = random_feeds(model, seed=1)
-    compile_s = 0.0
     if engine == "onnxruntime":
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle spinners starve TVM's turn
         session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        run = lambda: session.run(None, feeds)  # noqa: E731
-    else:
-        import ember
+        return (lambda: session.run(None, feeds)), 0.0
+    import ember
 
-        start = time.perf_counter()
-        layout = "NCHW" if engine == "tvm" else None
-        artifact = ember.compile(model, "host", layout=layout, tuning_db=tuning_db if engine == "tuned" else None)
-        compile_s = time.perf_counter() - start
-        run = artifact.runner(feeds)
+    start = time.perf_counter()
+    layout = "NCHW" if engine == "tvm" else None
+    artifact = ember.compile(model, "host", layout=layout, tuning_db=tuning_db if engine == "tuned" else None)
+    return artifact.runner(feeds), time.perf_counter() - start
+
+
+def worker(path: str, engine: str, threads: int, tuning_db: str | None) -> None:
+    """Prepare, say `ready <compile s>`, then for each line N on stdin time N runs and print their ms as JSON."""
+    run, compile_s = prepare(path, engine, threads, tuning_db)
     for _ in range(2):
         run()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": float(np.median(times)), "compile_s": compile_s}
+    print(f"ready {compile_s}", flush=True)
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1e3)
+        print(json.dumps(times), flush=True)
 
 
-def in_subprocess(path: str, engine: str, threads: int, runs: int, tuning_db: str = "") -> dict:
+def start_worker(path: str, engine: str, threads: int, tuning_db: str = "") -> tuple[subprocess.Popen, float]:
     env = dict(os.environ, TVM_NUM_THREADS=str(threads), EMBER_SCHEDULES="0" if engine == "tvm" else "1")
-    cmd = [sys.executable, __file__, "--measure", path, engine, str(threads), str(runs), tuning_db]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        raise SystemExit(f"{engine} on {path} failed:\n{r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    cmd = [sys.executable, __file__, "--worker", path, engine, str(threads), tuning_db]
+    log = tempfile.TemporaryFile("w+")  # not a pipe: a chatty compile must not block on a full one
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    line = proc.stdout.readline().split()
+    if not line or line[0] != "ready":
+        proc.wait()
+        log.seek(0)
+        raise SystemExit(f"{engine} on {path} failed:\n{log.read()[-2000:]}")
+    return proc, float(line[1])
+
+
+def take_turns(workers: dict[str, subprocess.Popen], runs: int, block: int) -> dict[str, float]:
+    """Median ms per engine, the workers running `block` runs each in turn until each has `runs`."""
+    times: dict[str, list[float]] = {name: [] for name in workers}
+    while min(len(t) for t in times.values()) < runs:
+        for name, proc in workers.items():
+            time.sleep(0.05)  # let the previous engine's threads go idle
+            proc.stdin.write(f"{block}\n")
+            proc.stdin.flush()
+            times[name] += json.loads(proc.stdout.readline())
+    for proc in workers.values():
+        proc.stdin.close()
+        proc.wait()
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def tune(path: str, db: Path, trials: int) -> float:
@@ -96,21 +124,42 @@ def tune(path: str, db: Path, trials: int) -> float:
     return time.perf_counter() - start
 
 
+def measure_model(path: str, name: str, tmp: str, args) -> list[str]:
+    """One table row: Ember (and tuned) taking turns with onnxruntime, then TVM's default build on its own."""
+    engines = {"onnxruntime": "", "ember": ""}
+    tuning_s = 0.0
+    if args.tune_trials:
+        db = Path(args.tune_dir or tmp) / name
+        tuning_s = tune(path, db, args.tune_trials)
+        engines["tuned"] = str(db)
+    started = {e: start_worker(path, e, args.threads, db) for e, db in engines.items()}
+    ms = take_turns({e: proc for e, (proc, _) in started.items()}, args.runs, args.block)
+    ort_ms = ms["onnxruntime"]
+    row = [name, f"{ms['ember']:.1f}", f"{ms['ember'] / ort_ms:.2f}x", f"{started['ember'][1]:.1f}"]
+    if args.tune_trials:
+        row += [f"{ms['tuned']:.1f}", f"{ms['tuned'] / ort_ms:.2f}x", f"{tuning_s:.0f}" if tuning_s else "reused"]
+    tvm_runs = max(3, args.runs // 8)
+    tvm_ms = take_turns({"tvm": start_worker(path, "tvm", args.threads)[0]}, tvm_runs, tvm_runs)["tvm"]
+    return [*row, f"{tvm_ms:.1f}", f"{tvm_ms / ort_ms:.1f}x", f"{ort_ms:.1f}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--block", type=int, default=5, help="runs per turn")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--tune-trials", type=int, default=0, help="tune each model first (0: no tuned column)")
     parser.add_argument("--tune-dir", help="where the tuning databases go (default: a temporary folder)")
-    parser.add_argument("--measure", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure:
-        path, engine, threads, runs, db = args.measure
-        print(json.dumps(measure(path, engine, int(threads), int(runs), db or None)))
+    if args.worker:
+        path, engine, threads, db = args.worker
+        worker(path, engine, int(threads), db or None)
         return
-    console = Console(width=160)
-    table = Table(title=f"host CPU latency, {args.threads} threads, batch 1, median of {args.runs} runs")
+    console = Console(width=170)
+    title = f"host CPU latency, {args.threads} threads, batch 1, median of {args.runs} runs taken in turns"
+    table = Table(title=title)
     cols = ["model", "Ember ms", "Ember/ort", "compile s"]
     if args.tune_trials:
         cols += [f"tuned ms ({args.tune_trials} trials)", "tuned/ort", "tuning s"]
@@ -120,22 +169,7 @@ def main() -> None:
         for name in args.models.split(","):
             path = str(Path(tmp) / f"{name}.onnx")
             onnx.save(build_model(name), path)
-            ort_ms = in_subprocess(path, "onnxruntime", args.threads, args.runs)["median_ms"]
-            ember = in_subprocess(path, "ember", args.threads, args.runs)
-            row = [
-                name,
-                f"{ember['median_ms']:.1f}",
-                f"{ember['median_ms'] / ort_ms:.2f}x",
-                f"{ember['compile_s']:.1f}",
-            ]
-            if args.tune_trials:
-                db = Path(args.tune_dir or tmp) / name
-                tuning_s = tune(path, db, args.tune_trials)
-                tuned_ms = in_subprocess(path, "tuned", args.threads, args.runs, str(db))["median_ms"]
-                row += [f"{tuned_ms:.1f}", f"{tuned_ms / ort_ms:.2f}x", f"{tuning_s:.0f}" if tuning_s else "reused"]
-            tvm_runs = max(3, args.runs // 5)  # unscheduled code is slow; fewer runs keep this short
-            tvm_ms = in_subprocess(path, "tvm", args.threads, tvm_runs)["median_ms"]
-            table.add_row(*row, f"{tvm_ms:.1f}", f"{tvm_ms / ort_ms:.1f}x", f"{ort_ms:.1f}")
+            table.add_row(*measure_model(path, name, tmp, args))
             console.print(f"{name}: done", style="dim")
     console.print(table)
 
