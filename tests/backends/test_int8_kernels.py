@@ -15,6 +15,7 @@ import ember
 from ember import ir
 from ember.backends.tvm import targets
 from ember.backends.tvm.build import count_kernels
+from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.targets import resolve
 from ember.ir.graph import Graph
 
@@ -148,6 +149,21 @@ def test_per_axis_dequantize():
     g.outputs.append(g.emit("dequantize", x, scale=[0.5, 0.25, 2.0], zero_point=[1, 0, -2], axis=1))
     feeds = {"x": rng.integers(-128, 128, (2, 3, 4)).astype(np.int8)}
     _check_exact(g, ember.compile(g, "host", passes="").run(feeds)[g.outputs[0].name], feeds)
+
+
+def test_per_tensor_dequantize_has_immediate_scale_and_fuses_into_residual_add():
+    """A ResNet residual (dequantize both branches, add, ReLU) is one exact kernel whose scales and zero points
+    are immediates: as 0-d Relax constants (buffers the kernel loads) it took 0.50-0.67 ms at 56x56x256, 2 threads,
+    vs 0.32-0.34 ms."""
+    g = Graph("residual")
+    a, b = g.add_input("a", [1, 6, 6, 16], "u8"), g.add_input("b", [1, 6, 6, 16], "u8")
+    da = g.emit("dequantize", a, scale=[0.05], zero_point=[120])
+    g.outputs.append(g.emit("relu", g.emit("add", da, g.emit("dequantize", b, scale=[0.03], zero_point=[3]))))
+    assert "R.const" not in lower_to_relax(g).script()
+    art = ember.compile(g, "host", passes="")
+    assert count_kernels(art.executable) == 1
+    feeds = {k: rng.integers(0, 256, (1, 6, 6, 16)).astype(np.uint8) for k in "ab"}
+    _check_exact(g, art.run(feeds)[g.outputs[0].name], feeds)
 
 
 @pytest.mark.skipif(not llvm_cpu_has_features("avx2", resolve("host").target), reason="host has no AVX2")

@@ -56,7 +56,17 @@ def _along(values, axis: int, ndim: int, dtype) -> np.ndarray:
 
 @rule("dequantize")
 def _dequantize(L, n, a):
+    """(x - zp) * scale; per tensor in TE with both as immediates, left unbound so it fuses with its consumer:
+    as 0-d Relax constants (buffers the kernel loads) a fused residual add + ReLU had 2.3x the code and took
+    1.5-2x the time."""
     rank = n.inputs[0].rank
+    if np.size(n.attrs["scale"]) == 1 and np.size(n.attrs["zero_point"]) == 1:
+        zp, scale = (tirx.const(float(np.float32(np.ravel(n.attrs[k])[0])), "float32") for k in ("zero_point", "scale"))
+
+        def dequantize(x):
+            return te.compute(x.shape, lambda *i: (x[i].astype("float32") - zp) * scale, name="dequantize")
+
+        return L.bb.call_te(dequantize, _bound(L, a[0]), primfunc_name_hint="dequantize")
     zp = L.const(_along(n.attrs["zero_point"], n.attrs["axis"], rank, np.float32))
     scale = L.const(_along(n.attrs["scale"], n.attrs["axis"], rank, np.float32))
     return R.multiply(R.subtract(R.astype(a[0], "float32"), zp), scale)
