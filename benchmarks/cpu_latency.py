@@ -6,7 +6,8 @@
 Each engine runs in its own process (two runtimes' thread pools in one process slow each other down on
 a small machine), on the same seeded inputs. The processes stay up and take turns, `--block` runs at a
 time, until each has `--runs`: load that comes and goes on a shared machine hits every engine alike, so
-the ratio to onnxruntime holds even when the milliseconds do not. The table gives medians.
+the ratio to onnxruntime holds even when the milliseconds do not. The table gives medians. onnxruntime
+keeps its default thread spinning (turning it off made it 16-30% slower here); between turns it is idle.
 "TVM default" is Ember's lowering without Ember's schedules, in NCHW (EMBER_SCHEDULES=0); it is about 10x
 slower, so it is timed on its own, with fewer runs.
 With --tune-trials N, each model is first tuned by `ember tune --trials N` (MetaSchedule, N measurements
@@ -57,7 +58,6 @@ def prepare(path: str, engine: str, threads: int, tuning_db: str | None):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle spinners starve TVM's turn
         session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         return (lambda: session.run(None, feeds)), 0.0
     import ember
