@@ -101,7 +101,7 @@ def take_turns(workers: dict[str, subprocess.Popen], runs: int, block: int) -> d
     times: dict[str, list[float]] = {name: [] for name in workers}
     while min(len(t) for t in times.values()) < runs:
         for name, proc in workers.items():
-            time.sleep(0.05)  # let the previous engine's threads go idle
+            time.sleep(0.3)  # let the previous engine's spinning threads go idle
             proc.stdin.write(f"{block}\n")
             proc.stdin.flush()
             times[name] += json.loads(proc.stdout.readline())
