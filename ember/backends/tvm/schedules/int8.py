@@ -83,40 +83,31 @@ def dot_8x4_u8i8i32_avx2(
         )
 
 
-@T.prim_func(s_tir=True)
-def dot_8x4_u8i8i32_vnni(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
-            C.vload([0], "int32x8"),
-            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="int8x32"),
-            B.vload([0, 0], "int8x32"),  # LLVM 20 on: the byte operands are <32 x i8>, not <8 x i32>
-            dtype="int32x8",
-        )
+def _dot_accumulate(intrinsic: str, lanes: int, a_dtype: str):
+    """C += A's 4 bytes (broadcast) dotted with each of B's `lanes` rows, by one LLVM intrinsic taking
+    (C, A bytes, B bytes): VNNI vpdpbusd on ymm, ARM sdot. From LLVM 20 the byte operands are <N x i8>."""
+    acc, as_bytes = f"int32x{lanes}", f"int8x{lanes * 4}"
 
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), a_dtype, offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(intrinsic),
+                C.vload([0], acc),
+                T.reinterpret(
+                    T.broadcast(T.reinterpret(A.vload([0], a_dtype + "x4"), dtype="int32"), lanes), dtype=as_bytes
+                ),
+                B.vload([0, 0], as_bytes),
+                dtype=acc,
+            )
 
-@T.prim_func(s_tir=True)
-def dot_4x4_i8i8i32_sdot(
-    A: T.Buffer((4,), "int8", offset_factor=1),
-    B: T.Buffer((4, 4), "int8", offset_factor=1),
-    C: T.Buffer((4,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-        T.writes(C[0:4])
-        C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-            C.vload([0], "int32x4"),
-            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4), dtype="int8x16"),
-            B.vload([0, 0], "int8x16"),
-            dtype="int32x4",
-        )
+    return impl
 
 
 @functools.cache
@@ -124,8 +115,10 @@ def registered_intrinsics() -> dict[str, str]:
     """Register Ember's dot-product intrinsics on first use (parsing TVMScript is slow; importing TVM's
     tensor_intrin package parses every intrinsic it has, CUDA's included, for minutes)."""
     TensorIntrin.register(AVX2_DOT_8x4, _dot_desc(8, "uint8"), dot_8x4_u8i8i32_avx2, override=True)
-    TensorIntrin.register(VNNI_DOT_8x4, _dot_desc(8, "uint8"), dot_8x4_u8i8i32_vnni, override=True)
-    TensorIntrin.register(SDOT_4x4, _dot_desc(4, "int8"), dot_4x4_i8i8i32_sdot, override=True)
+    vnni = _dot_accumulate("llvm.x86.avx512.vpdpbusd.256", 8, "uint8")
+    TensorIntrin.register(VNNI_DOT_8x4, _dot_desc(8, "uint8"), vnni, override=True)
+    sdot = _dot_accumulate("llvm.aarch64.neon.sdot.v4i32.v16i8", 4, "int8")
+    TensorIntrin.register(SDOT_4x4, _dot_desc(4, "int8"), sdot, override=True)
     return {"avx2": AVX2_DOT_8x4, "vnni": VNNI_DOT_8x4, "sdot": SDOT_4x4}
 
 
