@@ -163,14 +163,16 @@ class Artifact:
         return self._vm
 
     def run(self, inputs: Mapping[str, np.ndarray], emulate: bool = False) -> dict[str, np.ndarray]:
-        """Run on the host CPU, or with `emulate` under qemu-user (a saved bundle for another CPU, through
-        the C++ runner and that CPU's TVM runtime); returns outputs by name, in the model's output order."""
-        if emulate:
-            from ember.backends.runtime import run_emulated
+        """Run on the host CPU; with `emulate` under qemu-user (a saved bundle for another CPU, through the C++
+        runner and that CPU's TVM runtime); a saved CUDA bundle on this machine's GPU through the runner.
+        Returns outputs by name, in the model's output order."""
+        if emulate or self.device == "cuda":
+            from ember.backends.runtime import run_bundle
 
             if self.path is None:
-                raise EmberError("save the artifact before an emulated run", hint="call .save(directory) first")
-            outputs, _ = run_emulated(self.path, self.arch, self._check_inputs(inputs))
+                how = "an emulated" if emulate else f"a {self.device}"
+                raise EmberError(f"save the artifact before {how} run", hint="call .save(directory) first")
+            outputs, _ = run_bundle(self.path, self.arch, self._check_inputs(inputs), device=self.device)
             return dict(zip(self.output_names, outputs))
         if self._main is None:
             self._main = self.host_vm()["main"]
@@ -199,10 +201,10 @@ class Artifact:
     def save(self, directory: str | os.PathLike, standalone: bool = False) -> Path:
         """Write the bundle to `directory` atomically: build in a temporary folder, then rename. CPU bundles
         get the C++ runner's sources; `standalone` adds the target's TVM runtime and a runner built for it."""
-        if standalone and self.device != "cpu":
+        if standalone and self.device not in ("cpu", "cuda"):
             raise EmberError(
-                f"standalone bundles are for CPU targets; {self.target} runs on {self.device}",
-                hint="drop --standalone; the host program loads a GPU bundle through the TVM runtime",
+                f"standalone bundles are for CPU and CUDA targets; {self.target} runs on {self.device}",
+                hint="drop --standalone; the host program loads the bundle through the TVM runtime",
             )
         out = Path(directory)
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METADATA).exists())):
@@ -221,7 +223,7 @@ class Artifact:
             raise EmberError(f"cannot write to '{out.parent}': {why}", hint="choose another -o") from None
         try:
             self._write(tmp)
-            if self.device == "cpu":
+            if self.device in ("cpu", "cuda"):
                 from ember.backends.runtime.bundle import write_runner_files
 
                 self.metadata["runner"] = write_runner_files(tmp, self.metadata, standalone)

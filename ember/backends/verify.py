@@ -37,11 +37,15 @@ def random_inputs(artifact: Artifact, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def how_to_run(artifact: Artifact) -> str:
-    """'host' or 'emulated under qemu-…'; an EmberError saying why when this machine cannot run the bundle."""
-    from ember.backends.runtime import QEMU, host_arch
+    """'host', 'emulated under qemu-…' or 'cuda'; an EmberError saying why when this machine cannot run the bundle."""
+    from ember.backends.runtime import QEMU, cuda_driver_present, host_arch
 
+    if artifact.device == "cuda" and artifact.arch == host_arch():
+        if not cuda_driver_present():
+            raise EmberError("cannot run a cuda bundle here: this machine has no CUDA driver (libcuda.so)")
+        return "cuda"
     if artifact.device != "cpu":
-        raise EmberError(f"cannot run a {artifact.device} bundle here: verification runs CPU bundles only")
+        raise EmberError(f"cannot run a {artifact.device} bundle here: verification runs CPU and CUDA bundles only")
     if artifact.arch == host_arch():
         return "host"
     qemu = QEMU.get(artifact.arch)
@@ -58,7 +62,7 @@ def verify(artifact: Artifact, model: str | os.PathLike, seed: int = 0) -> Verif
     how = how_to_run(artifact)
     feeds = random_inputs(artifact, seed)
     want = _onnxruntime(model, feeds)
-    got = artifact.run(feeds, emulate=how != "host")
+    got = artifact.run(feeds, emulate=how.startswith("emulated"))
     errors, worst = {}, None
     for (name, g), w in zip(got.items(), want):
         if g.shape != w.shape:

@@ -289,7 +289,7 @@ def _read_inputs(artifact, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
 @click.option("--rpc", metavar="HOST:PORT", help="Run on the TVM RPC server at HOST:PORT (uploads model.so).")
 @handles_errors
 def run_cmd(bundle, inputs, output, emulate, rpc) -> None:
-    """Run BUNDLE (host-runnable, or with --emulate one for another CPU) and print its outputs."""
+    """Run BUNDLE (host-runnable, CUDA on this machine's GPU, or with --emulate one for another CPU); print outputs."""
     import ember
 
     artifact = ember.load(bundle)

@@ -2,8 +2,9 @@
 
 The registry's aarch64 wheels of apache-tvm / apache-tvm-ffi carry `libtvm_runtime.so` and `libtvm_ffi.so`;
 `fetch` extracts them (with the FFI headers) into a cache, `build_runner` cross-compiles `runner.cc`
-against them with the bundle Makefile, and `run_emulated` runs a bundle's `model.so` through that runner
-under qemu. For the host's own architecture the runtime comes from the installed tvm / tvm_ffi packages.
+against them with the bundle Makefile, and `run_bundle` runs a bundle's `model.so` through that runner
+under qemu, or on this machine's GPU for CUDA bundles. For the host's own architecture the runtime comes
+from the installed tvm / tvm_ffi packages.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ QEMU = {"aarch64": "qemu-aarch64", "armv7": "qemu-arm"}
 SYSROOT = {"aarch64": "/usr/aarch64-linux-gnu", "armv7": "/usr/arm-linux-gnueabihf"}
 CROSS_GXX = {"aarch64": "aarch64-linux-gnu-g++", "armv7": "arm-linux-gnueabihf-g++"}
 LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
+GPU_LIBS = {"cuda": ("libtvm_runtime_cuda.so",)}  # the runner loads these for --device cuda
 _CACHE_LOCK = threading.RLock()
 _held = 0
 
@@ -109,6 +111,9 @@ def host_runtime() -> Path:
         raise EmberError(f"the installed TVM lacks {missing[0]}", hint="pip install --force-reinstall apache-tvm")
     out = cache_dir(host_arch())
     links = {out / "lib" / lib: found[lib] for lib in LIBS} | {out / "include": found["include"]}
+    for lib in (name for names in GPU_LIBS.values() for name in names):
+        if (Path(tvm.__file__).parent / "lib" / lib).exists():
+            links[out / "lib" / lib] = Path(tvm.__file__).parent / "lib" / lib
     if all(link.is_symlink() and link.resolve() == src.resolve() for link, src in links.items()):
         return out
     with _staged(out) as staging:
@@ -260,35 +265,85 @@ def build_runner(arch: str) -> Path:
     return exe
 
 
-def run_emulated(bundle: Path, arch: str, inputs: list[np.ndarray], runs: int = 0) -> tuple[list[np.ndarray], str]:
-    """Run the bundle's model.so under qemu-user through the runner (once, plus `runs` timed runs); outputs and
-    the runner's summary line."""
+def gpu_libs(rt: Path, device: str) -> list[Path]:
+    """The libraries a `device` bundle needs beside the TVM runtime in `rt`: TVM's GPU runtime module and the
+    GPU vendor's runtime it links (CUDA: libcudart), resolved here; the GPU driver (libcuda) is the board's."""
+    names = GPU_LIBS.get(device, ())
+    missing = [name for name in names if not (rt / "lib" / name).exists()]
+    if missing:
+        raise EmberError(
+            f"the {rt.name} TVM runtime has no {missing[0]}, so it cannot run {device} bundles",
+            hint="the registry's x86_64 apache-tvm wheel ships it; for other CPUs build TVM with "
+            f"USE_{device.upper()}=ON and put {missing[0]} in {rt / 'lib'}",
+        )
+    found = [rt / "lib" / name for name in names]
+    for lib in list(found):
+        r = subprocess.run(["ldd", str(lib)], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            name, _, where = line.strip().partition(" => ")
+            if name.startswith("libcudart"):
+                if not where.startswith("/"):
+                    raise EmberError(
+                        f"{lib.name} needs {name} (the CUDA runtime), which is not installed here",
+                        hint=f"install CUDA {name.rsplit('.', 1)[-1]}'s runtime (pip install "
+                        f"nvidia-cuda-runtime, or the CUDA toolkit) or add its folder to LD_LIBRARY_PATH",
+                    )
+                found.append(Path(where.split(" (")[0]))
+    return found
+
+
+def cuda_driver_present() -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library("cuda") is not None
+
+
+def run_bundle(
+    bundle: Path, arch: str, inputs: list[np.ndarray], runs: int = 0, device: str = "cpu"
+) -> tuple[list[np.ndarray], str]:
+    """Run the bundle's model.so through the runner: under qemu-user when `arch` is not this machine's, on the
+    GPU with `device` "cuda" (once, plus `runs` timed runs); outputs and the runner's summary line."""
+    emulated = arch != host_arch()
     qemu = QEMU.get(arch)
-    if qemu is None or shutil.which(qemu) is None:
+    if emulated and (qemu is None or shutil.which(qemu) is None):
         raise EmberError(f"{qemu or 'qemu-user'} is not installed", hint="apt-get install qemu-user")
+    if device == "cuda" and not cuda_driver_present():
+        raise EmberError(
+            "no CUDA driver (libcuda.so) on this machine, so the cuda bundle cannot run here",
+            hint="run it on the GPU machine: compile with --standalone, copy the folder there and run "
+            "./runner --device cuda model.so out 10 input0.npy ...",
+        )
     lib = bundle / "model.so"
     if not lib.exists():
-        raise EmberError(f"bundle has no model.so to run under {qemu}", file=str(bundle))
+        raise EmberError(f"bundle has no model.so to run{f' under {qemu}' if emulated else ''}", file=str(bundle))
     found = elf_arch(lib)
     if found != arch:
         raise EmberError(
-            f"'model.so' is built for {found or 'an unknown format'}, not {arch}; {qemu} cannot run it",
+            f"'model.so' is built for {found or 'an unknown format'}, not {arch}; "
+            f"{qemu if emulated else 'this machine'} cannot run it",
             file=str(bundle),
             hint=f"recompile with --target for {arch}" if found else "recompile the bundle",
         )
     runner = build_runner(arch)
+    libs = [runner.parent / "lib" / name for name in LIBS]
+    libs += gpu_libs(runner.parent, device) if device != "cpu" else []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for f in (runner, *(runner.parent / "lib" / name for name in LIBS)):
+        for f in (runner, *libs):
             shutil.copy2(f, work / f.name)
         shutil.copy2(lib, work / "model.so")
         names = []
         for i, arr in enumerate(inputs):
             np.save(work / f"input{i}.npy", np.ascontiguousarray(arr))
             names.append(f"input{i}.npy")
-        cmd = [qemu, "-L", SYSROOT[arch], "./runner", "./model.so", ".", str(runs), *names]
-        r = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+        prefix = [qemu, "-L", SYSROOT[arch]] if emulated else []
+        cmd = [*prefix, "./runner", "--device", device, "./model.so", ".", str(runs), *names]
+        env = dict(os.environ)
+        if device != "cpu":  # libtvm_runtime_cuda.so finds libcudart beside it
+            env["LD_LIBRARY_PATH"] = ":".join(filter(None, [tmp, os.environ.get("LD_LIBRARY_PATH")]))
+        r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
         if r.returncode != 0:
-            raise EmberError(f"emulated run failed: {(r.stderr.strip().splitlines() or ['no output'])[-1][:300]}")
+            how = "emulated run" if emulated else f"{device} run"
+            raise EmberError(f"{how} failed: {(r.stderr.strip().splitlines() or ['no output'])[-1][:300]}")
         outputs = [np.load(p) for p in sorted(work.glob("output*.npy"), key=lambda p: int(p.stem[6:]))]
     return outputs, r.stdout.strip()

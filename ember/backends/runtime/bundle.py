@@ -1,5 +1,6 @@
-"""The C++ side of a CPU bundle: runner.cc, its Makefile and README.txt, and with `standalone` the target's
-TVM runtime in runtime/ plus a runner built for the target, so the folder runs on a board without Python."""
+"""The C++ side of a CPU or CUDA bundle: runner.cc, its Makefile and README.txt, and with `standalone` the
+target's TVM runtime (CUDA: with TVM's CUDA module and libcudart) in runtime/ plus a runner built for the
+target, so the folder runs on a board without Python."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ember.backends.runtime import (
     MAKEFILE,
     RUNNER_SOURCE,
     compiler_for,
+    gpu_libs,
     gxx_name,
     make_runner,
     runtime_dir,
@@ -35,22 +37,24 @@ def write_runner_files(folder: Path, metadata: dict[str, Any], standalone: bool)
         if metadata["library"] != "model.so":
             raise EmberError("a standalone bundle needs model.so, not model.tar", hint="recompile with --standalone")
         rt = runtime_dir(arch)
+        device = metadata["target"]["device"]
+        libs = [rt / "lib" / lib for lib in LIBS] + (gpu_libs(rt, device) if device != "cpu" else [])
         (folder / "runtime" / "lib").mkdir(parents=True)
-        for lib in LIBS:
-            shutil.copy2(rt / "lib" / lib, folder / "runtime" / "lib" / lib)
+        for lib in libs:
+            shutil.copy2(lib, folder / "runtime" / "lib" / lib.name)
         shutil.copytree(rt / "include", folder / "runtime" / "include")
         make_runner(folder, arch)
         record["files"] += ["runner", "runtime/"]
         record["runtime"] = {
             "versions": runtime_versions(),
-            "sha256": {f"runtime/lib/{lib}": sha256_file(folder / "runtime" / "lib" / lib) for lib in LIBS},
+            "sha256": {f"runtime/lib/{p.name}": sha256_file(folder / "runtime" / "lib" / p.name) for p in libs},
         }
     (folder / "README.txt").write_text(_readme(metadata, standalone))
     return record
 
 
 def _readme(metadata: dict[str, Any], standalone: bool) -> str:
-    arch = metadata["target"]["arch"]
+    arch, device = metadata["target"]["arch"], metadata["target"]["device"]
     fmt = lambda v: f"  {v['name']}: {v['dtype']} {v['shape']}"
     fetched = f"$HOME/.cache/ember/runtime/{arch}"
     fetch_note = (
@@ -65,6 +69,8 @@ def _readme(metadata: dict[str, Any], standalone: bool) -> str:
         model=metadata.get("model", {}).get("name", "model"),
         target=metadata["target"]["name"],
         arch=arch,
+        device=device,
+        device_flag="" if device == "cpu" else f"--device {device} ",
         runtime_line=f"  runtime/        the TVM runtime for {arch} (lib/, include/)\n"
         f"  runner          runner.cc built for {arch}\n"
         if standalone
@@ -75,4 +81,3 @@ def _readme(metadata: dict[str, Any], standalone: bool) -> str:
         outputs="\n".join(f"{fmt(v)}  -> out/output{i}.npy" for i, v in enumerate(metadata["outputs"])),
         fetch_note=fetch_note,
     )
-

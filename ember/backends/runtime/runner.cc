@@ -1,7 +1,10 @@
 // Ember bundle runner: loads model.so with the TVM runtime, reads inputs from .npy files, runs the Relax VM's
 // `main`, writes outputs as .npy files and prints latency. No Python needed on the device.
-//   runner model.so OUT_DIR RUNS input0.npy [input1.npy ...]      (OUT_DIR is created if missing)
-// It runs once to warm up, then RUNS timed times; RUNS 0 runs once for the outputs only.
+//   runner [--device cpu|cuda] model.so OUT_DIR RUNS input0.npy [input1.npy ...]   (OUT_DIR is created if missing)
+// It runs once to warm up, then RUNS timed times; RUNS 0 runs once for the outputs only. With --device cuda it
+// loads libtvm_runtime_cuda.so (found beside the runner's runtime), copies inputs to GPU 0 and outputs back, and
+// times each run up to the GPU's completion.
+#include <dlfcn.h>
 #include <sys/stat.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
@@ -105,21 +108,60 @@ static void write_npy(const std::string& path, const DLTensor* t) {
   std::rename(tmp.c_str(), path.c_str());
 }
 
+// A tensor like `t` on `device`, holding a copy of its data (TVM's own allocation and copy functions).
+static ffi::Tensor copy_to(const ffi::Tensor& t, DLDevice device) {
+  const DLTensor* dl = t.GetDLTensorPtr();
+  if (dl->device.device_type == device.device_type) return t;
+  ffi::Tensor out;
+  if (device.device_type == kDLCPU) {
+    out = ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::ShapeView(dl->shape, dl->ndim), dl->dtype, device);
+  } else {
+    static ffi::Function alloc = ffi::Function::GetGlobalRequired("runtime.TVMTensorAllocWithScope");
+    ffi::Shape shape(std::vector<int64_t>(dl->shape, dl->shape + dl->ndim));
+    out = alloc(shape, dl->dtype, device, ffi::Any()).cast<ffi::Tensor>();
+  }
+  static ffi::Function copy = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyFromTo");
+  copy(t, out);
+  return out;
+}
+
+// The device `name` names; for a GPU, loads the TVM runtime module that provides it first.
+static DLDevice open_device(const std::string& name) {
+  if (name == "cpu") return DLDevice{kDLCPU, 0};
+  if (name != "cuda") throw std::runtime_error("unknown --device " + name + " (cpu or cuda)");
+  if (!dlopen("libtvm_runtime_cuda.so", RTLD_NOW | RTLD_GLOBAL))
+    throw std::runtime_error(std::string("cannot load the TVM CUDA runtime: ") + dlerror());
+  return DLDevice{kDLCUDA, 0};
+}
+
 int main(int argc, char** argv) {
+  std::string device_name = "cpu";
+  if (argc > 2 && std::string(argv[1]) == "--device") {
+    device_name = argv[2];
+    argv += 2;
+    argc -= 2;
+  }
   if (argc < 4) {
-    std::cerr << "usage: runner model.so OUT_DIR RUNS [input.npy ...]\n";
+    std::cerr << "usage: runner [--device cpu|cuda] model.so OUT_DIR RUNS [input.npy ...]\n";
     return 2;
   }
   try {
+    DLDevice device = open_device(device_name);
     if (::mkdir(argv[2], 0777) != 0 && errno != EEXIST) throw std::runtime_error(std::string("cannot create ") + argv[2]);
     std::string model = argv[1];
     if (model.find('/') == std::string::npos) model = "./" + model;  // dlopen searches the library path otherwise
     ffi::Module lib = ffi::Module::LoadFromFile(model);
     ffi::Module vm = (*lib->GetFunction("vm_load_executable"))().cast<ffi::Module>();
-    (*vm->GetFunction("vm_initialization"))(static_cast<int>(kDLCPU), 0, 2);
+    if (device.device_type == kDLCPU) {
+      (*vm->GetFunction("vm_initialization"))(static_cast<int>(kDLCPU), 0, 2);
+    } else {  // the device, then the host CPU the VM keeps shapes and scalars on; 2 = pooled allocator
+      (*vm->GetFunction("vm_initialization"))(static_cast<int>(device.device_type), device.device_id, 2,
+                                              static_cast<int>(kDLCPU), 0, 2);
+    }
     ffi::Function run = *vm->GetFunction("main");
+    ffi::Function sync = ffi::Function::GetGlobalRequired("runtime.Device_StreamSync");
     std::vector<ffi::Tensor> inputs;
-    for (int i = 4; i < argc; ++i) inputs.push_back(read_npy(argv[i]));
+    for (int i = 4; i < argc; ++i) inputs.push_back(copy_to(read_npy(argv[i]), device));
     std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
     ffi::Any out;
     std::vector<double> ms;
@@ -127,13 +169,14 @@ int main(int argc, char** argv) {
     for (int r = 0; r < runs + 1; ++r) {
       auto start = std::chrono::steady_clock::now();
       run.CallPacked(args.data(), static_cast<int32_t>(args.size()), &out);
+      if (device.device_type != kDLCPU) sync(device, 0);
       if (r > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     }
     std::vector<ffi::Tensor> outputs;
     if (auto arr = out.try_cast<ffi::Array<ffi::Tensor>>()) {
-      for (const ffi::Tensor& t : *arr) outputs.push_back(t);
+      for (const ffi::Tensor& t : *arr) outputs.push_back(copy_to(t, DLDevice{kDLCPU, 0}));
     } else {
-      outputs.push_back(out.cast<ffi::Tensor>());
+      outputs.push_back(copy_to(out.cast<ffi::Tensor>(), DLDevice{kDLCPU, 0}));
     }
     for (size_t i = 0; i < outputs.size(); ++i)
       write_npy(std::string(argv[2]) + "/output" + std::to_string(i) + ".npy", outputs[i].GetDLTensorPtr());
