@@ -127,6 +127,7 @@ def test_qlinear_conv_and_matmul():
     )
     graph = load(model)
     assert graph.op_counts() == {"qconv2d": 1, "reshape": 1, "qdense": 1}
+    assert {"y.weight", "y.bias", "z.weight"} <= {v.name for v in graph.constants}  # unnamed nodes: by output
     for seed in range(4):
         x = np.random.default_rng(seed).integers(0, 256, (1, 3, 4, 4)).astype(np.uint8)
         got, want = _run_both(model, {"x": x})

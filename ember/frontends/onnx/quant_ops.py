@@ -13,6 +13,11 @@ from ember.frontends.onnx.ops import _auto_pads, _outs, _spatial, onnx_op
 from ember.ir.ops.quant import OUT_RANGE, requant_params
 
 
+def _label(n: gs.Node) -> str:
+    """The node's name, or for an unnamed node its first output's: what its constants are named after."""
+    return n.name or n.outputs[0].name
+
+
 def _scalar_or_vector(m: Importer, n: gs.Node, i: int, what: str) -> np.ndarray | None:
     arr = m.const(n, i, what)
     return None if arr is None else np.asarray(arr).reshape(-1)
@@ -98,10 +103,10 @@ def _qlinear_conv(m, n):
     attrs = {"strides": strides, "dilations": dil, "group": n.attrs.get("group", 1)}
     attrs["pads"] = _auto_pads(m, n, x, n.attrs.get("kernel_shape", list(w.shape[2:])), strides, dil)
     attrs.update(_requant_attrs(m, n, 1, 4, 6, w.shape[0]))
-    ins = [x, m.graph.add_constant(w, m._cname(f"{n.name}.weight"))]
+    ins = [x, m.graph.add_constant(w, m._cname(f"{_label(n)}.weight"))]
     if len(n.inputs) > 8 and m.inp(n, 8) is not None:
         b = m.const(n, 8, "QLinearConv bias")
-        ins.append(m.graph.add_constant(np.asarray(b, np.int32), m._cname(f"{n.name}.bias")))
+        ins.append(m.graph.add_constant(np.asarray(b, np.int32), m._cname(f"{_label(n)}.bias")))
     return m.emit("qconv2d", ins, attrs, _outs(n))
 
 
@@ -111,7 +116,7 @@ def _qlinear_matmul(m, n):
     if w.ndim != 2:
         raise EmberError("QLinearMatMul needs a 2-D constant right operand")
     attrs = _requant_attrs(m, n, 1, 4, 6, w.shape[1])
-    wt = m.graph.add_constant(np.ascontiguousarray(w.T), m._cname(f"{n.name}.weight"))
+    wt = m.graph.add_constant(np.ascontiguousarray(w.T), m._cname(f"{_label(n)}.weight"))
     return m.emit("qdense", [m.inp(n, 0), wt], attrs, _outs(n))
 
 
@@ -142,7 +147,7 @@ def _as_float(m: Importer, n: gs.Node, x, w: np.ndarray, attrs: dict) -> tuple:
     """x - x_zero_point as float and the centred weight as float: the fallback for weights outside int8
     (exact while each sum stays under 2^24)."""
     xf = m.emit1("dequantize", [x], {"scale": [1.0], "zero_point": [attrs["x_zero_point"]]})
-    return xf, m.graph.add_constant(w.astype(np.float32), m._cname(f"{n.name}.weight"))
+    return xf, m.graph.add_constant(w.astype(np.float32), m._cname(f"{_label(n)}.weight"))
 
 
 def _fits_int8(w: np.ndarray) -> bool:
@@ -158,7 +163,7 @@ def _conv_integer(m, n):
     attrs["pads"] = _auto_pads(m, n, x, n.attrs.get("kernel_shape", list(w.shape[2:])), strides, dil)
     integer = _integer_attrs(m, n)
     if _fits_int8(w):
-        wq = m.graph.add_constant(w.astype(np.int8), m._cname(f"{n.name}.weight"))
+        wq = m.graph.add_constant(w.astype(np.int8), m._cname(f"{_label(n)}.weight"))
         return m.emit("qconv2d", [x, wq], attrs | integer, _outs(n))
     xf, wf = _as_float(m, n, x, w, integer)
     return m.emit("cast", [m.emit1("conv2d", [xf, wf], attrs)], {"to": "i32"}, _outs(n))
@@ -169,7 +174,7 @@ def _matmul_integer(m, n):
     x, w = m.inp(n, 0), _integer_weight(m, n, 1)
     integer = _integer_attrs(m, n)
     if w.ndim == 2 and _fits_int8(w):
-        wt = m.graph.add_constant(np.ascontiguousarray(w.T.astype(np.int8)), m._cname(f"{n.name}.weight"))
+        wt = m.graph.add_constant(np.ascontiguousarray(w.T.astype(np.int8)), m._cname(f"{_label(n)}.weight"))
         return m.emit("qdense", [x, wt], integer, _outs(n))
     xf, wf = _as_float(m, n, x, w, integer)
     return m.emit("cast", [m.emit1("matmul", [xf, wf])], {"to": "i32"}, _outs(n))
