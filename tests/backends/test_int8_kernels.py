@@ -16,6 +16,7 @@ from ember import ir
 from ember.backends.tvm import targets
 from ember.backends.tvm.build import count_kernels
 from ember.backends.tvm.lower import lower_to_relax
+from ember.backends.tvm.schedules import int8 as int8_schedules
 from ember.backends.tvm.targets import resolve
 from ember.ir.graph import Graph
 
@@ -177,15 +178,33 @@ def test_u8_layers_use_vpmaddubsw_and_wide_weights_do_not():
     assert asm.count("vpmaddwd") >= 3
 
 
-def test_accumulator_tiles_are_not_allocated_per_parallel_iteration():
+def _parallel_tasks(artifact) -> list[str]:
+    """The LLVM IR of each parallel task body in the artifact's kernels."""
+    ir_text = "\n".join(sub.inspect_source("ll") for sub in artifact.executable.mod.imports if sub.kind == "llvm")
+    return re.findall(r"(?ms)^define [^@]*@__tvm_parallel_lambda[\w.]*\(.*?^}", ir_text)
+
+
+def test_accumulator_tiles_are_not_allocated_per_parallel_iteration(monkeypatch):
     """The conv, depthwise and dense int32 accumulator tiles are stack arrays LLVM keeps in registers: in
     "local" scope each was a TVMBackendAllocWorkspace call per parallel iteration (4,704 in MobileNetV2's
     24->144 1x1 conv, which ran 1.2-1.6x slower for it)."""
-    art = ember.compile(network("u8", hw=16), "host", passes="")
-    ir_text = "\n".join(sub.inspect_source("ll") for sub in art.executable.mod.imports if sub.kind == "llvm")
-    tasks = re.findall(r"(?ms)^define [^@]*@__tvm_parallel_lambda[\w.]*\(.*?^}", ir_text)
+    monkeypatch.setattr(int8_schedules, "MIN_PARALLEL_MACS", 0)  # these small convs in parallel too
+    tasks = _parallel_tasks(ember.compile(network("u8", hw=16), "host", passes=""))
     assert len(tasks) >= 4  # the 3x3, depthwise, strided 1x1 and wide convs at least run in parallel
     assert not [body for body in tasks if "__TVMBackendAllocWorkspace" in body]
+
+
+def test_tiny_packed_kernels_run_on_one_thread():
+    """Packed convs and dense layers under MIN_PARALLEL_MACS are serial: the trained CNN's 74K-MAC 3x3 convs took
+    4.2-5.5 us in parallel on 2 threads, 2.0-2.3 us on one (a thread-pool launch costs more than the sum)."""
+    g = Graph("tiny")
+    x = g.add_input("x", [1, 8, 8, 3])
+    y = qconv(g, g.emit("quantize", x, scale=0.02, zero_point=9, dtype="u8"), 3, 16)
+    g.outputs.append(g.emit("dequantize", qconv(g, y, 16, 16), scale=[0.05], zero_point=[9]))
+    art = ember.compile(g, "host", passes="")
+    assert _parallel_tasks(art) == []
+    feeds = {"x": rng.standard_normal((1, 8, 8, 3)).astype(np.float32)}
+    _check_exact(g, art.run(feeds)[g.outputs[0].name], feeds)
 
 
 @pytest.mark.parametrize("mcpu", ["cascadelake", "alderlake"])

@@ -36,6 +36,7 @@ from ember.backends.tvm.schedules.conv2d import BLOCKING
 PACKED_NAMES = (PACKED, PACKED_DENSE)  # their "_wide" variants never take the AVX2 intrinsic (VNNI: any)
 ACCUMULATORS = {"x86": 12, "avx512": 24, "arm": 12}  # blocks of 8 int32 lanes: of 16 ymm, 32 ymm, 32 NEON q
 MAX_CHANNEL_BLOCKS = 4
+MIN_PARALLEL_MACS = 1 << 18  # below this a thread-pool launch costs more than the kernel's whole sum
 AVX2_DOT_8x4 = "ember_dot_8x4_u8i8i32_avx2"
 VNNI_DOT_8x4 = "ember_dot_8x4_u8i8i32_vnni"
 SDOT_4x4 = "ember_dot_4x4_i8i8i32_sdot"
@@ -198,7 +199,7 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
     else:
         sch.reorder(chan_o, *outer, row_o, *reductions[:-1], row_i, chan_i, lane, depth)
     tile = sch.fuse(chan_o, *outer, row_o)
-    if extent(sch, tile) > 1:
+    if extent(sch, tile) > 1 and _macs(sch, block) >= MIN_PARALLEL_MACS:
         sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     _vectorize_tail(sch, epilogue, max(bits // 32, 4))
@@ -215,6 +216,11 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
             sch.unroll(lane_o)
         sch.tensorize(lane, name)
     return sch
+
+
+def _macs(sch: s_tir.Schedule, block: SBlockRV) -> int:
+    """Multiply-adds the block computes: the product of its iterators' extents."""
+    return functools.reduce(lambda a, iv: a * int(iv.dom.extent), sch.get(block).iter_vars, 1)
 
 
 def _vectorize_tail(sch: s_tir.Schedule, block: SBlockRV, lanes: int) -> None:
