@@ -38,6 +38,7 @@ def scheduled_kernels(model, target: str = "host", layout: str | None = None) ->
         ("squeezenet", lambda: random_light_model("squeezenet")),
         ("mobilenet_v2_96", lambda: mobilenet_v2(96)),
         ("bert_layer", lambda: bert_layer(hidden=64, heads=4, seq=16)),
+        ("bert_layer_seq20", lambda: bert_layer(hidden=64, heads=4, seq=20)),
     ],
 )
 def test_scheduled_model_matches_onnxruntime(name, build):
@@ -105,11 +106,13 @@ def test_dense_kernel_is_parallel_and_vectorized():
 
 
 def test_attention_kernel_is_parallel_over_query_rows_and_vectorized():
-    """Scores, softmax and P V each vectorize inside one parallel loop (the model's values are checked
-    against onnxruntime above)."""
+    """Scores, softmax (its row max and sum as lane-wise partials) and P V each vectorize inside one parallel
+    loop (the model's values are checked against onnxruntime above, at a sequence length the partials do
+    not divide too)."""
     text = kernel_named(scheduled_kernels(bert_layer(hidden=64, heads=4, seq=16)), "attention")
     assert "T.parallel(" in text
-    for stage in ("T_batch_matmul_NT_update", "T_softmax_exp", "T_batch_matmul_NN_update"):
+    stages = ("T_batch_matmul_NT_update", "T_softmax_maxelem_rf_update", "T_softmax_exp", "T_softmax_expsum_rf_update")
+    for stage in (*stages, "T_batch_matmul_NN_update"):
         assert re.search(rf"T\.vectorized\([^\n]*\n[^\n]*{stage}", text), stage
 
 

@@ -15,6 +15,7 @@ from ember.backends.tvm.schedules.common import (
     vector_factor,
     vectorize_innermost,
 )
+from ember.backends.tvm.schedules.contraction import vectorize_by_registers
 
 SCORES, OUTPUT = "T_batch_matmul_NT", "T_batch_matmul_NN"
 SOFTMAX = ("T_softmax_norm", "T_softmax_expsum", "T_softmax_exp", "T_softmax_maxelem")  # consumers first
@@ -33,16 +34,17 @@ class Attention(CPURule):
         keys = transpose_keys(sch, scores)
         inline_copies(sch, [scores, output, keys, *(blocks[name] for name in SOFTMAX)])
         schedule_injective(sch, keys, bits)
+        partials = {name: lane_partials(sch, blocks[name], bits) for name in ("T_softmax_maxelem", "T_softmax_expsum")}
         tile = schedule_output(sch, output, bits)
         for name in SOFTMAX:
             sch.compute_at(blocks[name], tile, preserve_unit_loops=True)
+            if partials.get(name) is not None:
+                sch.compute_at(partials[name], tile, preserve_unit_loops=True)
+                vectorize_partials(sch, partials[name])
         sch.compute_at(scores, tile, preserve_unit_loops=True)
         for name in ("T_softmax_norm", "T_softmax_exp"):
             vectorize_last(sch, blocks[name], bits)
-        *_, j, k = sch.get_loops(scores)
-        sch.reorder(k, j)
-        vectorize_last(sch, scores, bits)
-        vectorize_last(sch, sch.decompose_reduction(scores, k), bits)
+        register_tile_scores(sch, scores, bits)
         return sch
 
 
@@ -88,6 +90,39 @@ def schedule_output(sch: s_tir.Schedule, output: SBlockRV, bits: int) -> LoopRV:
     sch.vectorize(ji)
     vectorize_innermost(sch, sch.decompose_reduction(output, k))
     return tile
+
+
+def register_tile_scores(sch: s_tir.Schedule, scores: SBlockRV, bits: int) -> None:
+    """Scores of the row block in tiles of ROWS x 2 vectors of keys, accumulated in registers over the head
+    dimension: each step loads two key vectors and broadcasts ROWS query values."""
+    *_, i, j, k = sch.get_loops(scores)
+    lanes = lanes_for(sch, scores, bits)
+    vec = vector_factor(extent(sch, j), lanes)
+    jo, ji = sch.split(j, factors=[None, vec])
+    sch.reorder(jo, k, i, ji)
+    sch.unroll(i)
+    vectorize_by_registers(sch, ji, lanes)
+    init = sch.decompose_reduction(scores, k)
+    vectorize_innermost(sch, init)
+
+
+def lane_partials(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> SBlockRV | None:
+    """Split a row's max or sum into lane-wise partial results (rfactor) and a final reduction of the lanes:
+    a scalar reduction is a chain of dependent operations, one per key. Returns the partial block."""
+    row = sch.get_loops(block)[-1]
+    lanes = lanes_for(sch, block, bits)
+    if extent(sch, row) % lanes or extent(sch, row) == lanes:
+        return None
+    _, lane = sch.split(row, factors=[None, lanes])
+    return sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 1)
+
+
+def vectorize_partials(sch: s_tir.Schedule, partial: SBlockRV) -> None:
+    """Steps outside, lanes inside and vectorized, for the partial block and its initialization."""
+    *_, lane, step = sch.get_loops(partial)
+    sch.reorder(step, lane)
+    sch.vectorize(lane)
+    sch.vectorize(sch.get_loops(sch.decompose_reduction(partial, step))[-1])
 
 
 def vectorize_last(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
