@@ -36,6 +36,7 @@ SYSROOT = {"aarch64": "/usr/aarch64-linux-gnu", "armv7": "/usr/arm-linux-gnueabi
 CROSS_GXX = {"aarch64": "aarch64-linux-gnu-g++", "armv7": "arm-linux-gnueabihf-g++"}
 LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
 GPU_LIBS = {"cuda": ("libtvm_runtime_cuda.so",)}  # the runner loads these for --device cuda
+_ALL_GPU_LIBS = {name for names in GPU_LIBS.values() for name in names}
 _CACHE_LOCK = threading.RLock()
 _held = 0
 
@@ -111,7 +112,7 @@ def host_runtime() -> Path:
         raise EmberError(f"the installed TVM lacks {missing[0]}", hint="pip install --force-reinstall apache-tvm")
     out = cache_dir(host_arch())
     links = {out / "lib" / lib: found[lib] for lib in LIBS} | {out / "include": found["include"]}
-    for lib in (name for names in GPU_LIBS.values() for name in names):
+    for lib in _ALL_GPU_LIBS:
         if (Path(tvm.__file__).parent / "lib" / lib).exists():
             links[out / "lib" / lib] = Path(tvm.__file__).parent / "lib" / lib
     if all(link.is_symlink() and link.resolve() == src.resolve() for link, src in links.items()):
@@ -154,9 +155,9 @@ def cached() -> list[dict]:
 
 
 @_cache_locked
-def fetch(arch: str) -> Path:
+def fetch(arch: str, refresh: bool = False) -> Path:
     """The cached runtime for `arch` (lib/ with the TVM runtime libraries, include/ with the FFI headers),
-    downloading the registry wheels that match this TVM when it is not cached yet."""
+    downloading the registry wheels that match this TVM when it is not cached yet (or `refresh`)."""
     if arch not in WHEEL_PLATFORM and _complete(cache_dir(arch)):
         return cache_dir(arch)
     if arch not in WHEEL_PLATFORM:
@@ -166,7 +167,7 @@ def fetch(arch: str) -> Path:
     out = cache_dir(arch)
     manifest = out / "manifest.json"
     versions = runtime_versions()
-    if manifest.exists() and json.loads(manifest.read_text()).get("versions") == versions:
+    if not refresh and manifest.exists() and json.loads(manifest.read_text()).get("versions") == versions:
         return out
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
@@ -183,7 +184,8 @@ def fetch(arch: str) -> Path:
             )
         with _staged(out) as staging:
             _extract(Path(tmp), staging)
-            record = {"versions": versions, "sha256": {lib: sha256_file(staging / "lib" / lib) for lib in LIBS}}
+            libs = sorted(p.name for p in (staging / "lib").iterdir())
+            record = {"versions": versions, "sha256": {lib: sha256_file(staging / "lib" / lib) for lib in libs}}
             (staging / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
 
@@ -212,7 +214,7 @@ def _extract(wheels: Path, dest: Path) -> None:
         with zipfile.ZipFile(wheel) as z:
             for name in z.namelist():
                 base = os.path.basename(name)
-                if base in LIBS and "/lib/" in name:
+                if (base in LIBS or base in _ALL_GPU_LIBS) and "/lib/" in name:
                     (dest / "lib" / base).write_bytes(z.read(name))
                 elif name.startswith("tvm_ffi/include/") and not name.endswith("/"):
                     target = dest / "include" / name[len("tvm_ffi/include/") :]
@@ -266,17 +268,21 @@ def build_runner(arch: str) -> Path:
 
 
 def gpu_libs(rt: Path, device: str) -> list[Path]:
-    """The libraries a `device` bundle needs beside the TVM runtime in `rt`: TVM's GPU runtime module and the
-    GPU vendor's runtime it links (CUDA: libcudart), resolved here; the GPU driver (libcuda) is the board's."""
+    """The libraries a `device` bundle needs beside the TVM runtime in `rt` (a folder named after its arch):
+    TVM's GPU runtime module, and for this machine's arch the GPU vendor's runtime it links (CUDA:
+    libcudart), resolved here; the GPU driver (libcuda), and another arch's libcudart, are the board's."""
     names = GPU_LIBS.get(device, ())
+    if rt.name in WHEEL_PLATFORM and not all((rt / "lib" / name).exists() for name in names):
+        rt = fetch(rt.name, refresh=True)  # cached before Ember kept the GPU runtime modules
     missing = [name for name in names if not (rt / "lib" / name).exists()]
     if missing:
         raise EmberError(
             f"the {rt.name} TVM runtime has no {missing[0]}, so it cannot run {device} bundles",
-            hint="the registry's x86_64 apache-tvm wheel ships it; for other CPUs build TVM with "
-            f"USE_{device.upper()}=ON and put {missing[0]} in {rt / 'lib'}",
+            hint=f"build TVM with USE_{device.upper()}=ON and put {missing[0]} in {rt / 'lib'}",
         )
     found = [rt / "lib" / name for name in names]
+    if rt.name != host_arch():
+        return found
     for lib in list(found):
         r = subprocess.run(["ldd", str(lib)], capture_output=True, text=True)
         for line in r.stdout.splitlines():

@@ -16,6 +16,7 @@ from ember.backends.runtime import (
     compiler_for,
     gpu_libs,
     gxx_name,
+    host_arch,
     make_runner,
     runtime_dir,
     runtime_versions,
@@ -80,4 +81,14 @@ def _readme(metadata: dict[str, Any], standalone: bool) -> str:
         inputs="\n".join(f"{fmt(v)}  -> input{i}.npy" for i, v in enumerate(metadata["inputs"])),
         outputs="\n".join(f"{fmt(v)}  -> out/output{i}.npy" for i, v in enumerate(metadata["outputs"])),
         fetch_note=fetch_note,
+        gpu_note=_gpu_note(device, standalone and arch == host_arch()),
     )
+
+
+def _gpu_note(device: str, cudart_inside: bool) -> str:
+    if device != "cuda":
+        return ""
+    needs = "the NVIDIA driver (libcuda.so.1)"
+    if not cudart_inside:
+        needs += " and the CUDA runtime that libtvm_runtime_cuda.so links (libcudart.so.13: CUDA toolkit or JetPack)"
+    return f"--device cuda runs on GPU 0 and times each run to the GPU's completion; the board needs {needs}.\n"
