@@ -35,6 +35,8 @@ class Blocking:
     cache_block: bool = False  # parallel lane tiles, each over all rows in K chunks (weights chunk in L1)
     merge_rows: int | None = None  # merge this spatial iterator with the next (NHWC pixels) before blocking
     pixels_outer: bool = False  # lane tiles inside the pixel loops: inputs stream in order (tiny weights)
+    one_vector: bool = False  # lane tiles of one register: more rows fit (no input is shared by lanes)
+    exact_rows: bool = False  # rows a divisor of the axis where one is at least half the register limit
 
 
 def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blocking, bits: int) -> s_tir.Schedule:
@@ -53,14 +55,14 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
     loops = bound_loops(sch, block)
     if loops is None:
         raise ValueError("loops do not map one-to-one onto block iterators")
-    vec_len = lane_tile(extent(sch, loops[blocking.vector_axis]), lanes)
+    vec_len = lane_tile(extent(sch, loops[blocking.vector_axis]), lanes, blocking.one_vector)
     if blocking.weights_by_lanes:
         prepack_weight(sch, block, blocking.vector_axis, vec_len)
     limit = ACCUMULATOR_REGISTERS[bits] // -(-vec_len // lanes)
     rows, row_axis = 1, None
     for axis in blocking.row_axes:
-        if row_factor(extent(sch, loops[axis]), limit) > rows:
-            rows, row_axis = row_factor(extent(sch, loops[axis]), limit), axis
+        if row_factor(extent(sch, loops[axis]), limit, blocking.exact_rows) > rows:
+            rows, row_axis = row_factor(extent(sch, loops[axis]), limit, blocking.exact_rows), axis
     outer, inner, micro = [], [], []
     for axis, loop in enumerate(loops[:n_spatial]):
         factor = vec_len if axis == blocking.vector_axis else rows if axis == row_axis else None
@@ -121,21 +123,24 @@ def merge_axes(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], axis: int) -> 
     sch.transform_layout(blocks[0], ("write", 0), merged(len(sch.get(blocks[0]).writes[0].source.shape)))
 
 
-def lane_tile(n: int, lanes: int) -> int:
+def lane_tile(n: int, lanes: int, one_vector: bool = False) -> int:
     """Lanes of the register tile along an axis of length n: two vectors where they divide n; else the
     widest of 5 or 3 vectors that divides it (1000 = 25 x 40), which load each input once per 3-5 weight
-    vectors, where a single vector (8 rows x 1) needs one broadcast per FMA."""
+    vectors, where a single vector (8 rows x 1) needs one broadcast per FMA. `one_vector`: one where it divides."""
+    if one_vector and n % lanes == 0:
+        return lanes
     factor = vector_factor(n, lanes)
     if factor != lanes:
         return factor
     return next((v * lanes for v in (5, 3) if n % (v * lanes) == 0), factor)
 
 
-def row_factor(n: int, limit: int) -> int:
-    """Rows per register block: a divisor of n near `limit`, else balanced blocks with a short last one
-    (its predicate is the same for every lane, so the row's vector code stays vector)."""
+def row_factor(n: int, limit: int, exact: bool = False) -> int:
+    """Rows per register block: a divisor of n near `limit` (`exact`: at least half of it), else balanced
+    blocks with a short last one (its predicate is the same for every lane, so the row's vector code stays
+    vector)."""
     d = divisor_at_most(n, limit)
-    if d == n or 4 * d >= 3 * limit:
+    if d == n or 4 * d >= 3 * limit or (exact and 2 * d >= limit):
         return d
     blocks = -(-n // limit)
     return -(-n // blocks)

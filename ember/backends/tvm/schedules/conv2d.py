@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tvm import s_tir
 
 from ember.backends.tvm.schedules.common import CPURule, strided_reads
@@ -23,6 +25,10 @@ BLOCKING = {
 # kernel on ResNet-50's 1x1 convs (Zen 3, one thread, CPU time): 1.2-2.2x the GFLOP/s of register tiles over
 # the whole reduction, inputs beyond L2 (56x56x256, 14x14x1024, stride 2) included.
 POINTWISE_NHWC = Blocking(vector_axis=2, row_axes=(1,), weights_by_lanes=True, cache_block=True, merge_rows=1)
+# A depthwise NHWC conv shares no input between channels, so one vector of channels per tile leaves room for
+# more pixels (8 where two vectors fit 4-6), and rows that divide the width run no masked tail tile. Measured
+# per kernel on MobileNetV2's (Zen 3, one thread, alternating): 0.53-0.93x the time, 7x7 to 112x112.
+DEPTHWISE_NHWC = replace(BLOCKING["group_conv2d_nhwc"], one_vector=True, exact_rows=True)
 
 
 class Conv2D(CPURule):
@@ -38,4 +44,6 @@ class Conv2D(CPURule):
             return None
         if sch.get(convs[0]).name_hint == "conv2d_nhwc" and int(ivs[4].dom.extent) * int(ivs[5].dom.extent) == 1:
             blocking = POINTWISE_NHWC
+        if sch.get(convs[0]).name_hint == "group_conv2d_nhwc" and int(ivs[6].dom.extent) == 1:
+            blocking = DEPTHWISE_NHWC
         return schedule_contraction(sch, convs[0], blocking, bits)
