@@ -345,11 +345,6 @@ def _transpose(L, n, a):
     return R.permute_dims(a[0], list(n.attrs["perm"]))
 
 
-@rule("concat")
-def _concat(L, n, a):
-    return R.concat(a, axis=n.attrs["axis"])
-
-
 @rule("split")
 def _split(L, n, a):
     cuts = np.cumsum(n.attrs["sizes"])[:-1].tolist()

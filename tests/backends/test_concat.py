@@ -1,0 +1,49 @@
+"""Channel concat in NHWC (SqueezeNet's fire modules, Inception, DenseNet) compiles to vector copies, for widths
+whose gcd is below the vector tile and for three inputs, and matches onnxruntime (conftest's tolerances)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import ember
+from tests.conftest import assert_close, make_model, ort_run, random_feeds
+
+
+def branches_model(widths: list[int], channels: int = 16, size: int = 9):
+    """Conv branches of `widths` output channels over one input, ReLU'd, concatenated along channels and
+    mixed by a 1x1 conv."""
+    rng = np.random.default_rng(0)
+    nodes, inits, names = [], {}, []
+    for k, width in enumerate(widths):
+        inits[f"w{k}"] = rng.standard_normal((width, channels, 1 + 2 * (k % 2), 1 + 2 * (k % 2))).astype("float32")
+        nodes.append(helper.make_node("Conv", ["x", f"w{k}"], [f"c{k}"], pads=[k % 2] * 4))
+        nodes.append(helper.make_node("Relu", [f"c{k}"], [f"r{k}"]))
+        names.append(f"r{k}")
+    nodes.append(helper.make_node("Concat", names, ["cat"], axis=1))
+    inits["wf"] = rng.standard_normal((8, sum(widths), 1, 1)).astype("float32")
+    nodes.append(helper.make_node("Conv", ["cat", "wf"], ["y"]))  # as in a fire module: nothing fuses with the concat
+    return make_model(nodes, [("x", [1, channels, size, size])], [("y", None)], inits, opset=13)
+
+
+def concat_kernel_ir(artifact) -> str:
+    """The LLVM IR of the concat kernel and of the parallel tasks it launches."""
+    ir_text = "\n".join(sub.inspect_source("ll") for sub in artifact.executable.mod.imports if sub.kind == "llvm")
+    functions = dict(re.findall(r"(?ms)^define [^@]*@([\w.]+)\((.*?^})", ir_text))
+    assert "concatenate_compute_" in functions, "no concatenate kernel was built"
+    tasks = re.findall(r"@(__tvm_parallel_lambda[\w.]*)", functions["concatenate_compute_"])
+    return "\n".join([functions["concatenate_compute_"], *(functions[t] for t in tasks)])
+
+
+@pytest.mark.parametrize("widths", [[64, 64], [24, 40], [96, 32, 64]])
+def test_channel_concat_copies_vectors_and_matches_onnxruntime(widths):
+    model = branches_model(widths)
+    art = ember.compile(model, "host", layout="NHWC")
+    kernel = concat_kernel_ir(art)
+    assert re.search(r"load <\d+ x float>", kernel)  # TOPI's concat loaded one float at a time
+    assert not re.search(r"load float,", kernel)
+    feeds = random_feeds(model)
+    assert_close(art.run(feeds), ort_run(model, feeds))
