@@ -18,6 +18,7 @@ from ember.backends.tvm.schedules.conv2d import Conv2D
 from ember.backends.tvm.schedules.dense import Dense
 from ember.backends.tvm.schedules.elementwise import Fallback
 from ember.backends.tvm.schedules.int8 import Int8Grouped, Int8Packed
+from ember.backends.tvm.schedules.rows import RowWise
 
 
 def enabled() -> bool:
@@ -29,7 +30,7 @@ def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules for a CPU target, most specific first; the target's vector width sizes each schedule."""
     if target.kind.name != "llvm":
         return []
-    return [Attention(), Int8Packed(), Int8Grouped(), Conv2D(), Dense(), Fallback()]
+    return [Attention(), Int8Packed(), Int8Grouped(), Conv2D(), Dense(), RowWise(), Fallback()]
 
 
 CALL_TIR = tvm.ir.Op.get("relax.call_tir")

@@ -10,10 +10,12 @@ from ember.backends.tvm.schedules.common import (
     SCHEDULE_FAILURES,
     CPURule,
     extent,
+    lane_partials,
     lanes_for,
     schedule_injective,
     vector_factor,
     vectorize_innermost,
+    vectorize_partials,
 )
 from ember.backends.tvm.schedules.contraction import vectorize_by_registers
 
@@ -104,25 +106,6 @@ def register_tile_scores(sch: s_tir.Schedule, scores: SBlockRV, bits: int) -> No
     vectorize_by_registers(sch, ji, lanes)
     init = sch.decompose_reduction(scores, k)
     vectorize_innermost(sch, init)
-
-
-def lane_partials(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> SBlockRV | None:
-    """Split a row's max or sum into lane-wise partial results (rfactor) and a final reduction of the lanes:
-    a scalar reduction is a chain of dependent operations, one per key. Returns the partial block."""
-    row = sch.get_loops(block)[-1]
-    lanes = lanes_for(sch, block, bits)
-    if extent(sch, row) % lanes or extent(sch, row) == lanes:
-        return None
-    _, lane = sch.split(row, factors=[None, lanes])
-    return sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 1)
-
-
-def vectorize_partials(sch: s_tir.Schedule, partial: SBlockRV) -> None:
-    """Steps outside, lanes inside and vectorized, for the partial block and its initialization."""
-    *_, lane, step = sch.get_loops(partial)
-    sch.reorder(step, lane)
-    sch.vectorize(lane)
-    sch.vectorize(sch.get_loops(sch.decompose_reduction(partial, step))[-1])
 
 
 def vectorize_last(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:

@@ -121,3 +121,27 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(fused)
     return True
+
+
+def lane_partials(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> SBlockRV | None:
+    """Split a row's max or sum into lane-wise partial results (rfactor) and a final reduction of the lanes:
+    a scalar reduction is a chain of dependent operations, one per key. Returns the partial block."""
+    row = sch.get_loops(block)[-1]
+    lanes = lanes_for(sch, block, bits)
+    if extent(sch, row) % lanes or extent(sch, row) == lanes:
+        return None
+    _, lane = sch.split(row, factors=[None, lanes])
+    return sch.rfactor(lane, factor_axis=len(sch.get(block).iter_vars) - 1)
+
+
+def vectorize_partials(sch: s_tir.Schedule, partial: SBlockRV) -> None:
+    """The reduction steps outside, the lanes (the partial buffer's last axis) inside and vectorized, for the
+    partial block and its initialization."""
+    block = sch.get(partial)
+    lane_var, values = block.writes[0].region[-1].min, get_sblockrealize(sch, partial).iter_values
+    bound = {sch.get(loop).loop_var: loop for loop in sch.get_loops(partial)}
+    lane = next(bound[v] for iv, v in zip(block.iter_vars, values) if iv.var.same_as(lane_var))
+    step = next(bound[v] for iv, v in zip(block.iter_vars, values) if iv.iter_type == tirx.IterVar.CommReduce)
+    sch.reorder(step, lane)
+    sch.vectorize(lane)
+    sch.vectorize(sch.get_loops(sch.decompose_reduction(partial, step))[-1])
