@@ -25,6 +25,14 @@ BLOCKING = {
 # kernel on ResNet-50's 1x1 convs (Zen 3, one thread, CPU time): 1.2-2.2x the GFLOP/s of register tiles over
 # the whole reduction, inputs beyond L2 (56x56x256, 14x14x1024, stride 2) included.
 POINTWISE_NHWC = Blocking(vector_axis=2, row_axes=(1,), weights_by_lanes=True, cache_block=True, merge_rows=1)
+# With few input channels a lane tile's whole weight column (K x 16-24 lanes, at most 15 KB) stays in L1, so
+# nothing is worth cache blocking: tiles of pixels x lanes over the whole reduction, lane tiles inside the
+# pixel loops (each input pixel read once, outputs written in order), rows dividing the pixels (no masked
+# tail). Per kernel (one thread, alternating): MobileNetV2's K=16-32 expand/project convs at 112x112 and
+# 56x56 0.66-0.93x the time, K=96-160 0.85-1.04x; ResNet-50's K=64 and 128 0.70-0.86x; K=256-512 were
+# 0.87-1.09x, so they keep POINTWISE_NHWC.
+SMALL_K = 160
+SMALL_POINTWISE_NHWC = replace(POINTWISE_NHWC, cache_block=False, pixels_outer=True, exact_rows=True)
 # A depthwise NHWC conv shares no input between channels, so one vector of channels per tile leaves room for
 # more pixels (8 where two vectors fit 4-6), and rows that divide the width run no masked tail tile. Measured
 # per kernel on MobileNetV2's (Zen 3, one thread, alternating): 0.53-0.93x the time, 7x7 to 112x112.
@@ -43,7 +51,7 @@ class Conv2D(CPURule):
         if len(ivs) != 7 or strided_reads(sch, convs[0], blocking.vector_axis):
             return None
         if sch.get(convs[0]).name_hint == "conv2d_nhwc" and int(ivs[4].dom.extent) * int(ivs[5].dom.extent) == 1:
-            blocking = POINTWISE_NHWC
+            blocking = POINTWISE_NHWC if int(ivs[6].dom.extent) > SMALL_K else SMALL_POINTWISE_NHWC
         if sch.get(convs[0]).name_hint == "group_conv2d_nhwc" and int(ivs[6].dom.extent) == 1:
             blocking = DEPTHWISE_NHWC
         return schedule_contraction(sch, convs[0], blocking, bits)
