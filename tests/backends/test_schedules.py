@@ -134,9 +134,34 @@ def kernel_named(kernels: dict[str, str], name: str) -> str:
 
 
 def test_dense_kernel_is_parallel_and_vectorized():
-    kernels = scheduled_kernels(bert_layer(hidden=64, heads=4, seq=16))
+    kernels = scheduled_kernels(bert_layer(hidden=128, heads=4, seq=32))
     text = kernel_named(kernels, "fused_matmul_add")
     assert "T.parallel(" in text and "T.vectorized(" in text
+
+
+def test_tiny_contractions_run_on_one_thread():
+    """A 3x3 conv of 55K multiply-adds and a 16x128x32 dense take less time than a thread-pool launch: no
+    parallel loop, still vectorized; their values are checked against onnxruntime."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Reshape", ["r", "shape"], ["f"]),
+        helper.make_node("MatMul", ["f", "m"], ["y"]),
+    ]
+    inits = {
+        "w": rng.standard_normal((8, 3, 3, 3)).astype("float32"),
+        "shape": np.array([16, 128], np.int64),
+        "m": rng.standard_normal((128, 32)).astype("float32"),
+    }
+    model = make_model(nodes, [("x", [1, 3, 16, 16])], [("y", None)], inits, opset=13)
+    kernels = scheduled_kernels(model)
+    contractions = [t for name, t in kernels.items() if "conv2d" in name or "matmul" in name]
+    assert len(contractions) == 2
+    for text in contractions:
+        assert "T.parallel(" not in text and "T.vectorized(" in text
+    feeds = random_feeds(model)
+    assert_close(list(ember.compile(model, "host").run(feeds).values()), ort_run(model, feeds))
 
 
 def test_attention_kernel_is_parallel_over_query_rows_and_vectorized():

@@ -62,6 +62,14 @@ def extent(sch: s_tir.Schedule, loop: LoopRV) -> int:
     return int(sch.get(loop).extent)
 
 
+def multiply_adds(sch: s_tir.Schedule, block: SBlockRV) -> int:
+    """Multiply-adds a contraction block computes: the product of its iterators' extents."""
+    total = 1
+    for iv in sch.get(block).iter_vars:
+        total *= int(iv.dom.extent)
+    return total
+
+
 def vector_factor(n: int, lanes: int) -> int:
     """Lanes to vectorize an axis of length n by, always a divisor of n: a split with a tail would put a
     predicate in the loop, which TVM's vectorizer turns back into scalar code."""
