@@ -26,6 +26,7 @@ from ember.backends.tvm.schedules.common import (
     SCHEDULE_FAILURES,
     CPURule,
     extent,
+    multiply_adds,
     schedule_injective,
     vector_bits,
     vectorize_innermost,
@@ -199,7 +200,7 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
     else:
         sch.reorder(chan_o, *outer, row_o, *reductions[:-1], row_i, chan_i, lane, depth)
     tile = sch.fuse(chan_o, *outer, row_o)
-    if extent(sch, tile) > 1 and _macs(sch, block) >= MIN_PARALLEL_MACS:
+    if extent(sch, tile) > 1 and multiply_adds(sch, block) >= MIN_PARALLEL_MACS:
         sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     _vectorize_tail(sch, epilogue, max(bits // 32, 4))
@@ -216,11 +217,6 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
             sch.unroll(lane_o)
         sch.tensorize(lane, name)
     return sch
-
-
-def _macs(sch: s_tir.Schedule, block: SBlockRV) -> int:
-    """Multiply-adds the block computes: the product of its iterators' extents."""
-    return functools.reduce(lambda a, iv: a * int(iv.dom.extent), sch.get(block).iter_vars, 1)
 
 
 def _vectorize_tail(sch: s_tir.Schedule, block: SBlockRV, lanes: int) -> None:
