@@ -181,6 +181,16 @@ def test_attention_softmax_evaluates_exp_as_a_polynomial():
     assert "T.exp(" not in text and "T.reinterpret(" in text
 
 
+def test_tiny_pool_runs_on_one_thread():
+    """512 outputs of a 2x2 max pool: a thread-pool launch costs more (SqueezeNet's pools stay parallel)."""
+    pool = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    model = make_model([pool], [("x", [1, 8, 16, 16])], [("y", None)], opset=13)
+    (text,) = [t for name, t in scheduled_kernels(model).items() if "pool" in name]
+    assert "T.parallel(" not in text
+    feeds = random_feeds(model)
+    assert_close(list(ember.compile(model, "host").run(feeds).values()), ort_run(model, feeds))
+
+
 def test_nhwc_pool_vectorizes_channels_inside_its_window():
     text = scheduled_kernels(random_light_model("squeezenet"))["max_pool2d"]
     assert "T.parallel(" in text

@@ -19,6 +19,8 @@ from ember.backends.tvm.schedules.common import (
     vectorize_innermost,
 )
 
+OUTPUT_WORK = 8  # what each output's store counts for, in reduction steps (a 3x3 pool's 9 steps are cheap)
+
 
 class Fallback(CPURule):
     """Parallel outer loops for any nest; SIMD on the innermost axis of elementwise nests and pools."""
@@ -43,10 +45,11 @@ def parallel_spatial(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
         return False
     kinds = iter_kinds(sch, block)
     n_spatial = len(kinds) - len(kinds.lstrip("S"))
-    total = 1
-    for loop in loops:
+    total, outputs = 1, 1
+    for i, loop in enumerate(loops):
         total *= extent(sch, loop)
-    if n_spatial == 0 or total < MIN_PARALLEL_ELEMENTS:
+        outputs *= extent(sch, loop) if i < n_spatial else 1
+    if n_spatial == 0 or total + OUTPUT_WORK * outputs < OUTPUT_WORK * MIN_PARALLEL_ELEMENTS:
         return False
     spatial, reductions = loops[:n_spatial], loops[n_spatial:]
     factor = vector_factor(extent(sch, spatial[-1]), lanes_for(sch, block, bits))
