@@ -1,5 +1,6 @@
 """`make demo`: compile a real topology (SqueezeNet 1.0, seeded random weights) for aarch64 and for this
-host with the `ember` CLI, run the host build, and compare it with onnxruntime."""
+host with the `ember` CLI, run the host build, and compare it with onnxruntime: outputs here, latency as
+benchmarks/cpu_latency.py takes it (each engine in its own process, 2 threads, taking turns)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from rich.table import Table
 import ember
 from ember.backends.artifact import elf_arch
 from ember.models import random_light_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from cpu_latency import start_worker, take_turns  # noqa: E402
 
 OUT = Path("demo-out")
 EMBER = str(Path(sys.executable).parent / "ember")
@@ -47,15 +51,12 @@ def main() -> None:
     x = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)
     artifact = ember.load(OUT / "squeezenet-host")
     got = artifact.run({"data_0": x})["softmaxout_1"]
-    ember_ms = np.median(artifact.benchmark({"data_0": x}, number=5, repeat=3)) * 1e3
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(model_path), opts)
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     want = sess.run(None, {"data_0": x})[0]
-    start = time.perf_counter()
-    for _ in range(10):
-        sess.run(None, {"data_0": x})
-    ort_ms = (time.perf_counter() - start) / 10 * 1e3
+    console.print("timing Ember and onnxruntime in turns, each in its own process (2 threads, 20 runs)")
+    workers = {engine: start_worker(str(model_path), engine, 2)[0] for engine in ("ember", "onnxruntime")}
+    medians = take_turns(workers, runs=20, block=5)
+    ember_ms, ort_ms = medians["ember"], medians["onnxruntime"]
     err = float(np.abs(got - want).max())
 
     table = Table(title="SqueezeNet 1.0 (onnx light topology, seeded weights)")
