@@ -29,10 +29,10 @@ from cpu_latency import build_model
 from rich.console import Console
 from rich.table import Table
 
+from ember.backends.verify import tolerance_excess
 from ember.models import random_feeds
 
 MODELS = ("squeezenet", "mobilenet_v2", "bert")
-RTOL, ATOL = 1e-4, 1e-5
 
 
 def prepare(out: Path, target: str, models: list[str]) -> None:
@@ -80,12 +80,10 @@ def compare(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[float, float
     """Largest absolute error, largest error relative to the output's magnitude, and verify's pass/fail."""
     worst_abs, worst_rel, ok = 0.0, 0.0, len(got) == len(want)
     for g, w in zip(got, want):
-        g, w = g.astype(np.float64).reshape(w.shape), w.astype(np.float64)
-        diff = np.abs(g - w)
-        scale = max(1.0, float(np.abs(w).max()))
-        worst_abs = max(worst_abs, float(diff.max()))
-        worst_rel = max(worst_rel, float(diff.max() / max(float(np.abs(w).max()), 1e-30)))
-        ok &= bool((diff <= ATOL * scale + RTOL * np.abs(w)).all())
+        err, excess = tolerance_excess(g.reshape(w.shape), w)
+        worst_abs = max(worst_abs, err)
+        worst_rel = max(worst_rel, err / max(float(np.abs(w).max()), 1e-30))
+        ok &= excess <= 0
     return worst_abs, worst_rel, ok
 
 

@@ -67,10 +67,7 @@ def verify(artifact: Artifact, model: str | os.PathLike, seed: int = 0) -> Verif
     for (name, g), w in zip(got.items(), want):
         if g.shape != w.shape:
             raise EmberError(f"output '{name}' has shape {list(g.shape)}, onnxruntime's {list(w.shape)}")
-        diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
-        errors[name] = float(diff.max()) if diff.size else 0.0
-        scale = max(1.0, float(np.abs(w).max())) if w.size and w.dtype.kind == "f" else 1.0
-        excess = float((diff - (ATOL * scale + RTOL * np.abs(w))).max()) if diff.size else 0.0
+        errors[name], excess = tolerance_excess(g, w)
         if excess > 0 and (worst is None or excess > worst[1]):
             worst = (name, excess)
     if worst is not None:
@@ -79,6 +76,16 @@ def verify(artifact: Artifact, model: str | os.PathLike, seed: int = 0) -> Verif
             f"allowed: rtol {RTOL:g}, atol {ATOL:g} times the output's largest magnitude above 1)"
         )
     return Verified(how, errors)
+
+
+def tolerance_excess(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    """(largest absolute difference, how far the worst element is over rtol RTOL + atol ATOL times the
+    output's largest magnitude above 1): the second is positive when `got` fails the check."""
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    if not diff.size:
+        return 0.0, 0.0
+    scale = max(1.0, float(np.abs(want).max())) if want.dtype.kind == "f" else 1.0
+    return float(diff.max()), float((diff - (ATOL * scale + RTOL * np.abs(want))).max())
 
 
 def _onnxruntime(model: str | os.PathLike, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -267,10 +267,11 @@ def build_runner(arch: str) -> Path:
     return exe
 
 
-def gpu_libs(rt: Path, device: str) -> list[Path]:
-    """The libraries a `device` bundle needs beside the TVM runtime in `rt` (a folder named after its arch):
-    TVM's GPU runtime module, and for this machine's arch the GPU vendor's runtime it links (CUDA:
-    libcudart), resolved here; the GPU driver (libcuda), and another arch's libcudart, are the board's."""
+def runtime_libs(rt: Path, device: str) -> list[Path]:
+    """The libraries a `device` bundle runs with, from the TVM runtime in `rt` (a folder named after its arch):
+    TVM's runtime, for a GPU its runtime module, and for this machine's arch the GPU vendor's runtime that
+    module links (CUDA: libcudart), resolved here; the GPU driver (libcuda), and another arch's libcudart, are
+    the board's."""
     names = GPU_LIBS.get(device, ())
     if rt.name in WHEEL_PLATFORM and not all((rt / "lib" / name).exists() for name in names):
         rt = fetch(rt.name, refresh=True)  # cached before Ember kept the GPU runtime modules
@@ -280,10 +281,10 @@ def gpu_libs(rt: Path, device: str) -> list[Path]:
             f"the {rt.name} TVM runtime has no {missing[0]}, so it cannot run {device} bundles",
             hint=f"build TVM with USE_{device.upper()}=ON and put {missing[0]} in {rt / 'lib'}",
         )
-    found = [rt / "lib" / name for name in names]
+    found = [rt / "lib" / name for name in (*LIBS, *names)]
     if rt.name != host_arch():
         return found
-    for lib in list(found):
+    for lib in [rt / "lib" / name for name in names]:
         r = subprocess.run(["ldd", str(lib)], capture_output=True, text=True)
         for line in r.stdout.splitlines():
             name, _, where = line.strip().partition(" => ")
@@ -331,8 +332,7 @@ def run_bundle(
             hint=f"recompile with --target for {arch}" if found else "recompile the bundle",
         )
     runner = build_runner(arch)
-    libs = [runner.parent / "lib" / name for name in LIBS]
-    libs += gpu_libs(runner.parent, device) if device != "cpu" else []
+    libs = runtime_libs(runner.parent, device)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for f in (runner, *libs):

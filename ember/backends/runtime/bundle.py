@@ -10,15 +10,14 @@ from typing import Any
 
 from ember.backends.artifact import sha256_file
 from ember.backends.runtime import (
-    LIBS,
     MAKEFILE,
     RUNNER_SOURCE,
     compiler_for,
-    gpu_libs,
     gxx_name,
     host_arch,
     make_runner,
     runtime_dir,
+    runtime_libs,
     runtime_versions,
 )
 from ember.errors import EmberError
@@ -38,8 +37,7 @@ def write_runner_files(folder: Path, metadata: dict[str, Any], standalone: bool)
         if metadata["library"] != "model.so":
             raise EmberError("a standalone bundle needs model.so, not model.tar", hint="recompile with --standalone")
         rt = runtime_dir(arch)
-        device = metadata["target"]["device"]
-        libs = [rt / "lib" / lib for lib in LIBS] + (gpu_libs(rt, device) if device != "cpu" else [])
+        libs = runtime_libs(rt, metadata["target"]["device"])
         (folder / "runtime" / "lib").mkdir(parents=True)
         for lib in libs:
             shutil.copy2(lib, folder / "runtime" / "lib" / lib.name)

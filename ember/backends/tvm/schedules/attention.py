@@ -15,6 +15,7 @@ from ember.backends.tvm.schedules.common import (
     schedule_injective,
     vector_factor,
     vectorize_innermost,
+    vectorize_last,
     vectorize_partials,
 )
 from ember.backends.tvm.schedules.contraction import vectorize_by_registers
@@ -106,12 +107,3 @@ def register_tile_scores(sch: s_tir.Schedule, scores: SBlockRV, bits: int) -> No
     vectorize_by_registers(sch, ji, lanes)
     init = sch.decompose_reduction(scores, k)
     vectorize_innermost(sch, init)
-
-
-def vectorize_last(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
-    """Vectorize the block's innermost loop in register-sized pieces."""
-    loop = sch.get_loops(block)[-1]
-    factor = vector_factor(extent(sch, loop), lanes_for(sch, block, bits))
-    if factor < extent(sch, loop):
-        loop = sch.split(loop, factors=[None, factor])[1]
-    sch.vectorize(loop)

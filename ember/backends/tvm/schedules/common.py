@@ -3,6 +3,8 @@ schedule escape, loop-nest queries, and the parallel-and-vectorize schedule of a
 
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.s_tir.dlight.analysis.common_analysis import get_sblockrealize
@@ -13,6 +15,7 @@ from tvm.target.codegen import llvm_cpu_has_features
 # What TVM raises when a primitive does not apply (ScheduleError is a RuntimeError; tvm_ffi maps the rest).
 SCHEDULE_FAILURES = (RuntimeError, ValueError, TypeError, IndexError, AssertionError)
 MIN_PARALLEL_ELEMENTS = 2048  # below this a thread-pool launch costs more than the loop
+OUTPUT_WORK = 8  # what each output's epilogue and store count for, in multiply-adds or reduction steps
 
 
 def vector_bits(target: Target) -> int:
@@ -64,10 +67,15 @@ def extent(sch: s_tir.Schedule, loop: LoopRV) -> int:
 
 def multiply_adds(sch: s_tir.Schedule, block: SBlockRV) -> int:
     """Multiply-adds a contraction block computes: the product of its iterators' extents."""
-    total = 1
-    for iv in sch.get(block).iter_vars:
-        total *= int(iv.dom.extent)
-    return total
+    return math.prod(int(iv.dom.extent) for iv in sch.get(block).iter_vars)
+
+
+def work(sch: s_tir.Schedule, block: SBlockRV) -> int:
+    """A block's cost for the parallel thresholds: its reduction steps (multiply-adds), each output counting
+    OUTPUT_WORK more; a depthwise conv's 9 or a pool's window steps per output are cheap beside the store."""
+    ivs = sch.get(block).iter_vars
+    outputs = math.prod(int(iv.dom.extent) for iv in ivs if iv.iter_type == tirx.IterVar.DataPar)
+    return multiply_adds(sch, block) + OUTPUT_WORK * outputs
 
 
 def vector_factor(n: int, lanes: int) -> int:
@@ -133,7 +141,7 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
 
 def lane_partials(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> SBlockRV | None:
     """Split a row's max or sum into lane-wise partial results (rfactor) and a final reduction of the lanes:
-    a scalar reduction is a chain of dependent operations, one per key. Returns the partial block."""
+    a scalar reduction is a chain of dependent operations, one per element. Returns the partial block."""
     row = sch.get_loops(block)[-1]
     lanes = lanes_for(sch, block, bits)
     if extent(sch, row) % lanes or extent(sch, row) == lanes:
@@ -153,3 +161,12 @@ def vectorize_partials(sch: s_tir.Schedule, partial: SBlockRV) -> None:
     sch.reorder(step, lane)
     sch.vectorize(lane)
     sch.vectorize(sch.get_loops(sch.decompose_reduction(partial, step))[-1])
+
+
+def vectorize_last(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
+    """Vectorize the block's innermost loop in register-sized pieces."""
+    loop = sch.get_loops(block)[-1]
+    factor = vector_factor(extent(sch, loop), lanes_for(sch, block, bits))
+    if factor < extent(sch, loop):
+        loop = sch.split(loop, factors=[None, factor])[1]
+    sch.vectorize(loop)

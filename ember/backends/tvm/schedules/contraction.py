@@ -15,17 +15,16 @@ from ember.backends.tvm.schedules.common import (
     extent,
     iter_kinds,
     lanes_for,
-    multiply_adds,
     schedule_injective,
     vector_factor,
+    work,
 )
 
 K_CHUNK = 256  # reduction steps per pass over the rows of a cache-blocked contraction
 ACCUMULATOR_REGISTERS = {512: 24, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
 SMALL_REDUCTION = 32  # inputs per output at most, for padding to be computed inline
 PREPACK = "meta_schedule.layout_rewrite_preproc"  # the block annotation SplitLayoutRewritePreproc moves out
-MIN_PARALLEL_WORK = 1 << 17  # with 256-bit vectors; below this (see `work`) a thread-pool launch costs more
-OUTPUT_WORK = 8  # what each output's epilogue and store count for, in multiply-adds
+MIN_PARALLEL_WORK = 1 << 17  # with 256-bit vectors; below this (common.work) a thread-pool launch costs more
 
 
 @dataclass(frozen=True)
@@ -97,15 +96,6 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
         sch.unroll(inner[0][1])
     vectorize_by_registers(sch, sch.get_loops(sch.decompose_reduction(block, reductions[0]))[-1], lanes)
     return sch
-
-
-def work(sch: s_tir.Schedule, block: SBlockRV) -> int:
-    """A contraction's cost in fp32 multiply-adds, each output counting OUTPUT_WORK more: a depthwise conv's
-    9 per output run far below the FMA rate, so its outputs, not its multiply-adds, set its time."""
-    outputs = 1
-    for iv in sch.get(block).iter_vars:
-        outputs *= int(iv.dom.extent) if iv.iter_type == tirx.IterVar.DataPar else 1
-    return multiply_adds(sch, block) + OUTPUT_WORK * outputs
 
 
 def vectorize_by_registers(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> None:

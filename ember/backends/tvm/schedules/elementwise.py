@@ -8,6 +8,7 @@ from tvm.s_tir.schedule import SBlockRV
 
 from ember.backends.tvm.schedules.common import (
     MIN_PARALLEL_ELEMENTS,
+    OUTPUT_WORK,
     CPURule,
     bound_loops,
     extent,
@@ -17,9 +18,8 @@ from ember.backends.tvm.schedules.common import (
     strided_reads,
     vector_factor,
     vectorize_innermost,
+    work,
 )
-
-OUTPUT_WORK = 8  # what each output's store counts for, in reduction steps (a 3x3 pool's 9 steps are cheap)
 
 
 class Fallback(CPURule):
@@ -45,11 +45,7 @@ def parallel_spatial(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
         return False
     kinds = iter_kinds(sch, block)
     n_spatial = len(kinds) - len(kinds.lstrip("S"))
-    total, outputs = 1, 1
-    for i, loop in enumerate(loops):
-        total *= extent(sch, loop)
-        outputs *= extent(sch, loop) if i < n_spatial else 1
-    if n_spatial == 0 or total + OUTPUT_WORK * outputs < OUTPUT_WORK * MIN_PARALLEL_ELEMENTS:
+    if n_spatial == 0 or work(sch, block) < OUTPUT_WORK * MIN_PARALLEL_ELEMENTS:
         return False
     spatial, reductions = loops[:n_spatial], loops[n_spatial:]
     factor = vector_factor(extent(sch, spatial[-1]), lanes_for(sch, block, bits))

@@ -3,6 +3,8 @@ an elementwise output of the same rows, scheduled as one parallel loop over rows
 
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir
 
 from ember.backends.tvm.schedules.common import (
@@ -12,8 +14,7 @@ from ember.backends.tvm.schedules.common import (
     extent,
     iter_kinds,
     lane_partials,
-    lanes_for,
-    vector_factor,
+    vectorize_last,
     vectorize_partials,
 )
 
@@ -29,10 +30,7 @@ class RowWise(CPURule):
         loops = bound_loops(sch, last)
         if not reductions or loops is None or len(loops) < 2 or iter_kinds(sch, last).count("R"):
             return None
-        rows_total = 1
-        for loop in loops:
-            rows_total *= extent(sch, loop)
-        if rows_total < MIN_PARALLEL_ELEMENTS:
+        if math.prod(extent(sch, loop) for loop in loops) < MIN_PARALLEL_ELEMENTS:
             return None
         if any(iter_kinds(sch, b) != "S" * (len(loops) - 1) + "R" for b in reductions):
             return None
@@ -44,9 +42,5 @@ class RowWise(CPURule):
         for partial in partials:
             if partial is not None:
                 vectorize_partials(sch, partial)
-        col = sch.get_loops(last)[-1]
-        factor = vector_factor(extent(sch, col), lanes_for(sch, last, bits))
-        if factor < extent(sch, col):
-            col = sch.split(col, factors=[None, factor])[1]
-        sch.vectorize(col)
+        vectorize_last(sch, last, bits)
         return sch
