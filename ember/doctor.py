@@ -10,7 +10,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from ember.backends.runtime import CROSS_GXX, QEMU, WHEEL_PLATFORM, cache_dir, cached, host_arch
+from ember.backends.runtime import (
+    CROSS_GXX,
+    GPU_LIBS,
+    LIBS,
+    QEMU,
+    WHEEL_PLATFORM,
+    cache_dir,
+    cached,
+    host_arch,
+    host_runtime,
+    runtime_libs,
+)
+from ember.errors import EmberError
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,32 @@ def _gpu() -> list[Check]:
             "" if icd else "apt-get install ocl-icd-libopencl1 clinfo, plus the GPU vendor's ICD",
         ),
         _tool("clinfo", "clinfo", "apt-get install clinfo", flag="--list"),
+        *_gpu_modules(),
     ]
+
+
+def _gpu_modules() -> list[Check]:
+    """TVM's GPU runtime modules that --standalone GPU bundles carry: the host's (with the vendor runtime it
+    links) and each cached cross runtime's."""
+    usable = {r["arch"] for r in cached() if r["usable"]}
+    checks = []
+    for device, names in GPU_LIBS.items():
+        for arch in sorted({host_arch(), *WHEEL_PLATFORM}):
+            component = f"{arch} TVM {device} runtime module ({device} bundles)"
+            if arch == host_arch():
+                try:
+                    libs = runtime_libs(host_runtime(), device)
+                    checks.append(Check(component, True, ", ".join(str(p) for p in libs[len(LIBS) :])))
+                except EmberError as e:
+                    checks.append(Check(component, False, e.message, e.hint or "pip install apache-tvm"))
+            elif arch not in usable:
+                checks.append(Check(component, False, "no runtime fetched", f"ember runtime fetch --arch {arch}"))
+            elif not all((cache_dir(arch) / "lib" / n).exists() for n in names):
+                fix = f"ember runtime fetch --arch {arch} --refresh"
+                checks.append(Check(component, False, f"the cached runtime has no {names[0]}", fix))
+            else:
+                checks.append(Check(component, True, str(cache_dir(arch) / "lib" / names[0])))
+    return checks
 
 
 def _packages() -> list[Check]:

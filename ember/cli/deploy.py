@@ -15,12 +15,13 @@ def _runtime_group(handles_errors: Callable) -> click.Group:
 
     @runtime.command("fetch")
     @click.option("--arch", default="aarch64", show_default=True, help="CPU architecture (aarch64, or the host's).")
+    @click.option("--refresh", is_flag=True, help="Download it again even when it is cached.")
     @handles_errors
-    def fetch_cmd(arch: str) -> None:
+    def fetch_cmd(arch: str, refresh: bool) -> None:
         """Download (or find) the TVM runtime for ARCH and print where it is cached."""
-        from ember.backends.runtime import runtime_dir
+        from ember.backends.runtime import WHEEL_PLATFORM, fetch, runtime_dir
 
-        _print_runtime(runtime_dir(arch))
+        _print_runtime(fetch(arch, refresh=True) if refresh and arch in WHEEL_PLATFORM else runtime_dir(arch))
 
     @runtime.command("list")
     @handles_errors

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 import ember
-from ember.backends.runtime import SYSROOT, cache_dir, fetch
+from ember.backends.runtime import SYSROOT, cache_dir, fetch, runtime_versions
 from ember.backends.verify import verify
 from ember.doctor import diagnose
 from ember.errors import EmberError
@@ -136,5 +136,23 @@ def test_doctor_gives_the_command_for_each_missing_piece(monkeypatch, tmp_path):
     assert rows["aarch64 cross compiler"].fix == "apt-get install g++-aarch64-linux-gnu"
     assert rows["aarch64 TVM runtime"].fix == "ember runtime fetch --arch aarch64"
     assert rows["TVM"].ok and rows["onnxruntime"].ok
+    assert rows["aarch64 TVM cuda runtime module (cuda bundles)"].fix == "ember runtime fetch --arch aarch64"
     assert all(c.ok or c.fix for c in rows.values())
     json.dumps({k: [c.to_json() for c in v] for k, v in report.items()})
+
+
+def test_doctor_names_a_cached_runtime_without_the_cuda_module(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBER_CACHE", str(tmp_path))
+    rt = cache_dir("aarch64")  # cached before Ember kept the GPU runtime modules: complete for the CPU only
+    (rt / "include" / "tvm" / "ffi").mkdir(parents=True)
+    (rt / "lib").mkdir()
+    for lib in ("libtvm_runtime.so", "libtvm_ffi.so"):
+        (rt / "lib" / lib).write_bytes(b"")
+    (rt / "manifest.json").write_text(json.dumps({"versions": runtime_versions()}))
+    rows = {c.component: c for checks in diagnose().values() for c in checks}
+    module = rows["aarch64 TVM cuda runtime module (cuda bundles)"]
+    assert not module.ok and module.fix == "ember runtime fetch --arch aarch64 --refresh"
+    assert "libtvm_runtime_cuda.so" in module.detail
+    (rt / "lib" / "libtvm_runtime_cuda.so").write_bytes(b"")
+    rows = {c.component: c for checks in diagnose().values() for c in checks}
+    assert rows["aarch64 TVM cuda runtime module (cuda bundles)"].ok

@@ -119,6 +119,7 @@ def test_doctor_reports_and_exits_0(tmp_path):
     }
     assert rows["aarch64 emulator"]["fix"] == "apt-get install qemu-user"
     assert rows["aarch64 TVM runtime"]["fix"] == "ember runtime fetch --arch aarch64"
+    assert rows[f"{host_arch()} TVM cuda runtime module (cuda bundles)"]["fix"] == "apt-get install libc-bin"  # no ldd
     r = CliRunner().invoke(cli, ["doctor"])
     assert r.exit_code == 0 and "TVM cuda codegen" in r.stdout and "onnxruntime" in r.stdout
 
@@ -181,3 +182,13 @@ def test_damaged_bundles_fail_in_one_line(host_bundle, x_input, tmp_path, damage
         (bundle / "metadata.json").write_text((host_bundle / "metadata.json").read_text()[:100])
     needle = {"missing-metadata": "metadata.json is missing", "tampered-library": "sha256"}.get(damage, "valid JSON")
     assert_one_line_error(ember("run", str(bundle), "--input", x_input), needle)
+
+
+def test_runtime_fetch_refresh_downloads_again(monkeypatch, tmp_path):
+    import ember.backends.runtime as runtime
+
+    calls = []
+    (tmp_path / "lib").mkdir()
+    monkeypatch.setattr(runtime, "fetch", lambda arch, refresh=False: calls.append((arch, refresh)) or tmp_path)
+    r = CliRunner().invoke(cli, ["runtime", "fetch", "--arch", "aarch64", "--refresh"])
+    assert r.exit_code == 0 and calls == [("aarch64", True)] and str(tmp_path) in r.stdout

@@ -285,7 +285,12 @@ def runtime_libs(rt: Path, device: str) -> list[Path]:
     if rt.name != host_arch():
         return found
     for lib in [rt / "lib" / name for name in names]:
-        r = subprocess.run(["ldd", str(lib)], capture_output=True, text=True)
+        try:
+            r = subprocess.run(["ldd", str(lib)], capture_output=True, text=True)
+        except OSError as e:
+            raise EmberError(
+                f"cannot run ldd to find the libraries {lib.name} links: {e.strerror}", hint="apt-get install libc-bin"
+            ) from e
         for line in r.stdout.splitlines():
             name, _, where = line.strip().partition(" => ")
             if name.startswith("libcudart"):
