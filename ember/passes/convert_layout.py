@@ -115,7 +115,34 @@ def _as_reshape(m, b):
     return b.emit("reshape", m["x"], shape)
 
 
+def _flattens_nchw(node: Node) -> bool:
+    """reshape(transpose(x NHWC, TO_NCHW)) to [N, C*H*W], the flatten before a classifier's dense layer."""
+    t = node.inputs[0].producer
+    x = t.inputs[0] if t is not None and t.op == "transpose" and t.attrs["perm"] == TO_NCHW else None
+    return x is not None and x.is_static and tuple(node.output.shape) == (x.shape[0], int(np.prod(x.shape[1:])))
+
+
+def _dense_on_nhwc(m, b):
+    """dense(flatten(transpose(x, TO_NCHW)), w) -> dense(flatten(x), w'): w's columns reordered to NHWC at compile
+    time, so no transpose runs."""
+    x, w = m["x"], m["w"]
+    _, h, wd, c = x.shape
+    order = np.arange(c * h * wd).reshape(c, h, wd).transpose(1, 2, 0).reshape(-1)  # NHWC position -> NCHW column
+    moved = b.const(np.ascontiguousarray(w.const[:, order]), like=w, name=f"{w.name}.nhwc")
+    flat = b.graph.add_node("reshape", [x, m["s"]], m["f"].attrs, m["f"].name, before=b.root).output
+    args = [flat, moved, m["b"], m["z"]]
+    while args[-1] is None:
+        args.pop()
+    return b.emit(m["d"].op, *args, **m["d"].attrs)
+
+
+FLATTEN = P.op("reshape", P.op("transpose", P.any("x")), P.const("s"), name="f", where=_flattens_nchw)
+
 SINK = [
+    Rule(
+        P.op(("dense", "fused_dense", "qdense"), FLATTEN, P.const("w"), P.opt(P.any("b")), P.opt(P.any("z")), name="d"),
+        _dense_on_nhwc,
+    ),
     Rule(P.op("transpose", P.any("x"), name="t", where=_moves_only_ones), _as_reshape),
     Rule(P.op(UNARY, T, name="u"), _sink_unary),
     Rule(P.op(BINARY, T, P.op("transpose", P.any("y"), name="t2", shared=True), name="bin"), _sink_binary),
