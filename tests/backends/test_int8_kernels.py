@@ -255,3 +255,19 @@ def test_depthwise_requantizes_the_register_tile_unrolled():
     assert kinds <= {tirx.ForKind.UNROLLED, tirx.ForKind.VECTORIZED}, kinds
     feeds = {"x": rng.integers(0, 256, (1, 12, 12, 32)).astype(np.uint8)}
     _check_exact(g, ember.compile(g, "host", passes="").run(feeds)[g.outputs[0].name], feeds)
+
+
+@pytest.mark.parametrize("out, relu", [("u8", True), ("i8", False)])
+def test_qadd_matches_reference(out, relu):
+    """The residual add kernel, int32 all through: extreme multipliers and shifts, both input dtypes, the clamp."""
+    g = Graph("qadd")
+    a, b = g.add_input("a", [2, 7, 5, 24], "u8"), g.add_input("b", [2, 7, 5, 24], "i8")
+    lo = QMIN[out]
+    attrs = dict(a_zero_point=131, b_zero_point=-7, a_multiplier=(1 << 21) - 1, b_multiplier=3, shift=31)
+    attrs.update(out_zero_point=lo + 100, out_dtype=out, out_min=lo + 100 if relu else lo, out_max=lo + 255)
+    y = g.emit("qadd", a, b, **attrs)
+    z = g.emit("qadd", y, b, **{**attrs, "a_zero_point": lo + 100, "a_multiplier": 700_000, "shift": 20})
+    g.outputs.append(z)
+    feeds = {"a": rng.integers(0, 256, a.shape).astype(np.uint8), "b": rng.integers(-128, 128, b.shape).astype(np.int8)}
+    art = ember.compile(g, "host", passes="")
+    _check_exact(g, art.run(feeds)[z.name], feeds)

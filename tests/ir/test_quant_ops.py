@@ -155,3 +155,52 @@ def test_int32_output_is_the_exact_sum():
     y = get_schema("qdense").evaluate([x, w, b], attrs)[0]
     want = (x.astype(np.int64) - 17) @ w.astype(np.int64).T + b
     assert y.dtype == np.int32 and np.array_equal(y, want)
+
+
+@pytest.mark.parametrize("scales", [(0.05, 0.02, 0.06), (0.3, 0.001, 0.02), (1e-4, 2e-4, 1e-5), (0.01, 0.01, 0.5)])
+def test_qadd_is_the_real_add_within_half_a_step(scales):
+    """a and b dequantized, added, requantized to the output's scale: qadd's integers land within half a step
+    (plus the multipliers' 2^-20 relative error) of that, with Python integers agreeing bit for bit."""
+    from ember.ir.ops.quant import add_params
+
+    sa, sb, sy = scales
+    ma, mb, shift = add_params(sa, sb, sy)
+    assert max(ma, mb) >= 1 << 19 and abs(ma / (1 << shift) - sa / sy) <= sa / sy * 2**-19 + 2.0**-shift
+    a = np.arange(256, dtype=np.uint8).repeat(256)
+    b = np.tile(np.arange(-128, 128, dtype=np.int8), 256)
+    attrs = dict(a_zero_point=100, b_zero_point=-3, a_multiplier=ma, b_multiplier=mb, shift=shift)
+    attrs.update(out_zero_point=5, out_dtype="i8", out_min=-128, out_max=127)
+    y = get_schema("qadd").evaluate([a, b], attrs)[0]
+    real = ((a.astype(np.float64) - 100) * sa + (b.astype(np.float64) + 3) * sb) / sy + 5
+    inside = (real > -128) & (real < 127)
+    assert y.dtype == np.int8 and np.abs(y[inside] - real[inside]).max() <= 0.5 + 1e-3 * np.abs(real[inside]).max()
+    assert (y[real >= 127] == 127).all() and (y[real <= -128] == -128).all()
+    picks = np.random.default_rng(0).integers(0, a.size, 200)
+    exact = [min(max((((int(a[i]) - 100) * ma + (int(b[i]) + 3) * mb + (1 << (shift - 1))) >> shift) + 5, -128), 127)
+             for i in picks]  # fmt: skip
+    assert y[picks].tolist() == exact
+
+
+def test_qadd_ratio_too_large_for_a_shift_is_refused():
+    from ember.ir.ops.quant import add_params
+
+    assert add_params(1.0, 1.0, 1e-7) is None
+
+
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        ({"a_multiplier": 1 << 21}, r"multipliers must lie in \[0, 2\^21\)"),
+        ({"shift": 0}, r"shift must lie in \[1, 31\]"),
+        ({"out_min": 10, "out_max": 9}, "exceeds out_max"),
+        ({"b_zero_point": 200}, "b_zero_point 200 is outside i8"),
+    ],
+)
+def test_bad_qadd_attributes(attrs, message):
+    g = Graph()
+    a, b = g.add_input("a", (2, 4), "u8"), g.add_input("b", (2, 4), "i8")
+    base = dict(a_multiplier=1 << 20, b_multiplier=1 << 19, shift=20, out_dtype="u8", out_min=0, out_max=255)
+    with pytest.raises(EmberError, match=message):
+        g.add_node("qadd", [a, b], {**base, **attrs})
+    with pytest.raises(EmberError, match="must have the same shape"):
+        g.add_node("qadd", [a, g.add_input("c", (4,), "u8")], base)

@@ -64,8 +64,8 @@ def test_per_tensor_weights_and_skip_ops():
     assert [layer["name"] for layer in report.layers] == ["relu1", "relu6", "relu3"]
 
 
-def residual_graph() -> Graph:
-    """conv -> conv + residual -> silu: an epilogue that out_min/out_max cannot hold."""
+def residual_graph(activation: str = "silu") -> Graph:
+    """conv -> conv + residual -> activation (silu: an epilogue that out_min/out_max cannot hold)."""
     rng = np.random.default_rng(0)
     g = Graph()
     x = g.add_input("x", (1, 8, 8, 4))
@@ -73,7 +73,7 @@ def residual_graph() -> Graph:
     w2 = g.add_constant(rng.normal(0, 0.3, (1, 1, 4, 4)).astype(np.float32), "w2")
     b = g.add_constant(rng.normal(0, 0.1, 4).astype(np.float32), "b")
     a = g.emit("fused_conv2d", x, w1, b, name="c1", pads=(1, 1, 1, 1), layout="NHWC", activation="relu")
-    y = g.emit("fused_conv2d", a, w2, b, x, name="c2", layout="NHWC", activation="silu")
+    y = g.emit("fused_conv2d", a, w2, b, x, name="c2", layout="NHWC", activation=activation)
     g.outputs = [y]
     return g
 
@@ -86,6 +86,22 @@ def test_residual_and_silu_stay_float_after_the_integer_layer():
     assert c2["float_epilogue"] == ["residual", "silu"]
     assert [n.op for n in graph.nodes] == ["quantize", "qconv2d", "qconv2d", "dequantize", "add", "silu"]
     assert report.outputs[graph.outputs[0].name] >= 25
+
+
+def test_residual_add_and_relu_run_on_integers():
+    """The residual add after an integer layer is a qadd into the layer's output range (relu in its clamp), the
+    residual quantized once (the input's quantize serves both), and the result stays int8 for the next layer."""
+    graph = residual_graph("relu")
+    w3 = graph.add_constant(np.random.default_rng(1).normal(0, 0.3, (3, 3, 4, 4)).astype(np.float32), "w3")
+    y = graph.emit("fused_conv2d", graph.outputs[0], w3, name="c3", pads=(1, 1, 1, 1), layout="NHWC")
+    graph.outputs = [y]
+    feeds = [{"x": np.random.default_rng(i).normal(0, 1, (1, 8, 8, 4)).astype(np.float32)} for i in range(16)]
+    report = quantize_graph(graph, feeds, arch="x86_64", method="minmax", progress=False)
+    assert [n.op for n in graph.nodes] == ["quantize", "qconv2d", "qconv2d", "qadd", "qconv2d", "dequantize"]
+    add = next(n for n in graph.nodes if n.op == "qadd")
+    assert add.inputs[1] is graph.nodes[0].output and add.attrs["out_min"] == add.attrs["out_zero_point"]
+    assert all(not layer["float_epilogue"] for layer in report.layers) and report.float_ops == []
+    assert min(report.outputs.values()) >= 25 and report.layers[1]["sqnr_db"] >= 25, report
 
 
 def test_low_sqnr_layer_is_named_with_the_skip_ops_fix(caplog):

@@ -1,4 +1,4 @@
-"""Lowering rules for the integer ops (quantize, dequantize, qconv2d, qdense).
+"""Lowering rules for the integer ops (quantize, dequantize, qconv2d, qdense, qadd).
 
 qconv2d (group 1) and qdense lower to one kernel whose int32 accumulator is laid out [..., O / 8, 8] and whose
 weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output channels by 4 input channels,
@@ -237,6 +237,25 @@ def _qconv2d(L, n, a):
 def _bound(L, x):
     """`x` as a bound variable (emit_te takes bound values only)."""
     return x if isinstance(x, relax.Var) else L.bb.emit(x)
+
+
+@rule("qadd")
+def _qadd(L, n, a):
+    """The residual add on integers (ember.ir.ops.quant's contract), all in int32: one elementwise kernel."""
+    at = n.attrs
+    i32 = lambda v: tirx.const(v, "int32")  # noqa: E731
+    out_dtype = dtypes.to_tvm(at["out_dtype"])
+
+    def fn(x, y):
+        def element(*i):
+            acc = (x(*i).astype("int32") - i32(at["a_zero_point"])) * i32(at["a_multiplier"])
+            acc = acc + (y(*i).astype("int32") - i32(at["b_zero_point"])) * i32(at["b_multiplier"])
+            out = ((acc + i32(1 << (at["shift"] - 1))) >> i32(at["shift"])) + i32(at["out_zero_point"])
+            return tirx.max(tirx.min(out, i32(at["out_max"])), i32(at["out_min"])).astype(out_dtype)
+
+        return te.compute(x.shape, element, name="qadd")
+
+    return L.bb.emit_te(fn, _bound(L, a[0]), _bound(L, a[1]), primfunc_name_hint="qadd")
 
 
 def _packed_dense(x, wp, bias, rq, n_out: int, attrs, out_dtype):

@@ -18,6 +18,10 @@ The contract the TVM lowering implements bit-exactly (dtypes are Ember names: "i
   point. out_min/out_max are within out_dtype's range and also carry a fused relu/relu6.
   With out_dtype "i32" (ONNX ConvInteger/MatMulInteger) there is no requantization: multiplier and shift are
   empty, out_zero_point is 0 and out = clip(acc, out_min, out_max).
+- qadd(a: i8|u8, b: i8|u8) -> i8|u8, the same shape (a residual add, relu/relu6 in out_min/out_max):
+    out = clip((((a - a_zero_point) * a_multiplier + (b - b_zero_point) * b_multiplier + (1 << (shift - 1)))
+               >> shift) + out_zero_point, out_min, out_max)
+  with both multipliers in [0, 2^21) and shift in [1, 31], so every step is exact in int32.
 """
 
 from __future__ import annotations
@@ -227,6 +231,66 @@ def _qdense(x, w, b, a):
     if b is not None:
         acc = acc + b.astype(np.int64).reshape(-1)
     return requantize(acc, a, acc.ndim - 1)
+
+
+ADD_MULTIPLIER_BITS = 21  # |q - zp| <= 255 times a multiplier under 2^21, twice, plus rounding: within int32
+
+
+@op(
+    "qadd",
+    "a b",
+    "int8 elementwise add of two quantized tensors into a third scale, by int32 fixed-point multipliers",
+    tags=("quant",),
+    a_zero_point=0,
+    b_zero_point=0,
+    a_multiplier=Attr("int"),
+    b_multiplier=Attr("int"),
+    shift=Attr("int"),
+    out_zero_point=0,
+    out_dtype=Attr("dtype", "i8"),
+    out_min=Attr("int"),
+    out_max=Attr("int"),
+)
+def qadd(ins, a):
+    x, y = ins
+    if tuple(x.shape) != tuple(y.shape):
+        raise EmberError(f"inputs {fmt(x.shape)} and {fmt(y.shape)} must have the same shape")
+    _in_range(a["a_zero_point"], x.dtype, "a_zero_point")
+    _in_range(a["b_zero_point"], y.dtype, "b_zero_point")
+    for key in ("out_zero_point", "out_min", "out_max"):
+        _in_range(a[key], a["out_dtype"], key)
+    if a["out_min"] > a["out_max"]:
+        raise EmberError(f"out_min {a['out_min']} exceeds out_max {a['out_max']}")
+    if not all(0 <= a[k] < 1 << ADD_MULTIPLIER_BITS for k in ("a_multiplier", "b_multiplier")):
+        raise EmberError(
+            f"multipliers must lie in [0, 2^{ADD_MULTIPLIER_BITS}), got {a['a_multiplier']}, {a['b_multiplier']}"
+        )
+    if not 1 <= a["shift"] <= 31:
+        raise EmberError(f"shift must lie in [1, 31], got {a['shift']}")
+    return x.shape, a["out_dtype"]
+
+
+@reference(qadd)
+def _qadd(x, y, a):
+    acc = (x.astype(np.int32) - a["a_zero_point"]) * np.int32(a["a_multiplier"])
+    acc += (y.astype(np.int32) - a["b_zero_point"]) * np.int32(a["b_multiplier"])
+    out = ((acc + np.int32(1 << (a["shift"] - 1))) >> a["shift"]) + a["out_zero_point"]
+    return np.clip(out, a["out_min"], a["out_max"]).astype(QRANGE_NUMPY[a["out_dtype"]])
+
+
+def add_params(a_scale: float, b_scale: float, out_scale: float) -> tuple[int, int, int] | None:
+    """(a_multiplier, b_multiplier, shift) for qadd: each multiplier * 2^-shift ~= its scale / out_scale, the
+    larger with 20-21 significant bits; None when a ratio is too large for a shift of at least 1."""
+    ratios = (float(a_scale) / float(out_scale), float(b_scale) / float(out_scale))
+    if not all(math.isfinite(r) and r > 0 for r in ratios):
+        return None
+    shift = min(31, ADD_MULTIPLIER_BITS - math.frexp(max(ratios))[1])  # max ratio < 2^(21 - shift)
+    while shift >= 1:
+        mults = [round(r * (1 << shift)) for r in ratios]
+        if max(mults) < 1 << ADD_MULTIPLIER_BITS:
+            return mults[0], mults[1], shift
+        shift -= 1
+    return None
 
 
 def fixed_point(real: float) -> tuple[int, int]:

@@ -11,6 +11,7 @@ import numpy as np
 from ember.ir.graph import Graph, Node, Value
 from ember.ir.ops import get_schema
 from ember.ir.ops.fused import activation_op
+from ember.ir.ops.quant import add_params
 from ember.passes.quantize.scheme import (
     QParams,
     Scheme,
@@ -61,8 +62,26 @@ def folds_epilogue(node: Node) -> bool:
     return not has_residual and _activation(node)[0] in ("none", "relu", "clip")
 
 
+def adds_in_int8(node: Node) -> bool:
+    """Whether the layer's residual add runs as a qadd after it: a float residual of the output's shape, and an
+    activation that fits qadd's out_min/out_max."""
+    z = node.inputs[3] if len(node.inputs) > 3 else None
+    return (
+        z is not None
+        and z.dtype == "f32"
+        and tuple(z.shape) == tuple(node.output.shape)
+        and _activation(node)[0] in ("none", "relu", "clip")
+    )
+
+
+def int8_result(node: Node) -> bool:
+    """Whether the quantized layer's result is an integer tensor (its epilogue folded, or added in qadd)."""
+    return folds_epilogue(node) or adds_in_int8(node)
+
+
 def taps_for(layers: Sequence[Node]):
-    """The calibration taps: each layer's input, its output, and its pre-epilogue value when that stays float."""
+    """The calibration taps: each layer's input, its output, its pre-epilogue value when that is not the output,
+    and the residual that a qadd quantizes."""
     by_name = {n.name: n for n in layers}
 
     def taps(node: Node, ins: list, outs: list) -> dict[str, np.ndarray]:
@@ -71,6 +90,8 @@ def taps_for(layers: Sequence[Node]):
         found = {node.inputs[0].name: ins[0], node.output.name: outs[0]}
         if not folds_epilogue(node):
             found[node.name + PRE] = _base_output(node, ins)
+        if adds_in_int8(node):
+            found[node.inputs[3].name] = ins[3]
         return found
 
     return taps
@@ -104,9 +125,11 @@ def quantize_layer(
     out_params: QParams,
     scheme: Scheme,
     per_channel: bool,
+    residual: tuple[Value, QParams, QParams, tuple[int, int, int]] | None = None,
 ) -> tuple[Value, Value]:
     """Emit qconv2d/qdense (and the float epilogue it cannot hold) before `node`; returns (int8 result, the value
-    that replaces the node's output)."""
+    that replaces the node's output). With `residual` (the residual quantized, its parameters, the output's and
+    qadd's multipliers) the residual add and activation run in a qadd."""
     x, w, b = (node.inputs + [None, None])[:3]
     axis = _channel_axis(node)
     w_scales = weight_scales(w.const, axis, per_channel, scheme.weight_max)
@@ -121,6 +144,9 @@ def quantize_layer(
     attrs.update(x_zero_point=x_params.zero_point, multiplier=multiplier, shift=shift, out_min=out_min)
     attrs.update(out_zero_point=out_params.zero_point, out_dtype=out_params.dtype, out_max=out_max)
     q = graph.add_node(LAYERS[node.op], args, attrs, name=f"{node.name}.int8", before=node).output
+    if residual is not None:
+        q, out_params = _residual_add(graph, node, q, out_params, *residual), residual[2]
+        folded = True
     y = _dequantize(graph, q, out_params, node, f"{node.name}.dequantize")
     if not folded:
         if len(node.inputs) > 3 and node.inputs[3] is not None:
@@ -130,6 +156,18 @@ def quantize_layer(
             unary, act_attrs = activation_op(activation, params)
             y = graph.add_node(unary, [y], act_attrs, name=f"{node.name}.{activation}", before=node).output
     return q, y
+
+
+def _residual_add(
+    graph: Graph, node: Node, q: Value, q_params: QParams, z_q: Value, z_params: QParams, y_params: QParams, mults
+) -> Value:
+    """qadd(q, z_q) into the output's parameters, the activation clamped in out_min/out_max."""
+    out_min, out_max = _clamp(node, y_params)
+    a_mult, b_mult, shift = mults
+    attrs = dict(a_zero_point=q_params.zero_point, b_zero_point=z_params.zero_point, a_multiplier=a_mult)
+    attrs.update(b_multiplier=b_mult, shift=shift, out_zero_point=y_params.zero_point, out_dtype=y_params.dtype)
+    attrs.update(out_min=out_min, out_max=out_max)
+    return graph.add_node("qadd", [q, z_q], attrs, name=f"{node.name}.residual.int8", before=node).output
 
 
 def _dequantize(graph: Graph, q: Value, p: QParams, before: Node, name: str) -> Value:
@@ -157,21 +195,37 @@ def quantize_layers(
     inputs: dict[int, Value] = {}
     done = []
     layers = candidates(graph, skip)
-    int8_out = {id(n.output) for n in layers if folds_epilogue(n)}
+    int8_out = {id(n.output) for n in layers if int8_result(n)}
     plan = [
-        (node, _input_key(node.inputs[0], int8_out), node.output.name if folds_epilogue(node) else node.name + PRE)
+        (
+            node,
+            _input_key(node.inputs[0], int8_out),
+            node.output.name if folds_epilogue(node) else node.name + PRE,
+            _input_key(node.inputs[3], int8_out) if adds_in_int8(node) else None,
+        )
         for node in layers
     ]
-    for node, x_key, out_key in plan:
-        x = node.inputs[0]
-        x_params = activation_qparams(*ranges[x_key], scheme.activation)
+
+    def quantized(x: Value, params: QParams, before: Node) -> Value:
         if id(x) not in inputs:
-            attrs = {"scale": x_params.scale, "zero_point": x_params.zero_point, "dtype": x_params.dtype}
-            inputs[id(x)] = graph.add_node("quantize", [x], attrs, name=f"{x.name}.quantize", before=node).output
+            attrs = {"scale": params.scale, "zero_point": params.zero_point, "dtype": params.dtype}
+            inputs[id(x)] = graph.add_node("quantize", [x], attrs, name=f"{x.name}.quantize", before=before).output
+        return inputs[id(x)]
+
+    for node, x_key, out_key, z_key in plan:
+        x_params = activation_qparams(*ranges[x_key], scheme.activation)
         out_params = activation_qparams(*ranges[out_key], scheme.activation)
-        q, y = quantize_layer(graph, node, inputs[id(x)], x_params, out_params, scheme, per_channel)
-        layer = Layer(node.name, node.op, q, out_params, node.output.name)
-        if not folds_epilogue(node):
+        residual = None
+        if z_key is not None:
+            z_params = activation_qparams(*ranges[z_key], scheme.activation)
+            y_params = activation_qparams(*ranges[node.output.name], scheme.activation)
+            mults = add_params(out_params.scale, z_params.scale, y_params.scale)
+            if mults is not None:
+                residual = (quantized(node.inputs[3], z_params, node), z_params, y_params, mults)
+        x_q = quantized(node.inputs[0], x_params, node)
+        q, y = quantize_layer(graph, node, x_q, x_params, out_params, scheme, per_channel, residual)
+        layer = Layer(node.name, node.op, q, residual[2] if residual else out_params, node.output.name)
+        if not folds_epilogue(node) and residual is None:
             layer.probe, layer.probe_qparams = y, None
             layer.float_epilogue = ["residual"] if len(node.inputs) > 3 and node.inputs[3] is not None else []
             layer.float_epilogue += [a for a in [_activation(node)[0]] if a != "none"]
