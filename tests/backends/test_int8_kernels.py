@@ -240,19 +240,20 @@ def test_aarch64_dotprod_build_is_exact_under_qemu(tmp_path, monkeypatch):
     _check_exact(g, got[g.outputs[0].name], feeds)
 
 
-def test_depthwise_requantizes_the_register_tile_unrolled():
+def test_depthwise_unrolls_its_taps_and_requantization_over_the_register_tile():
     """The depthwise kernel's requantization loops over its register tile are unrolled (vectorized innermost), so it
     reads the int32 accumulators in registers; as a serial loop over the tile's pixels it reloaded them from the
-    stack (MobileNetV2's depthwise kernels took 1.03-1.30x the time)."""
+    stack (MobileNetV2's depthwise kernels took 1.03-1.30x the time). Its taps are unrolled too, so each input
+    pixel is widened once per tile row rather than once per tap (0.65-0.80x the time)."""
     g = Graph("depthwise")
     x = g.add_input("x", [1, 12, 12, 32], "u8")
     g.outputs.append(qconv(g, x, 32, 32, group=32))
     mod = schedules.schedule_module(lower_to_relax(g), resolve("host").target)
     (kernel,) = [f for gv, f in mod.functions.items() if gv.name_hint.startswith("qconv2d")]
     sch = s_tir.Schedule(kernel)
-    loops = sch.get_loops(sch.get_sblock("requantize"))
-    kinds = {sch.get(loop).kind for loop in loops[1:]}
-    assert kinds <= {tirx.ForKind.UNROLLED, tirx.ForKind.VECTORIZED}, kinds
+    for block in ("requantize", "group_qconv2d_nhwc_update"):
+        kinds = {sch.get(loop).kind for loop in sch.get_loops(sch.get_sblock(block))[1:]}
+        assert kinds <= {tirx.ForKind.UNROLLED, tirx.ForKind.VECTORIZED}, (block, kinds)
     feeds = {"x": rng.integers(0, 256, (1, 12, 12, 32)).astype(np.uint8)}
     _check_exact(g, ember.compile(g, "host", passes="").run(feeds)[g.outputs[0].name], feeds)
 
