@@ -3,7 +3,7 @@ function runs its outer spatial loops in parallel, and an elementwise nest also 
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import ir, s_tir, tirx
 from tvm.s_tir.schedule import SBlockRV
 
 from ember.backends.tvm.schedules.common import (
@@ -21,19 +21,33 @@ from ember.backends.tvm.schedules.common import (
     work,
 )
 
+IF_THEN_ELSE = ir.Op.get("prim.if_then_else")
+
 
 class Fallback(CPURule):
     """Parallel outer loops for any nest; SIMD on the innermost axis of elementwise nests and pools."""
 
     def schedule(self, sch: s_tir.Schedule, bits: int) -> s_tir.Schedule | None:
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            if "R" in iter_kinds(sch, block):
+                inline_padding(sch, block)
         changed = False
-        for block in blocks:
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
             if "R" in iter_kinds(sch, block):
                 changed |= parallel_spatial(sch, block, bits)
             else:
                 changed |= schedule_injective(sch, block, bits)
         return sch if changed else None
+
+
+def inline_padding(sch: s_tir.Schedule, block: SBlockRV) -> None:
+    """Read a pool's input through its padding condition instead of a padded copy: the copy is a pass over
+    the whole input, which costs more than the window's bounds tests."""
+    for producer in sch.get_producers(block):
+        body = sch.get(producer).body
+        value = body.value if isinstance(body, tirx.BufferStore) else None
+        if isinstance(value, ir.Call) and value.op.same_as(IF_THEN_ELSE) and isinstance(value.args[1], ir.TensorLoad):
+            sch.compute_inline(producer)
 
 
 def parallel_spatial(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
