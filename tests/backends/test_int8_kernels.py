@@ -14,9 +14,10 @@ from tvm.target.codegen import llvm_cpu_has_features
 
 import ember
 from ember import ir
-from ember.backends.tvm import schedules, targets
+from ember.backends.tvm import quant_rules, schedules, targets
 from ember.backends.tvm.build import count_kernels
 from ember.backends.tvm.lower import lower_to_relax
+from ember.backends.tvm.schedules import contraction
 from ember.backends.tvm.schedules import int8 as int8_schedules
 from ember.backends.tvm.targets import resolve
 from ember.ir.graph import Graph
@@ -190,6 +191,7 @@ def test_accumulator_tiles_are_not_allocated_per_parallel_iteration(monkeypatch)
     "local" scope each was a TVMBackendAllocWorkspace call per parallel iteration (4,704 in MobileNetV2's
     24->144 1x1 conv, which ran 1.2-1.6x slower for it)."""
     monkeypatch.setattr(int8_schedules, "MIN_PARALLEL_MACS", 0)  # these small convs in parallel too
+    monkeypatch.setattr(contraction, "MIN_PARALLEL_WORK", 0)  # the depthwise conv takes fp32's blocking
     tasks = _parallel_tasks(ember.compile(network("u8", hw=16), "host", passes=""))
     assert len(tasks) >= 4  # the 3x3, depthwise, strided 1x1 and wide convs at least run in parallel
     assert not [body for body in tasks if "__TVMBackendAllocWorkspace" in body]
@@ -272,3 +274,27 @@ def test_qadd_matches_reference(out, relu):
     feeds = {"a": rng.integers(0, 256, a.shape).astype(np.uint8), "b": rng.integers(-128, 128, b.shape).astype(np.int8)}
     art = ember.compile(g, "host", passes="")
     _check_exact(g, art.run(feeds)[z.name], feeds)
+
+
+def test_requantization_is_int32_where_the_weights_bound_every_value():
+    """Packed kernels start their accumulator from the bias and requantize on int32 lanes (a 32 x 32 -> high word
+    multiply, no int64 adds) when the weights prove every value fits; a bias that could overflow keeps int64."""
+    w = rng.integers(-63, 64, (144, 24)).astype(np.int8)
+    attrs = dict(x_zero_point=9, out_zero_point=9, **_requant(24, True, 20))
+    added, rq = quant_rules.requant_terms(None, w, "uint8", attrs, int32_form=True)
+    assert added.dtype == np.int32 and len(rq) == 3
+    huge = type("Const", (), {"const": np.full(24, (1 << 31) - 1000, np.int32)})
+    added, rq = quant_rules.requant_terms(huge, w, "uint8", attrs, int32_form=True)
+    assert added.dtype == np.int64 and len(rq) == 2
+    g = Graph("wide_bias")
+    x = g.add_input("x", [1, 6, 6, 16], "u8")
+    y = qconv(g, x, 16, 24, k=1)
+    y.producer.inputs[2].const[:] = (1 << 31) - 1  # acc + bias may leave int32: requantized in int64
+    g.outputs.append(y)
+    g.outputs.append(qconv(g, x, 16, 16, k=1))
+    kernels = [f for gv, f in lower_to_relax(g).functions.items() if gv.name_hint.startswith("qconv2d")]
+    assert sorted(str(f.params[2].ty.dtype) for f in kernels) == ["int32", "int64"]  # the added per-channel terms
+    feeds = {"x": rng.integers(0, 256, (1, 6, 6, 16)).astype(np.uint8)}
+    art = ember.compile(g, "host", passes="")
+    for out in g.outputs:
+        np.testing.assert_array_equal(art.run(feeds)[out.name], ir.interpret(g, feeds)[out.name])

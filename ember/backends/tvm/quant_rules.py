@@ -4,15 +4,20 @@ qconv2d (group 1) and qdense lower to one kernel whose int32 accumulator is laid
 weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output channels by 4 input channels,
 the block one dot-product instruction consumes (x86 vpmaddubsw + vpmaddwd, ARM sdot on half of it). The input
 zero point is folded into the bias (sum((x - zp) * w) = sum(x * w) - zp * sum(w)); padding is filled with zp so
-it contributes nothing. Requantization runs in the same kernel (see requantize), adding the bias after the
-multiply, premultiplied. Grouped and depthwise
+it contributes nothing. Requantization runs in the same kernel (see requantize): the packed kernels' accumulator
+starts from the bias where the weights prove its int32 form exact, else the bias is added premultiplied, in int64,
+after the multiply. Grouped and depthwise
 convolutions use a plain int32 contraction that the Conv2D-style blocking vectorizes along channels."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from tvm import relax, te, tirx, topi
+import tvm_ffi
+from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax import op as R
+from tvm.relax.utils import gen_call_tir_inputs
 
 from ember.backends.tvm.rules import rule
 from ember.ir import dtypes
@@ -72,19 +77,6 @@ def _dequantize(L, n, a):
     return R.multiply(R.subtract(R.astype(a[0], "float32"), zp), scale)
 
 
-def _biased_rounding(b, w_sum: np.ndarray, x_zp: int, attrs: dict) -> np.ndarray:
-    """(b - x_zp * sum(w)) * multiplier + 2^(shift - 1) per output channel, int64: what requantize adds to the
-    accumulator's product. Its arithmetic, like the reference's, is modulo 2^64, so the sum is bit-exact."""
-    channels = w_sum.size
-    bias = np.zeros(channels, np.int64) if b is None else b.const.astype(np.int64).reshape(-1)
-    if not attrs["multiplier"]:  # an i32 output: the exact sum, not requantized
-        return (bias - x_zp * w_sum.astype(np.int64)).astype(np.int32)
-    mult = np.broadcast_to(np.asarray(attrs["multiplier"], np.int64), channels)
-    shift = np.broadcast_to(np.asarray(attrs["shift"], np.int64), channels)
-    with np.errstate(over="ignore"):
-        return (bias - x_zp * w_sum.astype(np.int64)) * mult + np.left_shift(np.int64(1), shift - 1)
-
-
 def pack_weight(w: np.ndarray) -> np.ndarray:
     """[..., C, O] int8 (HWIO, or [K, N] for dense) -> [O/8, ..., C/4, 8, 4], zero-padded to whole blocks."""
     *lead, c, o = w.shape
@@ -104,19 +96,72 @@ def pairs_fit_int16(packed: np.ndarray) -> bool:
 
 
 HIGH_WORD_SHIFT = 33  # shifts from here on requantize on the product's high 32 bits (see requantize)
+X_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
+I32 = (-(1 << 31), (1 << 31) - 1)
+
+
+def requant_terms(b, w: np.ndarray, x_dtype: str, attrs: dict, int32_form: bool) -> tuple[np.ndarray, list]:
+    """What requantize takes per output channel for weights `w` [K, O]: `added` (int32 c = b - x_zp * sum(w) in the
+    int32 form, which `int32_form` allows, or for an i32 output, else int64) and the per-channel arrays it reads
+    (none per tensor: requantize makes them immediates)."""
+    bias = np.zeros(w.shape[1], np.int64) if b is None else b.const.astype(np.int64).reshape(-1)
+    c = bias - attrs["x_zero_point"] * w.astype(np.int64).sum(axis=0)
+    if not attrs["multiplier"]:  # an i32 output: the exact sum, not requantized
+        return c.astype(np.int32), []
+    mult = np.broadcast_to(np.asarray(attrs["multiplier"], np.int64), c.shape)
+    shift = np.broadcast_to(np.asarray(attrs["shift"], np.int64), c.shape)
+    per_channel = len(attrs["multiplier"]) > 1
+    rounding = _int32_rounding(c, w, x_dtype, mult, shift, attrs["out_zero_point"]) if int32_form else None
+    if rounding is not None:
+        args = [mult, shift - 32, rounding] if per_channel else []
+        return c.astype(np.int32), [a.astype(np.int32) for a in args]
+    high = shift.min() >= HIGH_WORD_SHIFT
+    with np.errstate(over="ignore"):
+        added = c * mult + np.left_shift(np.int64(1), shift - 1)
+    return added, [mult.astype(np.int32), (shift - 32 if high else shift).astype(np.int32)] if per_channel else []
+
+
+def _int32_rounding(c, w, x_dtype: str, mult, shift, zp: int) -> np.ndarray | None:
+    """2^(shift - 33) + zp * 2^(shift - 32), requantize's int32 form's rounding and zero point, when every value
+    that form computes provably fits int32 (for every input, from the weights); else None."""
+    if shift.min() < HIGH_WORD_SHIFT:
+        return None
+    lo, hi = X_RANGE[x_dtype]
+    wide = w.astype(np.int64)
+    v_lo = np.minimum(wide * lo, wide * hi).sum(axis=0) + c
+    v_hi = np.maximum(wide * lo, wide * hi).sum(axis=0) + c
+    if v_lo.min() < I32[0] or v_hi.max() > I32[1]:
+        return None
+    rounding = (1 << (shift - 33)) + zp * (1 << (shift - 32))
+    h_lo, h_hi = (v_lo * mult) >> 32, (v_hi * mult) >> 32
+    if (h_lo + rounding).min() < I32[0] or (h_hi + rounding).max() > I32[1]:
+        return None
+    return rounding
+
+
+def starts_from_added(added, out_dtype: str) -> bool:
+    """Whether the accumulator must start from `added` (requantize's int32 form), not from 0."""
+    return added.dtype == "int32" and out_dtype != "int32"
 
 
 def requantize(acc, o, added, rq: tuple, attrs: dict, out_dtype: str):
-    """The requantization of one int32 accumulator value (of sum(x * w), zero point and bias not included) for
-    output channel `o` (a TE expression): y = (acc * mult + added[o]) >> shift, `added` from _biased_rounding.
+    """The requantization of one int32 accumulator value for output channel `o` (a TE expression), `added` and `rq`
+    from requant_terms: the reference's clip(((acc + c) * mult + 2^(shift - 1)) >> shift) + zp), bit-exactly. acc is
+    sum(x * w) (zero point and bias not included), except in the int32 form (starts_from_added): v = sum(x * w) + c.
 
-    acc and mult are both sign-extended int32, so the product is one vpmuldq on x86 (adding the bias to acc
-    first made it a 33-bit value: a 3-multiply 64-bit product plus an int64 add). With every shift >= 33,
-    p >> s equals (p >> 32) >> (s - 32): the high word is exact in int32 lanes, shifted with AVX2's per-lane
-    vpsravd instead of 64-bit shifts AVX2 lacks."""
+    int32 form: (v * mult + 2^(shift - 1)) >> shift = (hi32(v * mult) + 2^(shift - 33)) >> (shift - 32), the rounding
+    term being a multiple of 2^32, and zp added before the shift adds zp * 2^(shift - 32): a high-word multiply
+    (vpmuldq on even and odd lanes, blended), an add and a per-lane shift (vpsravd), all int32. c is in the
+    accumulator because LLVM widens an add before the multiply into int64 adds and a 64 x 64 multiply.
+    int64 forms: added = c * mult + 2^(shift - 1); acc and mult are both sign-extended int32, so the product is
+    one vpmuldq per 4 lanes; with every shift >= 33 the high word is shifted in int32 lanes, else all in int64."""
+    lo, hi = (tirx.const(attrs[k], "int32") for k in ("out_min", "out_max"))
     if out_dtype == "int32":
-        y = acc + added[o]
-        return tirx.max(tirx.min(y, tirx.const(attrs["out_max"], "int32")), tirx.const(attrs["out_min"], "int32"))
+        return tirx.max(tirx.min(acc + added[o], hi), lo)
+    if starts_from_added(added, out_dtype):
+        mult, shift, rounding = (a[o] for a in rq) if rq else _int32_immediates(attrs)
+        h = (acc.astype("int64") * mult.astype("int64") >> tirx.const(32, "int64")).astype("int32")
+        return tirx.max(tirx.min((h + rounding) >> shift, hi), lo).astype(out_dtype)
     high = min(attrs["shift"]) >= HIGH_WORD_SHIFT
     if rq:
         mult, shift = rq[0][o].astype("int64"), rq[1][o]
@@ -126,21 +171,23 @@ def requantize(acc, o, added, rq: tuple, attrs: dict, out_dtype: str):
     p = acc.astype("int64") * mult + added[o]
     if high:
         y = (p >> tirx.const(32, "int64")).astype("int32") >> shift
-        lo, hi, zp = (tirx.const(attrs[k], "int32") for k in ("out_min", "out_max", "out_zero_point"))
+        zp = tirx.const(attrs["out_zero_point"], "int32")
     else:
         y = p >> shift.astype("int64")
         lo, hi, zp = (tirx.const(attrs[k], "int64") for k in ("out_min", "out_max", "out_zero_point"))
     return tirx.max(tirx.min(y + zp, hi), lo).astype(out_dtype)
 
 
-def _requant_args(L, n) -> list:
-    """Per-channel multiplier and shift passed to the kernel (none per tensor: they are immediates), the shift
-    in requantize's high-word form (s - 32) when every shift allows."""
-    mult, shift = n.attrs["multiplier"], n.attrs["shift"]
-    if len(mult) <= 1:  # per tensor, or an i32 output with none
-        return []
-    shifts = np.asarray(shift, np.int32)
-    return [L.const(np.asarray(mult, np.int32)), L.const(shifts - 32 if shifts.min() >= HIGH_WORD_SHIFT else shifts)]
+def _int32_immediates(attrs: dict) -> tuple:
+    """Per-tensor multiplier, shift - 32 and rounding (with the zero point) of requantize's int32 form."""
+    s = attrs["shift"][0]
+    rounding = (1 << (s - 33)) + attrs["out_zero_point"] * (1 << (s - 32))
+    return tuple(tirx.const(v, "int32") for v in (attrs["multiplier"][0], s - 32, rounding))
+
+
+def _whole_blocks(a: np.ndarray) -> np.ndarray:
+    """Per-channel values zero-padded to whole LANES blocks, as a packed accumulator's channels are."""
+    return np.pad(a, (0, -a.size % LANES))
 
 
 def _pad_input(x, pads, channels_to: int, value: int):
@@ -210,16 +257,17 @@ def _nhwc_qconv(L, n, x, w: np.ndarray):
     at = n.attrs
     kh, kw, cg, o = w.shape
     out_dtype = dtypes.to_tvm(n.output.dtype)
-    w_sum = w.astype(np.int64).sum(axis=(0, 1, 2))
-    bias = L.const(_biased_rounding(n.inputs[2] if len(n.inputs) > 2 else None, w_sum, at["x_zero_point"], at))
-    rq_args = _requant_args(L, n)
+    b = n.inputs[2] if len(n.inputs) > 2 else None
+    packed = at["group"] == 1
+    added, rq = requant_terms(b, w.reshape(-1, o), dtypes.to_tvm(n.inputs[0].dtype), at, int32_form=packed)
+    bias, rq_args = L.const(_whole_blocks(added) if packed else added), [L.const(a) for a in rq]
     geom = ((kh, kw, cg, o), tuple(at["strides"]), tuple(at["dilations"]), tuple(at["pads"]))
     kwargs = dict(geom=geom, attrs=at, out_dtype=out_dtype)
-    if at["group"] == 1:
-        packed = pack_weight(w)
-        name = PACKED if pairs_fit_int16(packed) else PACKED + "_wide"
+    if packed:
+        wp = pack_weight(w)
+        name = PACKED if pairs_fit_int16(wp) else PACKED + "_wide"
         fn = lambda *t: _packed_conv(*t[:3], t[3:], name=name, **kwargs)  # noqa: E731
-        return L.bb.emit_te(fn, x, L.const(packed), bias, *rq_args, primfunc_name_hint="qconv2d")
+        return _emit_packed(L, fn, [x, L.const(wp), bias, *rq_args], "qconv2d", starts_from_added(added, out_dtype))
     fn = lambda *t: _grouped_conv(*t[:3], t[3:], group=at["group"], **kwargs)  # noqa: E731
     return L.bb.emit_te(fn, x, L.const(w), bias, *rq_args, primfunc_name_hint="qconv2d")
 
@@ -232,6 +280,27 @@ def _qconv2d(L, n, a):
     x = L.bb.emit(R.permute_dims(a[0], [0, 2, 3, 1]))
     y = _nhwc_qconv(L, n, x, np.ascontiguousarray(w.transpose(2, 3, 1, 0)))
     return R.permute_dims(y, [0, 3, 1, 2])
+
+
+def _emit_packed(L, fn, args: list, name: str, start: bool):
+    """emit_te for a packed kernel; with `start` its accumulator starts from args[2] (per channel, whole blocks)
+    rather than 0: te.sum's init argument is dropped by create_prim_func, so the block's T.init() is rewritten."""
+    func, call_args, out = gen_call_tir_inputs(fn, *args)
+    if start:
+        func = tvm_ffi.structural_map(func, (s_tir.SBlock, functools.partial(_start_from, func.params[2])))
+    return L.bb.emit(relax.call_tir(L.bb.add_func(func, name), call_args, out))
+
+
+def _start_from(start, block):
+    """`block` with its reduction init (acc[..., block, lane] = 0) reading start[block * LANES + lane] instead."""
+    if block.init is None:
+        return block
+    idx = block.init.indices
+    init = tirx.BufferStore(block.init.buffer, tirx.BufferLoad(start, [idx[-2] * LANES + idx[-1]]), idx)
+    return s_tir.SBlock(
+        block.iter_vars, block.reads, block.writes, block.name_hint, block.body, init,
+        block.alloc_buffers, block.match_buffers, block.annotations,
+    )  # fmt: skip
 
 
 def _bound(L, x):
@@ -268,7 +337,8 @@ def _packed_dense(x, wp, bias, rq, n_out: int, attrs, out_dtype):
     acc = te.compute(
         (m, nb, LANES),
         lambda i, no, ni: te.sum(
-            xp[i, rk * DEPTH + ri].astype("int32") * wp[no, rk, ni, ri].astype("int32"), axis=[rk, ri]
+            xp[i, rk * DEPTH + ri].astype("int32") * wp[no, rk, ni, ri].astype("int32"),
+            axis=[rk, ri],
         ),
         name=attrs["_name"],
     )
@@ -286,17 +356,16 @@ def _qdense(L, n, a):
     lead = list(x.shape[:-1])
     m = int(np.prod(lead, dtype=np.int64))
     x2 = _bound(L, a[0]) if len(lead) == 1 else L.bb.emit(R.reshape(a[0], (m, k)))
-    w_sum = w.astype(np.int64).sum(axis=1)
     b = n.inputs[2] if len(n.inputs) > 2 else None
-    bias = L.const(_biased_rounding(b, w_sum, n.attrs["x_zero_point"], n.attrs))
+    added, rq = requant_terms(b, w.T, dtypes.to_tvm(x.dtype), n.attrs, int32_form=True)
+    bias, rq_args = L.const(_whole_blocks(added)), [L.const(a) for a in rq]
     packed = pack_weight(np.ascontiguousarray(w.T))
     name = PACKED_DENSE if pairs_fit_int16(packed) else PACKED_DENSE + "_wide"
     attrs = {**n.attrs, "_name": name}
-    rq_args = _requant_args(L, n)
     out_dtype = dtypes.to_tvm(n.output.dtype)
 
     def fn(*t):
         return _packed_dense(*t[:3], t[3:], n_out=n_out, attrs=attrs, out_dtype=out_dtype)
 
-    y = L.bb.emit_te(fn, x2, L.const(packed), bias, *rq_args, primfunc_name_hint="qdense")
+    y = _emit_packed(L, fn, [x2, L.const(packed), bias, *rq_args], "qdense", starts_from_added(added, out_dtype))
     return y if len(lead) == 1 else R.reshape(y, [*lead, n_out])  # an identity reshape would be a kernel

@@ -205,6 +205,9 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
         sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     _vectorize_tail(sch, epilogue, max(bits // 32, 4))
+    for loop in sch.get_loops(epilogue)[1:-1]:  # over the register tile: reads the accumulators in registers
+        if sch.get(loop).kind == tirx.ForKind.SERIAL:
+            sch.unroll(loop)
     sch.unroll(row_i)
     sch.unroll(chan_i)
     init = sch.decompose_reduction(block, reductions[0])
