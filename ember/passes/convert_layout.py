@@ -64,6 +64,7 @@ def _ops_tagged(*tags: str) -> tuple[str, ...]:
 
 UNARY = _ops_tagged("elementwise", "unary")
 BINARY = _ops_tagged("elementwise", "binary")
+SAME_SHAPE_BINARY = (*BINARY, "qadd")  # qadd: an elementwise add of two tensors of one shape, in any layout
 
 
 def _perm(m, name: str = "t") -> tuple[int, ...]:
@@ -81,7 +82,7 @@ def _sink_unary(m, b):
 def _sink_binary(m, b):
     if _perm(m, "t") != _perm(m, "t2") or m["x"].rank != m["y"].rank:
         return None
-    return b.emit("transpose", b.emit(m["bin"].op, m["x"], m["y"]), perm=_perm(m))
+    return b.emit("transpose", b.emit(m["bin"].op, m["x"], m["y"], **m["bin"].attrs), perm=_perm(m))
 
 
 def _sink_binary_const(const_first: bool):
@@ -145,7 +146,7 @@ SINK = [
     ),
     Rule(P.op("transpose", P.any("x"), name="t", where=_moves_only_ones), _as_reshape),
     Rule(P.op(UNARY, T, name="u"), _sink_unary),
-    Rule(P.op(BINARY, T, P.op("transpose", P.any("y"), name="t2", shared=True), name="bin"), _sink_binary),
+    Rule(P.op(SAME_SHAPE_BINARY, T, P.op("transpose", P.any("y"), name="t2", shared=True), name="bin"), _sink_binary),
     Rule(P.op(BINARY, T, P.const("c"), name="bin"), _sink_binary_const(False)),
     Rule(P.op(BINARY, P.const("c"), T, name="bin"), _sink_binary_const(True)),
     Rule(P.op(("global_avg_pool", "global_max_pool"), T, name="g"), _sink_global_pool),

@@ -1,6 +1,7 @@
 """Pre-quantized ONNX models: a QDQ model written by onnxruntime.quantization.quantize_static imports into the same
-qconv2d/qdense that Ember's own quantization makes and agrees with onnxruntime's reference execution of it
-within one quantization step; QLinearConv/QLinearMatMul/ConvInteger/MatMulInteger import and match onnxruntime."""
+qconv2d/qdense/qadd that Ember's own quantization makes and agrees with onnxruntime's reference execution of it
+within one quantization step; QLinearConv/QLinearMatMul/QLinearAdd/ConvInteger/MatMulInteger import and match
+onnxruntime."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ember.passes.quantize.qdq import fuse_qdq
 from tests.passes.quant_models import cnn_onnx, samples
 
 
-def qdq_model(tmp_path, per_channel: bool) -> str:
+def qdq_model(tmp_path, per_channel: bool, model: onnx.ModelProto | None = None) -> str:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -29,7 +30,7 @@ def qdq_model(tmp_path, per_channel: bool) -> str:
             return next(self.it, None)
 
     src, out = tmp_path / "cnn.onnx", tmp_path / f"cnn_qdq_{per_channel}.onnx"
-    onnx.save(cnn_onnx(), str(src))
+    onnx.save(model or cnn_onnx(), str(src))
     quantize_static(
         str(src),
         str(out),
@@ -213,3 +214,106 @@ def test_integer_ops_lower_to_int32_qconv2d_and_qdense_exactly():
     for name in outs:
         np.testing.assert_array_equal(ir.interpret(graph, feeds)[name], want[name])
         np.testing.assert_array_equal(built[name], want[name])
+
+
+def residual_cnn() -> onnx.ModelProto:
+    """conv -> relu -> conv, plus the first conv's output (the residual), -> relu: [1, 3, 16, 16] -> [1, 8, 16, 16]."""
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.15, (8, 8, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["images", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], "conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["s"], "residual"),
+        helper.make_node("Relu", ["s"], ["y"], "relu2"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        inits,
+    )
+
+
+def test_quantize_static_residual_add_becomes_qadd_and_matches_onnxruntime(tmp_path):
+    """The QDQ residual add (DequantizeLinear twice -> Add -> QuantizeLinear, the relu in the output range) imports
+    as a qadd with no float add left, all integer from the input's quantize to the output's dequantize. Tolerance:
+    one output step (the existing QDQ tests' bound); onnxruntime adds the dequantized floats and rounds once, qadd
+    rounds a 20-bit fixed-point sum, so near a rounding tie the two land one step apart."""
+    path = qdq_model(tmp_path, True, residual_cnn())
+    graph = load(path)
+    assert fuse_qdq(graph, scheme_for_target("aarch64"))
+    ops = graph.op_counts()
+    assert ops == {"quantize": 1, "qconv2d": 2, "qadd": 1, "dequantize": 1}, ops
+    (add,) = [n for n in graph.nodes if n.op == "qadd"]
+    assert add.attrs["out_min"] == add.attrs["out_zero_point"] == 0  # the relu, in uint8's range from 0
+    PassManager(parse_pipeline(2) + ["convert-to-nhwc", "canonicalize"], verify_each=True).run(graph)
+    assert graph.op_counts()["transpose"] == 2  # into the first conv and out of the qadd: none around the qadd
+    step = output_step(graph)
+    for feeds in samples(8, seed=9):
+        got, want = ir.interpret(graph, feeds)["y"], ort_reference(path, feeds)
+        assert np.abs(got - want).max() <= step * 1.001, np.abs(got - want).max() / step
+
+
+def qlinear_add_model(broadcast: bool) -> onnx.ModelProto:
+    """com.microsoft QLinearAdd of a uint8 [1, 4, 5, 5] and a uint8 [1, 4, 5, 5] (or [1, 4, 1, 1]) tensor."""
+    c = [
+        numpy_helper.from_array(np.float32(0.05), "as"),
+        numpy_helper.from_array(np.uint8(120), "az"),
+        numpy_helper.from_array(np.float32(0.03), "bs"),
+        numpy_helper.from_array(np.uint8(7), "bz"),
+        numpy_helper.from_array(np.float32(0.07), "cs"),
+        numpy_helper.from_array(np.uint8(90), "cz"),
+    ]
+    node = helper.make_node(
+        "QLinearAdd", ["a", "as", "az", "b", "bs", "bz", "cs", "cz"], ["c"], "qadd", domain="com.microsoft"
+    )
+    b_shape = [1, 4, 1, 1] if broadcast else [1, 4, 5, 5]
+    graph = helper.make_graph(
+        [node],
+        "qlinearadd",
+        [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 4, 5, 5]),
+            helper.make_tensor_value_info("b", TensorProto.UINT8, b_shape),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.UINT8, [1, 4, 5, 5])],
+        c,
+    )
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_qlinear_add_matches_onnxruntime(broadcast):
+    """QLinearAdd imports as dequantize, add, quantize; the QDQ fusion makes it a qadd when both operands have the
+    output's shape and leaves the broadcasting one in float. Both within one uint8 step of onnxruntime's kernel."""
+    model = qlinear_add_model(broadcast)
+    graph = load(model)
+    assert graph.op_counts() == {"dequantize": 2, "add": 1, "quantize": 1}
+    assert fuse_qdq(graph, scheme_for_target("x86_64", ["+avx2"])) is not broadcast
+    assert graph.op_counts() == ({"dequantize": 2, "add": 1, "quantize": 1} if broadcast else {"qadd": 1})
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    b_shape = (1, 4, 1, 1) if broadcast else (1, 4, 5, 5)
+    for _ in range(8):
+        feeds = {"a": rng.integers(0, 256, (1, 4, 5, 5)).astype(np.uint8)}
+        feeds["b"] = rng.integers(0, 256, b_shape).astype(np.uint8)
+        got, want = ir.interpret(graph, feeds)["c"], session.run(None, feeds)[0]
+        assert got.dtype == np.uint8 and np.abs(got.astype(np.int32) - want.astype(np.int32)).max() <= 1
+
+
+def test_qdq_residual_add_builds_bit_exact_with_the_interpreter(tmp_path):
+    """ember.compile of the QDQ residual CNN on the host: its qadd kernel (after the NHWC layout pass) computes
+    what the interpreter computes on the compiled graph, bit for bit."""
+    import ember
+
+    path = qdq_model(tmp_path, True, residual_cnn())
+    artifact = ember.compile(path, "host")
+    assert artifact.graph.op_counts()["qadd"] == 1 and "add" not in artifact.graph.op_counts()
+    for feeds in samples(6, seed=5):
+        np.testing.assert_array_equal(artifact.run(feeds)["y"], ir.interpret(artifact.graph, feeds)["y"])

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 from ember.errors import EmberError
 from ember.frontends.onnx.checks import check_graph
 from ember.frontends.onnx.importer import MAX_NODES, Importer, apply_input_shapes, input_dims, read_model
-from ember.frontends.onnx.ops import ONNX_OPS
+from ember.frontends.onnx.ops import ONNX_OPS, op_key
 from ember.ir import dtypes
 from ember.ir.fold import fold_scope
 from ember.ir.graph import Graph
@@ -34,7 +34,7 @@ def _dtype_of(t: gs.Tensor) -> str:
 def _unsupported(graph: gs.Graph, opset_domains: dict[str, int], file: str) -> None:
     missing: dict[str, str] = {}
     for node in graph.nodes:
-        key = node.op if node.domain in ("", "ai.onnx", None) else f"{node.domain}.{node.op}"
+        key = op_key(node)
         if key not in ONNX_OPS and key not in missing:
             missing[key] = node.name or (node.outputs[0].name if node.outputs else "?")
     if missing:
@@ -89,7 +89,7 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str, external: dict) -> 
     for node in graph.nodes:
         m.node = node
         try:
-            outs = ONNX_OPS[node.op](m, node)
+            outs = ONNX_OPS[op_key(node)](m, node)
         except EmberError as e:
             raise EmberError(
                 e.message, file=file, node=node.name or node.outputs[0].name, op=node.op, hint=e.hint

@@ -26,6 +26,12 @@ def onnx_op(*names: str):
     return wrap
 
 
+def op_key(node: gs.Node) -> str:
+    """The node's key in ONNX_OPS: its op type, prefixed by its domain outside the default one
+    ("com.microsoft.QLinearAdd")."""
+    return node.op if node.domain in ("", "ai.onnx", None) else f"{node.domain}.{node.op}"
+
+
 def _outs(n: gs.Node, k: int | None = None) -> list[str]:
     return [t.name for t in (n.outputs if k is None else n.outputs[:k])]
 

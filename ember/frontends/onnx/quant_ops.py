@@ -1,6 +1,7 @@
 """ONNX's quantization ops: QuantizeLinear/DequantizeLinear (QDQ models), QLinearConv/QLinearMatMul (onto
-qconv2d/qdense), ConvInteger/MatMulInteger (onto qconv2d/qdense with an int32 output; weights whose centred
-values leave int8, e.g. uint8 with a zero point other than 128, run as a float contraction cast to int32)."""
+qconv2d/qdense), com.microsoft QLinearAdd (as dequantize, add, quantize: the QDQ fusion makes it qadd),
+ConvInteger/MatMulInteger (onto qconv2d/qdense with an int32 output; weights whose centred values leave int8,
+e.g. uint8 with a zero point other than 128, run as a float contraction cast to int32)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,30 @@ def _qlinear_matmul(m, n):
     attrs = _requant_attrs(m, n, 1, 4, 6, w.shape[1])
     wt = m.graph.add_constant(np.ascontiguousarray(w.T), m._cname(f"{_label(n)}.weight"))
     return m.emit("qdense", [m.inp(n, 0), wt], attrs, _outs(n))
+
+
+@onnx_op("com.microsoft.QLinearAdd")
+def _qlinear_add(m, n):
+    dtype = m.inp(n, 0).dtype
+    if dtype not in ("i8", "u8") or m.inp(n, 3).dtype != dtype:
+        raise EmberError(f"QLinearAdd on {dtype} and {m.inp(n, 3).dtype} is not supported", hint="use int8 or uint8")
+    terms = [_dequantized(m, n, i) for i in (0, 3)]
+    scale = _scalar_or_vector(m, n, 6, "QLinearAdd C_scale")
+    zp, _ = _zero_point(m, n, 7)
+    if scale.size != 1 or zp.size != 1:
+        raise EmberError("QLinearAdd with a per-axis output scale is not supported")
+    attrs = {"scale": float(scale[0]), "zero_point": int(zp[0]), "dtype": dtype}
+    return m.emit("quantize", [m.emit1("add", terms)], attrs, _outs(n))
+
+
+def _dequantized(m: Importer, n: gs.Node, i: int):
+    """QLinearAdd's operand i as float: dequantize by its scale (i + 1) and zero point (i + 2, 0 when absent)."""
+    scale = _scalar_or_vector(m, n, i + 1, f"{n.op} scale")
+    zp, _ = _zero_point(m, n, i + 2)
+    if scale.size != 1 or zp.size != 1:
+        raise EmberError(f"{n.op} with a per-axis scale is not supported; its operands are quantized per tensor")
+    attrs = {"scale": [float(scale[0])], "zero_point": [int(zp[0])], "axis": 1}
+    return m.emit1("dequantize", [m.inp(n, i)], attrs)
 
 
 def _integer_weight(m: Importer, n: gs.Node, channel_axis: int) -> np.ndarray:

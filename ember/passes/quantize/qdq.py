@@ -1,11 +1,13 @@
 """Pre-quantized (QDQ) models: DequantizeLinear(x), DequantizeLinear(w) -> Conv/Gemm/MatMul [-> bias, relu/clip]
--> QuantizeLinear becomes the same qconv2d/qdense that post-training quantization makes, with the model's scales."""
+-> QuantizeLinear becomes the same qconv2d/qdense that post-training quantization makes, with the model's scales;
+DequantizeLinear(a), DequantizeLinear(b) -> Add [-> relu/clip] -> QuantizeLinear (a residual add) becomes qadd."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ember.ir.graph import Graph, Node, Value
+from ember.ir.ops.quant import add_params
 from ember.passes.dce import eliminate_dead_code
 from ember.passes.quantize.rewrite import remove_requantize_pairs, sink_dequantize
 from ember.passes.quantize.scheme import (
@@ -144,13 +146,45 @@ def _fuse_one(graph: Graph, node: Node, scheme: Scheme) -> bool:
     return True
 
 
+def _per_tensor_dequantize(v: Value) -> Node | None:
+    d = v.producer
+    if d is None or d.op != "dequantize" or len(d.attrs["scale"]) != 1 or d.inputs[0].dtype not in ("i8", "u8"):
+        return None
+    return d
+
+
+def _fuse_add(graph: Graph, node: Node) -> bool:
+    """dequantize(a) + dequantize(b) [-> relu | clip] -> quantize, per tensor and without broadcasting, into qadd
+    (the activation in out_min/out_max); it stays float when the scales' ratios do not fit qadd's multipliers."""
+    da, db = (_per_tensor_dequantize(v) for v in node.inputs)
+    if da is None or db is None or not all(tuple(v.shape) == tuple(node.output.shape) for v in node.inputs):
+        return False
+    chain, q = _epilogue(graph, node.output)
+    if q is None or any(n.op == "add" for n in chain):
+        return False
+    a, b, out = _qparams(da), _qparams(db), _qparams(q)
+    mults = add_params(a.scale, b.scale, out.scale)
+    if mults is None:
+        return False
+    out_min, out_max = _clamp(chain, out)
+    attrs = dict(a_zero_point=a.zero_point, b_zero_point=b.zero_point, a_multiplier=mults[0])
+    attrs.update(b_multiplier=mults[1], shift=mults[2], out_zero_point=out.zero_point, out_dtype=out.dtype)
+    attrs.update(out_min=out_min, out_max=out_max)
+    args = [da.inputs[0], db.inputs[0]]
+    y = graph.add_node("qadd", args, attrs, name=f"{node.name}.int8", before=q).output
+    graph.replace_all_uses(q.output, y)
+    return True
+
+
 def fuse_qdq(graph: Graph, scheme: Scheme) -> bool:
-    """Fuse every QDQ-wrapped conv/dense/matmul with constant weights into qconv2d/qdense (layers the pattern
-    does not fit stay as float ops between their quantize/dequantize nodes), then let pooling and data movement
-    run on the integers between them."""
+    """Fuse every QDQ-wrapped conv/dense/matmul with constant weights into qconv2d/qdense and every QDQ-wrapped
+    residual add into qadd (what the pattern does not fit stays float between its quantize/dequantize nodes), then
+    let pooling and data movement run on the integers between them."""
     changed = False
     for node in [n for n in graph.nodes if n.op in LAYER_OPS]:
         changed |= _fuse_one(graph, node, scheme)
+    for node in [n for n in graph.nodes if n.op == "add"]:
+        changed |= _fuse_add(graph, node)
     if changed:
         sink_dequantize(graph)
         remove_requantize_pairs(graph)
