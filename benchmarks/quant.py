@@ -5,7 +5,8 @@
 Models: a small CNN trained for 300 steps on a learnable synthetic task (tests/passes/quant_models.py; its
 top-1 agreement is meaningful), MobileNetV2 and ResNet-50 (seeded random weights, inputs ~N(0, 1)).
 Ember int8 is `ember.compile(model, quantize="int8", calibration=...)`; onnxruntime int8 is the QDQ model
-`onnxruntime.quantization.quantize_static` writes from the same calibration samples (per-channel int8 weights,
+`onnxruntime.quantization.quantize_static` writes, after its `quant_pre_process` (which folds batch norms into
+the convs), from the same calibration samples (per-channel int8 weights,
 uint8 activations), run with onnxruntime's default graph optimizations (QDQ fused into QLinearConv).
 
 The four runtimes are timed in one process, taking turns `--block` runs at a time, each turn after one untimed
@@ -64,8 +65,11 @@ def ort_int8(model: onnx.ModelProto, calibration: list[dict], folder: Path) -> o
         def get_next(self):
             return next(self.items, None)
 
-    src, dst = folder / "fp32.onnx", folder / "int8.onnx"
-    onnx.save(model, src)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    raw, src, dst = folder / "raw.onnx", folder / "fp32.onnx", folder / "int8.onnx"
+    onnx.save(model, raw)
+    quant_pre_process(str(raw), str(src))  # the documented first step: folds BatchNormalization into the convs
     quantize_static(
         str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
