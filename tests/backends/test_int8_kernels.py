@@ -277,8 +277,9 @@ def test_qadd_matches_reference(out, relu):
 
 
 def test_requantization_is_int32_where_the_weights_bound_every_value():
-    """Packed kernels start their accumulator from the bias and requantize on int32 lanes (a 32 x 32 -> high word
-    multiply, no int64 adds) when the weights prove every value fits; a bias that could overflow keeps int64."""
+    """Packed and depthwise kernels start their accumulator from the bias and requantize on int32 lanes (a 32 x 32 ->
+    high word multiply, no int64 adds) when the weights prove every value fits; a bias that could overflow keeps
+    int64."""
     w = rng.integers(-63, 64, (144, 24)).astype(np.int8)
     attrs = dict(x_zero_point=9, out_zero_point=9, **_requant(24, True, 20))
     added, rq = quant_rules.requant_terms(None, w, "uint8", attrs, int32_form=True)
@@ -292,8 +293,9 @@ def test_requantization_is_int32_where_the_weights_bound_every_value():
     y.producer.inputs[2].const[:] = (1 << 31) - 1  # acc + bias may leave int32: requantized in int64
     g.outputs.append(y)
     g.outputs.append(qconv(g, x, 16, 16, k=1))
+    g.outputs.append(qconv(g, x, 16, 16, group=16))  # depthwise: the same int32 form
     kernels = [f for gv, f in lower_to_relax(g).functions.items() if gv.name_hint.startswith("qconv2d")]
-    assert sorted(str(f.params[2].ty.dtype) for f in kernels) == ["int32", "int64"]  # the added per-channel terms
+    assert sorted(str(f.params[2].ty.dtype) for f in kernels) == ["int32", "int32", "int64"]  # per-channel terms
     feeds = {"x": rng.integers(0, 256, (1, 6, 6, 16)).astype(np.uint8)}
     art = ember.compile(g, "host", passes="")
     for out in g.outputs:

@@ -259,17 +259,18 @@ def _nhwc_qconv(L, n, x, w: np.ndarray):
     out_dtype = dtypes.to_tvm(n.output.dtype)
     b = n.inputs[2] if len(n.inputs) > 2 else None
     packed = at["group"] == 1
-    added, rq = requant_terms(b, w.reshape(-1, o), dtypes.to_tvm(n.inputs[0].dtype), at, int32_form=packed)
+    added, rq = requant_terms(b, w.reshape(-1, o), dtypes.to_tvm(n.inputs[0].dtype), at, int32_form=True)
     bias, rq_args = L.const(_whole_blocks(added) if packed else added), [L.const(a) for a in rq]
+    start = starts_from_added(added, out_dtype)
     geom = ((kh, kw, cg, o), tuple(at["strides"]), tuple(at["dilations"]), tuple(at["pads"]))
     kwargs = dict(geom=geom, attrs=at, out_dtype=out_dtype)
     if packed:
         wp = pack_weight(w)
         name = PACKED if pairs_fit_int16(wp) else PACKED + "_wide"
         fn = lambda *t: _packed_conv(*t[:3], t[3:], name=name, **kwargs)  # noqa: E731
-        return _emit_packed(L, fn, [x, L.const(wp), bias, *rq_args], "qconv2d", starts_from_added(added, out_dtype))
+        return _emit_packed(L, fn, [x, L.const(wp), bias, *rq_args], "qconv2d", start)
     fn = lambda *t: _grouped_conv(*t[:3], t[3:], group=at["group"], **kwargs)  # noqa: E731
-    return L.bb.emit_te(fn, x, L.const(w), bias, *rq_args, primfunc_name_hint="qconv2d")
+    return _emit_packed(L, fn, [x, L.const(w), bias, *rq_args], "qconv2d", start, channel=_plain_channel)
 
 
 @rule("qconv2d")
@@ -282,21 +283,30 @@ def _qconv2d(L, n, a):
     return R.permute_dims(y, [0, 3, 1, 2])
 
 
-def _emit_packed(L, fn, args: list, name: str, start: bool):
-    """emit_te for a packed kernel; with `start` its accumulator starts from args[2] (per channel, whole blocks)
-    rather than 0: te.sum's init argument is dropped by create_prim_func, so the block's T.init() is rewritten."""
+def _packed_channel(idx):
+    """The output channel of a packed accumulator's [..., block, lane] element."""
+    return idx[-2] * LANES + idx[-1]
+
+
+def _plain_channel(idx):
+    return idx[-1]
+
+
+def _emit_packed(L, fn, args: list, name: str, start: bool, channel=_packed_channel):
+    """emit_te for an int8 conv/dense kernel; with `start` its accumulator starts from args[2] (per channel) rather
+    than 0: te.sum's init argument is dropped by create_prim_func, so the block's T.init() is rewritten."""
     func, call_args, out = gen_call_tir_inputs(fn, *args)
     if start:
-        func = tvm_ffi.structural_map(func, (s_tir.SBlock, functools.partial(_start_from, func.params[2])))
+        func = tvm_ffi.structural_map(func, (s_tir.SBlock, functools.partial(_start_from, func.params[2], channel)))
     return L.bb.emit(relax.call_tir(L.bb.add_func(func, name), call_args, out))
 
 
-def _start_from(start, block):
-    """`block` with its reduction init (acc[..., block, lane] = 0) reading start[block * LANES + lane] instead."""
+def _start_from(start, channel, block):
+    """`block` with its reduction init (acc[...] = 0) reading start[channel(indices)] instead."""
     if block.init is None:
         return block
     idx = block.init.indices
-    init = tirx.BufferStore(block.init.buffer, tirx.BufferLoad(start, [idx[-2] * LANES + idx[-1]]), idx)
+    init = tirx.BufferStore(block.init.buffer, tirx.BufferLoad(start, [channel(idx)]), idx)
     return s_tir.SBlock(
         block.iter_vars, block.reads, block.writes, block.name_hint, block.body, init,
         block.alloc_buffers, block.match_buffers, block.annotations,
