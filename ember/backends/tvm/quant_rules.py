@@ -4,10 +4,10 @@ qconv2d (group 1) and qdense lower to one kernel whose int32 accumulator is laid
 weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output channels by 4 input channels,
 the block one dot-product instruction consumes (x86 vpmaddubsw + vpmaddwd, ARM sdot on half of it). The input
 zero point is folded into the bias (sum((x - zp) * w) = sum(x * w) - zp * sum(w)); padding is filled with zp so
-it contributes nothing. Requantization runs in the same kernel (see requantize): the packed kernels' accumulator
-starts from the bias where the weights prove its int32 form exact, else the bias is added premultiplied, in int64,
-after the multiply. Grouped and depthwise
-convolutions use a plain int32 contraction that the Conv2D-style blocking vectorizes along channels."""
+it contributes nothing. Grouped and depthwise convolutions use a plain int32 contraction that the Conv2D-style
+blocking vectorizes along channels. Requantization runs in the same kernel (see requantize): every conv/dense
+accumulator starts from the bias where the weights prove the int32 form exact, else the bias is added
+premultiplied, in int64, after the multiply."""
 
 from __future__ import annotations
 
@@ -100,10 +100,10 @@ X_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 I32 = (-(1 << 31), (1 << 31) - 1)
 
 
-def requant_terms(b, w: np.ndarray, x_dtype: str, attrs: dict, int32_form: bool) -> tuple[np.ndarray, list]:
+def requant_terms(b, w: np.ndarray, x_dtype: str, attrs: dict) -> tuple[np.ndarray, list]:
     """What requantize takes per output channel for weights `w` [K, O]: `added` (int32 c = b - x_zp * sum(w) in the
-    int32 form, which `int32_form` allows, or for an i32 output, else int64) and the per-channel arrays it reads
-    (none per tensor: requantize makes them immediates)."""
+    int32 form, where the weights prove it exact, or for an i32 output, else int64) and the per-channel arrays it
+    reads (none per tensor: requantize makes them immediates)."""
     bias = np.zeros(w.shape[1], np.int64) if b is None else b.const.astype(np.int64).reshape(-1)
     c = bias - attrs["x_zero_point"] * w.astype(np.int64).sum(axis=0)
     if not attrs["multiplier"]:  # an i32 output: the exact sum, not requantized
@@ -111,7 +111,7 @@ def requant_terms(b, w: np.ndarray, x_dtype: str, attrs: dict, int32_form: bool)
     mult = np.broadcast_to(np.asarray(attrs["multiplier"], np.int64), c.shape)
     shift = np.broadcast_to(np.asarray(attrs["shift"], np.int64), c.shape)
     per_channel = len(attrs["multiplier"]) > 1
-    rounding = _int32_rounding(c, w, x_dtype, mult, shift, attrs["out_zero_point"]) if int32_form else None
+    rounding = _int32_rounding(c, w, x_dtype, mult, shift, attrs["out_zero_point"])
     if rounding is not None:
         args = [mult, shift - 32, rounding] if per_channel else []
         return c.astype(np.int32), [a.astype(np.int32) for a in args]
@@ -259,7 +259,7 @@ def _nhwc_qconv(L, n, x, w: np.ndarray):
     out_dtype = dtypes.to_tvm(n.output.dtype)
     b = n.inputs[2] if len(n.inputs) > 2 else None
     packed = at["group"] == 1
-    added, rq = requant_terms(b, w.reshape(-1, o), dtypes.to_tvm(n.inputs[0].dtype), at, int32_form=True)
+    added, rq = requant_terms(b, w.reshape(-1, o), dtypes.to_tvm(n.inputs[0].dtype), at)
     bias, rq_args = L.const(_whole_blocks(added) if packed else added), [L.const(a) for a in rq]
     start = starts_from_added(added, out_dtype)
     geom = ((kh, kw, cg, o), tuple(at["strides"]), tuple(at["dilations"]), tuple(at["pads"]))
@@ -268,9 +268,9 @@ def _nhwc_qconv(L, n, x, w: np.ndarray):
         wp = pack_weight(w)
         name = PACKED if pairs_fit_int16(wp) else PACKED + "_wide"
         fn = lambda *t: _packed_conv(*t[:3], t[3:], name=name, **kwargs)  # noqa: E731
-        return _emit_packed(L, fn, [x, L.const(wp), bias, *rq_args], "qconv2d", start)
+        return _emit_int8_kernel(L, fn, [x, L.const(wp), bias, *rq_args], "qconv2d", start)
     fn = lambda *t: _grouped_conv(*t[:3], t[3:], group=at["group"], **kwargs)  # noqa: E731
-    return _emit_packed(L, fn, [x, L.const(w), bias, *rq_args], "qconv2d", start, channel=_plain_channel)
+    return _emit_int8_kernel(L, fn, [x, L.const(w), bias, *rq_args], "qconv2d", start, channel=_plain_channel)
 
 
 @rule("qconv2d")
@@ -292,7 +292,7 @@ def _plain_channel(idx):
     return idx[-1]
 
 
-def _emit_packed(L, fn, args: list, name: str, start: bool, channel=_packed_channel):
+def _emit_int8_kernel(L, fn, args: list, name: str, start: bool, channel=_packed_channel):
     """emit_te for an int8 conv/dense kernel; with `start` its accumulator starts from args[2] (per channel) rather
     than 0: te.sum's init argument is dropped by create_prim_func, so the block's T.init() is rewritten."""
     func, call_args, out = gen_call_tir_inputs(fn, *args)
@@ -367,7 +367,7 @@ def _qdense(L, n, a):
     m = int(np.prod(lead, dtype=np.int64))
     x2 = _bound(L, a[0]) if len(lead) == 1 else L.bb.emit(R.reshape(a[0], (m, k)))
     b = n.inputs[2] if len(n.inputs) > 2 else None
-    added, rq = requant_terms(b, w.T, dtypes.to_tvm(x.dtype), n.attrs, int32_form=True)
+    added, rq = requant_terms(b, w.T, dtypes.to_tvm(x.dtype), n.attrs)
     bias, rq_args = L.const(_whole_blocks(added)), [L.const(a) for a in rq]
     packed = pack_weight(np.ascontiguousarray(w.T))
     name = PACKED_DENSE if pairs_fit_int16(packed) else PACKED_DENSE + "_wide"
@@ -377,5 +377,5 @@ def _qdense(L, n, a):
     def fn(*t):
         return _packed_dense(*t[:3], t[3:], n_out=n_out, attrs=attrs, out_dtype=out_dtype)
 
-    y = _emit_packed(L, fn, [x2, L.const(packed), bias, *rq_args], "qdense", starts_from_added(added, out_dtype))
+    y = _emit_int8_kernel(L, fn, [x2, L.const(packed), bias, *rq_args], "qdense", starts_from_added(added, out_dtype))
     return y if len(lead) == 1 else R.reshape(y, [*lead, n_out])  # an identity reshape would be a kernel

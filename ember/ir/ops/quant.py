@@ -125,15 +125,22 @@ def _dequantize(q, a):
     return ((q.astype(np.float32) - zp) * _along(a["scale"], axis, q.ndim, np.float32)).astype(np.float32)
 
 
-_REQUANT_ATTRS = dict(
-    x_zero_point=0,
-    multiplier=Attr("ints"),
-    shift=Attr("ints"),
-    out_zero_point=0,
-    out_dtype=Attr("dtype", "i8"),
-    out_min=Attr("int"),
-    out_max=Attr("int"),
-)
+_OUT_ATTRS = dict(out_zero_point=0, out_dtype=Attr("dtype", "i8"), out_min=Attr("int"), out_max=Attr("int"))
+_REQUANT_ATTRS = dict(x_zero_point=0, multiplier=Attr("ints"), shift=Attr("ints"), **_OUT_ATTRS)
+
+
+def _check_output(a: dict, ranges: dict[str, tuple[int, int]]) -> None:
+    """out_dtype one of `ranges`; out_zero_point, out_min and out_max inside its range; out_min <= out_max."""
+    out = a["out_dtype"]
+    if out not in ranges:
+        *first, last = ranges
+        raise EmberError(f"out_dtype must be {', '.join(first)} or {last}, got {out}")
+    lo, hi = ranges[out]
+    for key in ("out_zero_point", "out_min", "out_max"):
+        if not lo <= a[key] <= hi:
+            raise EmberError(f"{key} {a[key]} is outside {out}'s range [{lo}, {hi}]")
+    if a["out_min"] > a["out_max"]:
+        raise EmberError(f"out_min {a['out_min']} exceeds out_max {a['out_max']}")
 
 
 def _check_layer(x, w, b, a, channels) -> None:
@@ -143,16 +150,8 @@ def _check_layer(x, w, b, a, channels) -> None:
     if b is not None and b.dtype != "i32":
         raise EmberError(f"bias must be i32, got {b.dtype}")
     _in_range(a["x_zero_point"], x.dtype, "x_zero_point")
-    out = a["out_dtype"]
-    if out not in OUT_RANGE:
-        raise EmberError(f"out_dtype must be i8, u8 or i32, got {out}")
-    lo, hi = OUT_RANGE[out]
-    for key in ("out_zero_point", "out_min", "out_max"):
-        if not lo <= a[key] <= hi:
-            raise EmberError(f"{key} {a[key]} is outside {out}'s range [{lo}, {hi}]")
-    if a["out_min"] > a["out_max"]:
-        raise EmberError(f"out_min {a['out_min']} exceeds out_max {a['out_max']}")
-    if out == "i32":
+    _check_output(a, OUT_RANGE)
+    if a["out_dtype"] == "i32":
         if a["multiplier"] or a["shift"] or a["out_zero_point"]:
             raise EmberError("an i32 output is not requantized: multiplier and shift must be empty, out_zero_point 0")
         return
@@ -246,10 +245,7 @@ ADD_MULTIPLIER_BITS = 21  # |q - zp| <= 255 times a multiplier under 2^21, twice
     a_multiplier=Attr("int"),
     b_multiplier=Attr("int"),
     shift=Attr("int"),
-    out_zero_point=0,
-    out_dtype=Attr("dtype", "i8"),
-    out_min=Attr("int"),
-    out_max=Attr("int"),
+    **_OUT_ATTRS,
 )
 def qadd(ins, a):
     x, y = ins
@@ -257,10 +253,7 @@ def qadd(ins, a):
         raise EmberError(f"inputs {fmt(x.shape)} and {fmt(y.shape)} must have the same shape")
     _in_range(a["a_zero_point"], x.dtype, "a_zero_point")
     _in_range(a["b_zero_point"], y.dtype, "b_zero_point")
-    for key in ("out_zero_point", "out_min", "out_max"):
-        _in_range(a[key], a["out_dtype"], key)
-    if a["out_min"] > a["out_max"]:
-        raise EmberError(f"out_min {a['out_min']} exceeds out_max {a['out_max']}")
+    _check_output(a, QRANGE)
     if not all(0 <= a[k] < 1 << ADD_MULTIPLIER_BITS for k in ("a_multiplier", "b_multiplier")):
         raise EmberError(
             f"multipliers must lie in [0, 2^{ADD_MULTIPLIER_BITS}), got {a['a_multiplier']}, {a['b_multiplier']}"

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from ember.ir.graph import Graph, Node, Value
-from ember.ir.ops.quant import add_params
 from ember.passes.dce import eliminate_dead_code
 from ember.passes.quantize.rewrite import remove_requantize_pairs, sink_dequantize
 from ember.passes.quantize.scheme import (
     QParams,
     Scheme,
+    qadd_attrs,
     quantize_bias,
     quantize_weights,
     requant_params,
@@ -162,16 +162,11 @@ def _fuse_add(graph: Graph, node: Node) -> bool:
     chain, q = _epilogue(graph, node.output)
     if q is None or any(n.op == "add" for n in chain):
         return False
-    a, b, out = _qparams(da), _qparams(db), _qparams(q)
-    mults = add_params(a.scale, b.scale, out.scale)
-    if mults is None:
+    out = _qparams(q)
+    attrs = qadd_attrs(_qparams(da), _qparams(db), out, _clamp(chain, out))
+    if attrs is None:
         return False
-    out_min, out_max = _clamp(chain, out)
-    attrs = dict(a_zero_point=a.zero_point, b_zero_point=b.zero_point, a_multiplier=mults[0])
-    attrs.update(b_multiplier=mults[1], shift=mults[2], out_zero_point=out.zero_point, out_dtype=out.dtype)
-    attrs.update(out_min=out_min, out_max=out_max)
-    args = [da.inputs[0], db.inputs[0]]
-    y = graph.add_node("qadd", args, attrs, name=f"{node.name}.int8", before=q).output
+    y = graph.add_node("qadd", [da.inputs[0], db.inputs[0]], attrs, name=f"{node.name}.int8", before=q).output
     graph.replace_all_uses(q.output, y)
     return True
 

@@ -11,11 +11,11 @@ import numpy as np
 from ember.ir.graph import Graph, Node, Value
 from ember.ir.ops import get_schema
 from ember.ir.ops.fused import activation_op
-from ember.ir.ops.quant import add_params
 from ember.passes.quantize.scheme import (
     QParams,
     Scheme,
     activation_qparams,
+    qadd_attrs,
     quantize_bias,
     quantize_weights,
     requant_params,
@@ -125,11 +125,11 @@ def quantize_layer(
     out_params: QParams,
     scheme: Scheme,
     per_channel: bool,
-    residual: tuple[Value, QParams, QParams, tuple[int, int, int]] | None = None,
+    residual: tuple[Value, QParams, dict] | None = None,
 ) -> tuple[Value, Value]:
     """Emit qconv2d/qdense (and the float epilogue it cannot hold) before `node`; returns (int8 result, the value
-    that replaces the node's output). With `residual` (the residual quantized, its parameters, the output's and
-    qadd's multipliers) the residual add and activation run in a qadd."""
+    that replaces the node's output). With `residual` (the residual quantized, the output's parameters and the
+    qadd's attributes) the residual add and activation run in a qadd."""
     x, w, b = (node.inputs + [None, None])[:3]
     axis = _channel_axis(node)
     w_scales = weight_scales(w.const, axis, per_channel, scheme.weight_max)
@@ -145,7 +145,8 @@ def quantize_layer(
     attrs.update(out_zero_point=out_params.zero_point, out_dtype=out_params.dtype, out_max=out_max)
     q = graph.add_node(LAYERS[node.op], args, attrs, name=f"{node.name}.int8", before=node).output
     if residual is not None:
-        q, out_params = _residual_add(graph, node, q, out_params, *residual), residual[2]
+        z_q, out_params, add = residual
+        q = graph.add_node("qadd", [q, z_q], add, name=f"{node.name}.residual.int8", before=node).output
         folded = True
     y = _dequantize(graph, q, out_params, node, f"{node.name}.dequantize")
     if not folded:
@@ -156,18 +157,6 @@ def quantize_layer(
             unary, act_attrs = activation_op(activation, params)
             y = graph.add_node(unary, [y], act_attrs, name=f"{node.name}.{activation}", before=node).output
     return q, y
-
-
-def _residual_add(
-    graph: Graph, node: Node, q: Value, q_params: QParams, z_q: Value, z_params: QParams, y_params: QParams, mults
-) -> Value:
-    """qadd(q, z_q) into the output's parameters, the activation clamped in out_min/out_max."""
-    out_min, out_max = _clamp(node, y_params)
-    a_mult, b_mult, shift = mults
-    attrs = dict(a_zero_point=q_params.zero_point, b_zero_point=z_params.zero_point, a_multiplier=a_mult)
-    attrs.update(b_multiplier=b_mult, shift=shift, out_zero_point=y_params.zero_point, out_dtype=y_params.dtype)
-    attrs.update(out_min=out_min, out_max=out_max)
-    return graph.add_node("qadd", [q, z_q], attrs, name=f"{node.name}.residual.int8", before=node).output
 
 
 def _dequantize(graph: Graph, q: Value, p: QParams, before: Node, name: str) -> Value:
@@ -219,12 +208,12 @@ def quantize_layers(
         if z_key is not None:
             z_params = activation_qparams(*ranges[z_key], scheme.activation)
             y_params = activation_qparams(*ranges[node.output.name], scheme.activation)
-            mults = add_params(out_params.scale, z_params.scale, y_params.scale)
-            if mults is not None:
-                residual = (quantized(node.inputs[3], z_params, node), z_params, y_params, mults)
+            add = qadd_attrs(out_params, z_params, y_params, _clamp(node, y_params))
+            if add is not None:
+                residual = (quantized(node.inputs[3], z_params, node), y_params, add)
         x_q = quantized(node.inputs[0], x_params, node)
         q, y = quantize_layer(graph, node, x_q, x_params, out_params, scheme, per_channel, residual)
-        layer = Layer(node.name, node.op, q, residual[2] if residual else out_params, node.output.name)
+        layer = Layer(node.name, node.op, q, residual[1] if residual else out_params, node.output.name)
         if not folds_epilogue(node) and residual is None:
             layer.probe, layer.probe_qparams = y, None
             layer.float_epilogue = ["residual"] if len(node.inputs) > 3 and node.inputs[3] is not None else []

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ember.ir.ops.quant import QRANGE, fixed_point, requant_params  # noqa: F401  (re-exported)
+from ember.ir.ops.quant import QRANGE, add_params, fixed_point, requant_params  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,17 @@ class QParams:
     def quantized(self, value: float) -> int:
         """The integer a real value maps to, clipped to the dtype."""
         return int(min(max(round(value / self.scale) + self.zero_point, self.qmin), self.qmax))
+
+
+def qadd_attrs(a: QParams, b: QParams, out: QParams, clamp: tuple[int, int]) -> dict | None:
+    """qadd's attributes for a + b requantized to `out` and clamped to (out_min, out_max); None when the scales'
+    ratios do not fit its multipliers."""
+    mults = add_params(a.scale, b.scale, out.scale)
+    if mults is None:
+        return None
+    attrs = dict(a_zero_point=a.zero_point, b_zero_point=b.zero_point, a_multiplier=mults[0], b_multiplier=mults[1])
+    attrs.update(shift=mults[2], out_zero_point=out.zero_point, out_dtype=out.dtype)
+    return {**attrs, "out_min": clamp[0], "out_max": clamp[1]}
 
 
 def activation_qparams(lo: float, hi: float, dtype: str) -> QParams:

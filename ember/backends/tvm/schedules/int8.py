@@ -205,9 +205,7 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
         sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     _vectorize_tail(sch, epilogue, max(bits // 32, 4))
-    for loop in sch.get_loops(epilogue)[1:-1]:  # over the register tile: reads the accumulators in registers
-        if sch.get(loop).kind == tirx.ForKind.SERIAL:
-            sch.unroll(loop)
+    unroll_serial(sch, sch.get_loops(epilogue)[1:-1])
     sch.unroll(row_i)
     sch.unroll(chan_i)
     init = sch.decompose_reduction(block, reductions[0])
@@ -251,10 +249,16 @@ class Int8Grouped(CPURule):
             _unroll_taps(sch, update)
         sch.set_scope(sch.get_sblock(GROUPED + "_init"), 0, "global")  # a stack array, see schedule_packed
         epilogue = sch.get_child_blocks(sch.get_sblock("root"))[-1]
-        for loop in sch.get_loops(epilogue)[1:]:
-            if sch.get(loop).kind == tirx.ForKind.SERIAL:
-                sch.unroll(loop)
+        unroll_serial(sch, sch.get_loops(epilogue)[1:])
         return sch
+
+
+def unroll_serial(sch: s_tir.Schedule, loops: list[LoopRV]) -> None:
+    """Unroll the serial loops among `loops`, an epilogue's loops over the register tile: it then reads the
+    accumulators in registers, not back from the stack."""
+    for loop in loops:
+        if sch.get(loop).kind == tirx.ForKind.SERIAL:
+            sch.unroll(loop)
 
 
 def _unroll_taps(sch: s_tir.Schedule, block: SBlockRV) -> None:
