@@ -23,6 +23,7 @@ from ember.backends.tvm.targets import resolve
 from ember.ir.graph import Graph
 
 QMIN = {"u8": 0, "i8": -128}
+I32_MAX = (1 << 31) - 1
 rng = np.random.default_rng(3)
 
 
@@ -34,27 +35,29 @@ def _requant(channels: int, per_channel: bool, acc_bits: int) -> dict:
     return dict(multiplier=mult, shift=shift)
 
 
-def qconv(g, x, cin, cout, k=3, stride=1, group=1, wmax=63, per_channel=True, relu=False, layout="NHWC"):
+def qconv(g, x, cin, cout, k=3, stride=1, group=1, wmax=63, per_channel=True, relu=False, layout="NHWC", **over):
     cg = cin // group
     shape = (k, k, cg, cout) if layout == "NHWC" else (cout, cg, k, k)
     w = g.add_constant(rng.integers(-wmax, wmax + 1, shape).astype(np.int8), "w")
     b = g.add_constant(rng.integers(-3000, 3000, cout).astype(np.int32), "b")
     zp = 9 if x.dtype == "u8" else -4
     bits = int(np.log2(k * k * cg * wmax * 64 + 1))
+    attrs = dict(out_zero_point=zp, out_dtype=x.dtype, out_min=zp if relu else QMIN[x.dtype])
+    attrs.update(out_max=QMIN[x.dtype] + 255, **_requant(cout, per_channel, bits))
+    attrs.update(over)
     return g.emit(
         "qconv2d", x, w, b, strides=[stride] * 2, pads=[k // 2] * 4, dilations=[1, 1], group=group, layout=layout,
-        x_zero_point=zp, out_zero_point=zp, out_dtype=x.dtype, out_min=zp if relu else QMIN[x.dtype],
-        out_max=QMIN[x.dtype] + 255, **_requant(cout, per_channel, bits),
+        x_zero_point=zp, **attrs,
     )  # fmt: skip
 
 
-def qdense(g, x, k, n, wmax=63):
+def qdense(g, x, k, n, wmax=63, **over):
     w = g.add_constant(rng.integers(-wmax, wmax + 1, (n, k)).astype(np.int8), "fc")
     zp = 3 if x.dtype == "u8" else -2
-    return g.emit(
-        "qdense", x, w, None, x_zero_point=zp, out_zero_point=-1, out_dtype="i8", out_min=-128, out_max=127,
-        **_requant(n, True, int(np.log2(k * wmax * 64))),
-    )  # fmt: skip
+    attrs = dict(out_zero_point=-1, out_dtype="i8", out_min=-128, out_max=127)
+    attrs.update(_requant(n, True, int(np.log2(k * wmax * 64))))
+    attrs.update(over)
+    return g.emit("qdense", x, w, None, x_zero_point=zp, **attrs)
 
 
 def network(act: str, hw: int = 10) -> Graph:
@@ -104,11 +107,12 @@ def test_network_matches_reference_on_host(act):
 
 @pytest.mark.parametrize(
     "case",
-    ["nchw", "dense3d", "odd", "low_shift"],
+    ["nchw", "dense3d", "odd", "low_shift", "f32_conv", "f32_dense"],
 )
 def test_layer_forms_match_reference(case):
     """NCHW lowers through NHWC; dense over [B, S, K] with K not a multiple of 4; O not a multiple of 8; shifts
-    under 33, which requantize in int64 rather than on the product's high word."""
+    under 33, which requantize in int64 rather than on the product's high word; f32 outputs (a folded dequantize),
+    per channel with a relu's clip at 0 and per tensor."""
     g = Graph(case)
     if case == "nchw":
         x = g.add_input("x", [1, 8, 7, 7], "u8")
@@ -119,6 +123,12 @@ def test_layer_forms_match_reference(case):
     elif case == "odd":
         x = g.add_input("x", [2, 9, 5, 6], "i8")
         y = qconv(g, x, 6, 13, k=3)
+    elif case == "f32_conv":
+        x = g.add_input("x", [1, 6, 6, 8], "u8")
+        y = qconv(g, x, 8, 12, out_dtype="f32", out_zero_point=0, out_min=0, out_max=I32_MAX, **_requant(12, True, 9))
+    elif case == "f32_dense":
+        x = g.add_input("x", [2, 40], "u8")
+        y = qdense(g, x, 40, 10, out_dtype="f32", out_zero_point=0, out_min=-I32_MAX - 1, out_max=I32_MAX)
     else:
         x = g.add_input("x", [3, 4], "u8")
         w = g.add_constant(rng.integers(-2, 3, (8, 4)).astype(np.int8))
@@ -281,7 +291,7 @@ def test_requantization_is_int32_where_the_weights_bound_every_value():
     high word multiply, no int64 adds) when the weights prove every value fits; a bias that could overflow keeps
     int64."""
     w = rng.integers(-63, 64, (144, 24)).astype(np.int8)
-    attrs = dict(x_zero_point=9, out_zero_point=9, **_requant(24, True, 20))
+    attrs = dict(x_zero_point=9, out_zero_point=9, out_dtype="u8", **_requant(24, True, 20))
     added, rq = quant_rules.requant_terms(None, w, "uint8", attrs)
     assert added.dtype == np.int32 and len(rq) == 3
     huge = type("Const", (), {"const": np.full(24, (1 << 31) - 1000, np.int32)})

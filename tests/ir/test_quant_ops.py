@@ -98,7 +98,8 @@ def test_text_round_trip_and_interpretation():
         ("qdense", {"out_max": 200}, "outside i8's range"),
         ("qdense", {"x_zero_point": -1}, "x_zero_point -1 is outside u8"),
         ("qdense", {"out_dtype": "i32", "out_min": -(1 << 31), "out_max": (1 << 31) - 1}, "must be empty"),
-        ("qdense", {"out_dtype": "i16"}, "out_dtype must be i8, u8 or i32"),
+        ("qdense", {"out_dtype": "i16"}, "out_dtype must be i8, u8, i32 or f32"),
+        ("qdense", {"out_dtype": "f32", "out_zero_point": 3}, "an f32 output has no zero point"),
     ],
 )
 def test_bad_requant_attributes(op, attrs, message):
@@ -108,6 +109,29 @@ def test_bad_requant_attributes(op, attrs, message):
     base = dict(multiplier=(1 << 30,), shift=(31,), out_dtype="i8", out_min=-128, out_max=127)
     with pytest.raises(EmberError, match=message):
         g.add_node(op, [x, w], {**base, **attrs})
+
+
+def test_f32_output_is_the_clipped_sum_scaled_per_channel():
+    """qdense with out_dtype f32 (a folded dequantize) equals the i32 sum's clip, dequantized per channel by
+    multiplier * 2^-shift, exactly."""
+    rng = np.random.default_rng(4)
+    g = Graph()
+    x = g.add_input("x", (3, 16), "u8")
+    w = g.add_constant(rng.integers(-60, 61, (5, 16)).astype(np.int8), "w")
+    b = g.add_constant(rng.integers(-900, 900, 5).astype(np.int32), "b")
+    rq = dict(multiplier=tuple(int(m) for m in rng.integers(1 << 30, 1 << 31, 5)), shift=(40, 41, 42, 43, 44))
+    y = g.emit("qdense", x, w, b, x_zero_point=7, out_dtype="f32", out_min=0, out_max=(1 << 31) - 1, **rq)
+    acc = g.emit(
+        "qdense", x, w, b, x_zero_point=7, out_dtype="i32", out_min=0, out_max=(1 << 31) - 1, multiplier=(), shift=()
+    )
+    scales = [float(np.float32(m * 2.0**-s)) for m, s in zip(rq["multiplier"], rq["shift"])]
+    ref = g.emit("dequantize", acc, scale=scales, zero_point=[0], axis=1)
+    g.outputs = [y, ref]
+    ir.verify(g)
+    assert ir.print_graph(ir.parse_graph(ir.print_graph(g))) == ir.print_graph(g)
+    got = ir.interpret(g, {"x": rng.integers(0, 256, (3, 16)).astype(np.uint8)})
+    assert got[y.name].dtype == np.float32 and got[y.name].min() >= 0.0
+    np.testing.assert_array_equal(got[y.name], got[ref.name])
 
 
 def test_bad_operand_dtypes():

@@ -13,6 +13,7 @@ from ember.frontends.onnx import load
 from ember.ir.graph import Graph
 from ember.passes import PassManager, parse_pipeline
 from ember.passes.quantize import quantize_graph, scheme_for_target, target_features
+from ember.passes.quantize.rewrite import fold_output_dequantize
 from ember.passes.quantize.scheme import Scheme, activation_qparams, fixed_point
 from tests.passes.quant_models import cnn_onnx, samples
 
@@ -37,8 +38,10 @@ def test_trained_cnn_keeps_accuracy(method, min_db):
     assert [layer["name"] for layer in report.layers] == ["relu1", "relu6", "relu3", "fc2"]
     assert all(layer["sqnr_db"] >= 20 for layer in report.layers), report.layers
     ops = graph.op_counts()
-    # one quantize at the input, one dequantize at the logits: pools, transpose and flatten run on uint8
-    assert (ops["qconv2d"], ops["qdense"], ops["quantize"], ops["dequantize"]) == (2, 2, 1, 1)
+    # one quantize at the input, none at the logits (the last dense writes them in float): pools, transpose and
+    # flatten run on uint8
+    assert (ops["qconv2d"], ops["qdense"], ops["quantize"], ops.get("dequantize", 0)) == (2, 2, 1, 0)
+    assert graph.outputs[0].producer.op == "qdense" and graph.outputs[0].dtype == "f32"
     assert [n.output.dtype for n in graph.nodes if n.op in ("max_pool2d", "reshape")] == ["u8"] * 3
     assert [o["op"] for o in report.float_ops] == ["transpose"]  # the input's, to NHWC, before its quantize
     ir.verify(graph)
@@ -84,7 +87,8 @@ def test_residual_and_silu_stay_float_after_the_integer_layer():
     report = quantize_graph(graph, feeds, arch="aarch64", method="minmax", progress=False)
     c2 = next(layer for layer in report.layers if layer["name"] == "c2")
     assert c2["float_epilogue"] == ["residual", "silu"]
-    assert [n.op for n in graph.nodes] == ["quantize", "qconv2d", "qconv2d", "dequantize", "add", "silu"]
+    assert [n.op for n in graph.nodes] == ["quantize", "qconv2d", "qconv2d", "add", "silu"]
+    assert graph.nodes[2].output.dtype == "f32"  # the dequantize before the float epilogue is folded in
     assert report.outputs[graph.outputs[0].name] >= 25
 
 
@@ -97,7 +101,7 @@ def test_residual_add_and_relu_run_on_integers():
     graph.outputs = [y]
     feeds = [{"x": np.random.default_rng(i).normal(0, 1, (1, 8, 8, 4)).astype(np.float32)} for i in range(16)]
     report = quantize_graph(graph, feeds, arch="x86_64", method="minmax", progress=False)
-    assert [n.op for n in graph.nodes] == ["quantize", "qconv2d", "qconv2d", "qadd", "qconv2d", "dequantize"]
+    assert [n.op for n in graph.nodes] == ["quantize", "qconv2d", "qconv2d", "qadd", "qconv2d"]
     add = next(n for n in graph.nodes if n.op == "qadd")
     assert add.inputs[1] is graph.nodes[0].output and add.attrs["out_min"] == add.attrs["out_zero_point"]
     assert all(not layer["float_epilogue"] for layer in report.layers) and report.float_ops == []
@@ -143,3 +147,21 @@ def test_activation_qparams_cover_zero_exactly():
     assert p.zero_point == 0 and p.quantized(6.0) == 255
     p = activation_qparams(-1.0, 3.0, "i8")
     assert p.quantized(0.0) == p.zero_point and -128 <= p.zero_point <= 127
+
+
+@pytest.mark.parametrize("clamp, folded", [((0, 255), True), ((20, 255), True), ((20, 140), False)])
+def test_output_dequantize_folds_into_the_layer_unless_its_clamp_is_inside_the_range(clamp, folded):
+    """No activation (0) or a relu (the zero point, 20) has an exact int32 clip; relu6's upper bound does not."""
+    g = Graph()
+    x = g.add_input("x", (2, 8), "u8")
+    w = g.add_constant(np.ones((4, 8), np.int8), "w")
+    rq = dict(multiplier=(1 << 30,) * 4, shift=(40, 41, 42, 43), out_zero_point=20, out_dtype="u8")
+    q = g.emit("qdense", x, w, x_zero_point=3, out_min=clamp[0], out_max=clamp[1], **rq)
+    g.outputs = [g.emit("dequantize", q, scale=[0.5], zero_point=[20])]
+    feeds = {"x": np.random.default_rng(0).integers(0, 256, (2, 8)).astype(np.uint8)}
+    before = ir.interpret(g, feeds)[g.outputs[0].name]
+    assert fold_output_dequantize(g) == folded
+    assert [n.op for n in g.nodes] == (["qdense"] if folded else ["qdense", "dequantize"])
+    after = ir.interpret(g, feeds)[g.outputs[0].name]
+    assert after.dtype == np.float32 and (not folded or g.nodes[0].attrs["out_min"] == (0 if clamp[0] else -(1 << 31)))
+    np.testing.assert_allclose(after, before, atol=0.5 * 0.5)  # within half a step of the output's 8-bit grid

@@ -21,6 +21,7 @@ from tvm.relax.utils import gen_call_tir_inputs
 
 from ember.backends.tvm.rules import rule
 from ember.ir import dtypes
+from ember.ir.ops.quant import out_scales
 
 LANES, DEPTH = 8, 4  # output channels x input channels per packed weight block
 PAIR_LIMIT = 128  # |w0| + |w1| up to this keeps u8 x s8 pairs inside vpmaddubsw's int16: 255 * 128 < 2^15
@@ -108,6 +109,9 @@ def requant_terms(b, w: np.ndarray, x_dtype: str, attrs: dict) -> tuple[np.ndarr
     c = bias - attrs["x_zero_point"] * w.astype(np.int64).sum(axis=0)
     if not attrs["multiplier"]:  # an i32 output: the exact sum, not requantized
         return c.astype(np.int32), []
+    if attrs["out_dtype"] == "f32":  # the sum, from c, clipped and scaled in float32
+        scales = out_scales(attrs)
+        return c.astype(np.int32), [np.asarray(scales, np.float32)] if len(scales) > 1 else []
     mult = np.broadcast_to(np.asarray(attrs["multiplier"], np.int64), c.shape)
     shift = np.broadcast_to(np.asarray(attrs["shift"], np.int64), c.shape)
     per_channel = len(attrs["multiplier"]) > 1
@@ -158,6 +162,9 @@ def requantize(acc, o, added, rq: tuple, attrs: dict, out_dtype: str):
     lo, hi = (tirx.const(attrs[k], "int32") for k in ("out_min", "out_max"))
     if out_dtype == "int32":
         return tirx.max(tirx.min(acc + added[o], hi), lo)
+    if out_dtype == "float32":
+        scale = rq[0][o] if rq else tirx.const(out_scales(attrs)[0], "float32")
+        return tirx.max(tirx.min(acc, hi), lo).astype("float32") * scale
     if starts_from_added(added, out_dtype):
         mult, shift, rounding = (a[o] for a in rq) if rq else _int32_immediates(attrs)
         h = (acc.astype("int64") * mult.astype("int64") >> tirx.const(32, "int64")).astype("int32")

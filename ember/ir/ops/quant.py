@@ -18,6 +18,9 @@ The contract the TVM lowering implements bit-exactly (dtypes are Ember names: "i
   point. out_min/out_max are within out_dtype's range and also carry a fused relu/relu6.
   With out_dtype "i32" (ONNX ConvInteger/MatMulInteger) there is no requantization: multiplier and shift are
   empty, out_zero_point is 0 and out = clip(acc, out_min, out_max).
+  With out_dtype "f32" (a layer whose result is dequantized, folded in) the scale is the real factor itself:
+    out = float32(clip(acc, out_min, out_max)) * float32(multiplier * 2^-shift)        out_zero_point 0
+  the clip bounds being int32 (0 carries a fused relu).
 - qadd(a: i8|u8, b: i8|u8) -> i8|u8, the same shape (a residual add, relu/relu6 in out_min/out_max):
     out = clip((((a - a_zero_point) * a_multiplier + (b - b_zero_point) * b_multiplier + (1 << (shift - 1)))
                >> shift) + out_zero_point, out_min, out_max)
@@ -37,7 +40,8 @@ from ember.ir.ops.shapes import fmt, norm_axis
 
 QRANGE = {"i8": (-128, 127), "u8": (0, 255)}
 QRANGE_NUMPY = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}
-OUT_RANGE = {**QRANGE, "i32": (-(1 << 31), (1 << 31) - 1)}  # qconv2d/qdense outputs; i32: no requantization
+I32_RANGE = (-(1 << 31), (1 << 31) - 1)
+OUT_RANGE = {**QRANGE, "i32": I32_RANGE, "f32": I32_RANGE}  # qconv2d/qdense outputs; i32: no requantization
 MULTIPLIER_RANGE = (1 << 30, 1 << 31)
 SHIFT_RANGE = (1, 62)
 
@@ -155,6 +159,8 @@ def _check_layer(x, w, b, a, channels) -> None:
         if a["multiplier"] or a["shift"] or a["out_zero_point"]:
             raise EmberError("an i32 output is not requantized: multiplier and shift must be empty, out_zero_point 0")
         return
+    if a["out_dtype"] == "f32" and a["out_zero_point"]:
+        raise EmberError(f"an f32 output has no zero point, got out_zero_point {a['out_zero_point']}")
     _check_requant(a["multiplier"], a["shift"], channels)
 
 
@@ -168,14 +174,22 @@ def _check_requant(mult, shift, channels: int) -> None:
         raise EmberError(f"shift values must lie in [1, 62], got {min(shift)}..{max(shift)}")
 
 
+def out_scales(a: dict) -> tuple[float, ...]:
+    """An f32 output's per-channel (or one) float32 factors, multiplier * 2^-shift."""
+    return tuple(float(np.float32(m * 2.0**-s)) for m, s in zip(a["multiplier"], a["shift"]))
+
+
 def _base_attrs(a: dict, base) -> dict:
     return {k: v for k, v in a.items() if k in base.attrs}
 
 
 def requantize(acc: np.ndarray, a: dict, axis: int) -> np.ndarray:
     """The requantization step of qconv2d/qdense on an exact int64 accumulator, channels along `axis`."""
-    if a["out_dtype"] == "i32":
-        return np.clip(acc.astype(np.int64), a["out_min"], a["out_max"]).astype(np.int32)
+    if a["out_dtype"] in ("i32", "f32"):
+        out = np.clip(acc.astype(np.int64), a["out_min"], a["out_max"]).astype(np.int32)
+        if a["out_dtype"] == "i32":
+            return out
+        return out.astype(np.float32) * _along(out_scales(a), axis, acc.ndim, np.float32)
     mult = _along(a["multiplier"], axis, acc.ndim, np.int64)
     shift = _along(a["shift"], axis, acc.ndim, np.int64)
     y = ((acc.astype(np.int64) * mult + (np.int64(1) << (shift - 1))) >> shift) + a["out_zero_point"]

@@ -22,6 +22,7 @@ from ember.passes.quantize.report import (
 )
 from ember.passes.quantize.rewrite import (
     candidates,
+    fold_output_dequantize,
     quantize_layers,
     remove_requantize_pairs,
     sink_dequantize,
@@ -93,6 +94,7 @@ def quantize_graph(
     done = quantize_layers(graph, ranges, scheme, per_channel, skip_ops)
     sink_dequantize(graph)
     remove_requantize_pairs(graph)
+    fold_output_dequantize(graph, done)
     eliminate_dead_code(graph)
     checks = samples if evaluation is None else load_samples(evaluation, fp32)
     layer_db, output_db, top1 = evaluate(fp32, graph, done, checks)

@@ -11,10 +11,12 @@ import numpy as np
 from ember.ir.graph import Graph, Node, Value
 from ember.ir.ops import get_schema
 from ember.ir.ops.fused import activation_op
+from ember.ir.ops.quant import I32_RANGE, QRANGE
 from ember.passes.quantize.scheme import (
     QParams,
     Scheme,
     activation_qparams,
+    fixed_point,
     qadd_attrs,
     quantize_bias,
     quantize_weights,
@@ -279,5 +281,44 @@ def sink_dequantize(graph: Graph) -> bool:
         graph.remove_node(node)
         if not d.output.uses and not any(o is d.output for o in graph.outputs):
             graph.remove_node(d)
+        changed = True
+    return changed
+
+
+def _float_clamp(layer: Node) -> tuple[int, int] | None:
+    """The int32 clip on the sum that keeps an integer layer's clamp once its output is float: 0 for a relu (or a
+    range starting at zero); None for a bound inside the range (relu6), which has no exact int32 form."""
+    a = layer.attrs
+    qmin, qmax = QRANGE[a["out_dtype"]]
+    if a["out_max"] != qmax or a["out_min"] not in (qmin, a["out_zero_point"]):
+        return None
+    return (0 if a["out_min"] == a["out_zero_point"] else I32_RANGE[0]), I32_RANGE[1]
+
+
+def fold_output_dequantize(graph: Graph, layers: Sequence[Layer] = ()) -> bool:
+    """qconv2d/qdense -> per-tensor dequantize, the layer's only use, becomes the layer with an f32 output: one
+    kernel fewer, and the result is not rounded to 8 bits nor clipped to its calibrated range. `layers` whose
+    result that was have it probed in float from then on."""
+    by_probe = {id(layer.probe): layer for layer in layers}
+    changed = False
+    for node in list(graph.nodes):
+        q = node.inputs[0].producer if node.op == "dequantize" else None
+        if q is None or q.op not in ("qconv2d", "qdense") or q.attrs["out_dtype"] not in QRANGE:
+            continue
+        clamp = _float_clamp(q)
+        if len(node.attrs["scale"]) != 1 or clamp is None:
+            continue
+        if len(q.output.uses) != 1 or any(o is q.output for o in graph.outputs):
+            continue
+        a, scale = q.attrs, node.attrs["scale"][0]
+        pairs = [fixed_point(m * 2.0**-s * scale) for m, s in zip(a["multiplier"], a["shift"])]
+        attrs = {**a, "multiplier": tuple(m for m, _ in pairs), "shift": tuple(s for _, s in pairs)}
+        attrs.update(out_zero_point=0, out_dtype="f32", out_min=clamp[0], out_max=clamp[1])
+        folded = graph.add_node(q.op, list(q.inputs), attrs, name=node.name, before=node)
+        graph.replace_all_uses(node.output, folded.output)
+        if id(q.output) in by_probe:
+            by_probe[id(q.output)].probe, by_probe[id(q.output)].probe_qparams = folded.output, None
+        graph.remove_node(node)
+        graph.remove_node(q)
         changed = True
     return changed
