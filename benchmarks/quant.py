@@ -10,7 +10,9 @@ the convs), from the same calibration samples (per-channel int8 weights,
 uint8 activations), run with onnxruntime's default graph optimizations (QDQ fused into QLinearConv).
 
 The four runtimes are timed in one process, taking turns `--block` runs at a time, each turn after one untimed
-run, on the same inputs; the table gives medians. onnxruntime's workers do not spin between runs
+run, on the same inputs; the table gives medians. A model faster than 0.5 s / `--runs` a run gets more runs and
+larger blocks, about 0.5 s of runs for each runtime (the trained CNN: tens of thousands).
+onnxruntime's workers do not spin between runs
 (session.intra_op.allow_spinning=0): spinning workers of a session between its turns starved TVM's pool on
 2 cores (the trained CNN's Ember fp32 run measured 12 ms instead of 0.04 ms); it costs onnxruntime about 2x on
 that 0.05 ms model. On a shared
@@ -104,6 +106,21 @@ def accuracy(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[float, float
     return float(agree), 10 * np.log10(signal / max(noise, 1e-30))
 
 
+def scaled_runs(runners: list, runs: int, block: int, seconds: float = 0.5) -> tuple[int, int]:
+    """(runs, block) raised for a model faster than `seconds` / runs a run, so each runtime is timed for about
+    `seconds` in 20 turns: 20 runs of a 10 us model are below the timer's and the thread pools' noise."""
+    slowest = 0.0
+    for run in runners:
+        run()
+        start = time.perf_counter()
+        run()
+        slowest = max(slowest, time.perf_counter() - start)
+    wanted = min(int(seconds / max(slowest, 1e-7)), 50_000)
+    if wanted <= runs:
+        return runs, block
+    return wanted, max(block, wanted // 20)
+
+
 def alternate(runners: list, runs: int, block: int) -> list[list[float]]:
     """Seconds per run of each runner, taking turns `block` timed runs at a time; each turn starts with an
     untimed run, so the previous runtime's spinning threads and this one's sleeping pool settle first."""
@@ -135,7 +152,8 @@ def run_model(name: str, args) -> dict:
     }
     feeds = evals[0]
     runners = [fp32.runner(feeds), int8.runner(feeds), lambda: ort_f.run(None, feeds), lambda: ort_q.run(None, feeds)]
-    ms = [float(np.median(t)) * 1e3 for t in alternate(runners, args.runs, args.block)]
+    runs, block = scaled_runs(runners, args.runs, args.block)
+    ms = [float(np.median(t)) * 1e3 for t in alternate(runners, runs, block)]
     return {
         "ms": dict(zip(("ember_fp32", "ember_int8", "ort_fp32", "ort_int8"), ms)),
         "ember_acc": accuracy(outs["ember_fp32"], outs["ember_int8"]),
@@ -147,7 +165,7 @@ def run_model(name: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=20, help="at least; fast models get more (see above)")
     parser.add_argument("--block", type=int, default=5)
     parser.add_argument("--size", type=int, default=224, help="MobileNetV2 input size")
     parser.add_argument("--models", default=",".join(MODELS))
@@ -159,7 +177,7 @@ def main() -> None:
     from ember.bench import set_threads
 
     set_threads(args.threads)
-    table = Table(title=f"int8 vs fp32, {args.threads} threads, median ms of {args.runs} runs (alternating)")
+    table = Table(title=f"int8 vs fp32, {args.threads} threads, median ms of >= {args.runs} runs (alternating)")
     for col in (
         "model", "Ember fp32", "Ember int8", "ORT fp32", "ORT int8", "int8/fp32 (Ember)", "Ember int8 / ORT int8",
         "top-1 agree Ember | ORT", "SQNR dB Ember | ORT", "weights int8/fp32 (Ember | ORT)",
@@ -169,7 +187,7 @@ def main() -> None:
         r = run_model(name, args)
         ms, (ea, es), (oa, os_), (bf, bq, bo) = r["ms"], r["ember_acc"], r["ort_acc"], r["bytes"]
         table.add_row(
-            name, *(f"{ms[k]:.2f}" for k in ("ember_fp32", "ember_int8", "ort_fp32", "ort_int8")),
+            name, *(f"{ms[k]:.3g}" for k in ("ember_fp32", "ember_int8", "ort_fp32", "ort_int8")),
             f"{ms['ember_int8'] / ms['ember_fp32']:.2f}x", f"{ms['ember_int8'] / ms['ort_int8']:.2f}x",
             f"{ea:.1%} | {oa:.1%}", f"{es:.1f} | {os_:.1f}", f"{bq / bf:.3f} | {bo / bf:.3f}",
         )  # fmt: skip
