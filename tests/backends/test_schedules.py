@@ -127,6 +127,45 @@ def test_pointwise_conv_with_few_input_channels_tiles_pixels_over_the_whole_redu
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
 
+@pytest.mark.parametrize("stride, size", [(1, 7), (2, 14)])
+def test_spatial_conv_with_a_narrow_output_blocks_rows_of_merged_pixels(stride, size):
+    """A 3x3 conv with a 7-wide output blocks its register rows over the 49 merged pixels (rows at the
+    register limit, where rows of one output row were 4 and 3), stride 2 as well; it still matches."""
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], strides=[stride, stride])
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((32, 24, 3, 3)).astype("float32"), "b": rng.standard_normal(32).astype("float32")}
+    model = make_model([conv], [("x", [1, 24, size, size])], [("y", None)], inits, opset=13)
+    (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
+    bits = schedules.vector_bits(resolve("host").target)
+    rows = row_factor(49, ACCUMULATOR_REGISTERS[bits] // (lane_tile(32, bits // 32) // (bits // 32)))
+    assert "T.sblock_alloc_buffer((T.int64(1), T.int64(49), T.int64(32)))" in text
+    assert f"T.unroll(T.int64({rows}))" in text and rows > 4
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_conv_with_a_residual_prefetches_the_next_tiles_residual_and_output(residual):
+    """A conv + bias + residual add + relu kernel prefetches, per parallel tile, the residual rows and output
+    rows of the tile two on (in the epilogue they missed the cache after the reduction); without a residual
+    nothing is prefetched. The result still matches onnxruntime."""
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"])
+    nodes = [conv, helper.make_node("Add", ["c", "r"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    if not residual:
+        nodes = [conv, helper.make_node("Relu", ["c"], ["y"])]
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((64, 16, 1, 1)).astype("float32"), "b": rng.standard_normal(64).astype("float32")}
+    inputs = [("x", [1, 16, 28, 28])] + ([("r", [1, 64, 28, 28])] if residual else [])
+    model = make_model(nodes, inputs, [("y", None)], inits, opset=13)
+    (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
+    prefetches = re.findall(r"llvm\.prefetch\", T\.address_of\((\w+)\[.*?\]\), (\d)", text)
+    assert sorted({(buffer.endswith("_intermediate"), rw) for buffer, rw in prefetches}) == (
+        [(False, "0"), (True, "1")] if residual else []
+    )
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
 def kernel_named(kernels: dict[str, str], name: str) -> str:
     """The text of kernel `name`, which gets a `_prepacked` suffix where the rules packed its weights."""
     (text,) = [t for k, t in kernels.items() if re.fullmatch(rf"{name}(_prepacked)?", k)]

@@ -19,6 +19,7 @@ from ember.backends.tvm.schedules.common import (
     vector_factor,
     work,
 )
+from ember.backends.tvm.schedules.prefetch import masked, prefetch_epilogue
 
 K_CHUNK = 256  # reduction steps per pass over the rows of a cache-blocked contraction
 ACCUMULATOR_REGISTERS = {512: 24, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
@@ -41,10 +42,14 @@ class Blocking:
     exact_rows: bool = False  # rows a divisor of the axis where one is at least half the register limit
 
 
-def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blocking, bits: int) -> s_tir.Schedule:
+def schedule_contraction(
+    sch: s_tir.Schedule, block: SBlockRV, blocking: Blocking, bits: int, prefetch: bool = True
+) -> s_tir.Schedule:
     """Tile `block` (spatial iterators first, then reductions) and fold its prologue and epilogue into it.
     The accumulator stays in global scope: compacted under the parallel loop it is a stack array LLVM keeps
-    in registers, where "local" scope became a TVMBackendAllocWorkspace call per parallel iteration."""
+    in registers, where "local" scope became a TVMBackendAllocWorkspace call per parallel iteration.
+    `prefetch`: return a schedule of the function with the epilogue's streams prefetched (see prefetch.py),
+    for callers that schedule nothing after it."""
     kinds = iter_kinds(sch, block)
     if "O" in kinds or "R" not in kinds or kinds.lstrip("S").strip("R"):
         raise ValueError("not a spatial-then-reduction contraction")
@@ -95,7 +100,9 @@ def schedule_contraction(sch: s_tir.Schedule, block: SBlockRV, blocking: Blockin
     if len(inner) > 1 and rows > 1:
         sch.unroll(inner[0][1])
     vectorize_by_registers(sch, sch.get_loops(sch.decompose_reduction(block, reductions[0]))[-1], lanes)
-    return sch
+    if not prefetch or extent(sch, tile) == 1 or masked(sch, epilogue):
+        return sch
+    return prefetch_epilogue(sch, epilogue, tile)
 
 
 def vectorize_by_registers(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> None:

@@ -243,7 +243,7 @@ class Int8Grouped(CPURule):
         if len(blocks) != 1:
             return None
         depthwise = int(sch.get(blocks[0]).iter_vars[6].dom.extent) == 1
-        schedule_contraction(sch, blocks[0], DEPTHWISE_NHWC if depthwise else GROUPED_BLOCKING, bits)
+        schedule_contraction(sch, blocks[0], DEPTHWISE_NHWC if depthwise else GROUPED_BLOCKING, bits, prefetch=False)
         update = sch.get_sblock(GROUPED + "_update")
         if depthwise:
             _unroll_taps(sch, update)
