@@ -206,11 +206,15 @@ class Graph:
             counts[n.op] = counts.get(n.op, 0) + 1
         return counts
 
+    def is_output(self, value: Value) -> bool:
+        """Whether `value` is one of the graph's outputs."""
+        return any(o is value for o in self.outputs)
+
     # ---- mutation -----------------------------------------------------------------------
     def can_replace(self, old: Value, new: Value) -> bool:
         """Whether `replace_all_uses(old, new)` keeps the graph's output names: a graph output can only
         be replaced by a value that may take over its name (not an input, not another output)."""
-        if not any(o is old for o in self.outputs):
+        if not self.is_output(old):
             return True
         return not any(v is new for v in self.inputs) and not any(v is new for v in self.outputs)
 
@@ -224,7 +228,7 @@ class Graph:
             node.inputs[i] = new
             new.uses.append((node, i))
         old.uses = []
-        if any(o is old for o in self.outputs):
+        if self.is_output(old):
             name = old.name
             self.rename_value(old, self.unique_name(name + ".replaced"))
             self.rename_value(new, name)
@@ -241,7 +245,7 @@ class Graph:
     def remove_node(self, node: Node) -> None:
         """Remove a node whose outputs nobody reads."""
         for out in node.outputs:
-            if out.uses or any(o is out for o in self.outputs):
+            if out.uses or self.is_output(out):
                 raise EmberError(f"cannot remove node '{node.name}': output '{out.name}' is still used")
         for i in range(len(node.inputs)):
             self.set_input(node, i, None)

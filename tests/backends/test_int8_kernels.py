@@ -292,10 +292,10 @@ def test_requantization_is_int32_where_the_weights_bound_every_value():
     int64."""
     w = rng.integers(-63, 64, (144, 24)).astype(np.int8)
     attrs = dict(x_zero_point=9, out_zero_point=9, out_dtype="u8", **_requant(24, True, 20))
-    added, rq = quant_rules.requant_terms(None, w, "uint8", attrs)
+    added, rq = quant_rules.requant_terms(None, w, "u8", attrs)
     assert added.dtype == np.int32 and len(rq) == 3
     huge = type("Const", (), {"const": np.full(24, (1 << 31) - 1000, np.int32)})
-    added, rq = quant_rules.requant_terms(huge, w, "uint8", attrs)
+    added, rq = quant_rules.requant_terms(huge, w, "u8", attrs)
     assert added.dtype == np.int64 and len(rq) == 2
     g = Graph("wide_bias")
     x = g.add_input("x", [1, 6, 6, 16], "u8")

@@ -21,7 +21,7 @@ from tvm.relax.utils import gen_call_tir_inputs
 
 from ember.backends.tvm.rules import rule
 from ember.ir import dtypes
-from ember.ir.ops.quant import out_scales
+from ember.ir.ops.quant import I32_RANGE, QRANGE, out_scales
 
 LANES, DEPTH = 8, 4  # output channels x input channels per packed weight block
 PAIR_LIMIT = 128  # |w0| + |w1| up to this keeps u8 x s8 pairs inside vpmaddubsw's int16: 255 * 128 < 2^15
@@ -97,14 +97,12 @@ def pairs_fit_int16(packed: np.ndarray) -> bool:
 
 
 HIGH_WORD_SHIFT = 33  # shifts from here on requantize on the product's high 32 bits (see requantize)
-X_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
-I32 = (-(1 << 31), (1 << 31) - 1)
 
 
 def requant_terms(b, w: np.ndarray, x_dtype: str, attrs: dict) -> tuple[np.ndarray, list]:
-    """What requantize takes per output channel for weights `w` [K, O]: `added` (int32 c = b - x_zp * sum(w) in the
-    int32 form, where the weights prove it exact, or for an i32 output, else int64) and the per-channel arrays it
-    reads (none per tensor: requantize makes them immediates)."""
+    """What requantize takes per output channel for weights `w` [K, O] and an `x_dtype` ("u8"/"i8") input: `added`
+    (int32 c = b - x_zp * sum(w) in the int32 form, where the weights prove it exact, or for an i32 output, else
+    int64) and the per-channel arrays it reads (none per tensor: requantize makes them immediates)."""
     bias = np.zeros(w.shape[1], np.int64) if b is None else b.const.astype(np.int64).reshape(-1)
     c = bias - attrs["x_zero_point"] * w.astype(np.int64).sum(axis=0)
     if not attrs["multiplier"]:  # an i32 output: the exact sum, not requantized
@@ -130,15 +128,15 @@ def _int32_rounding(c, w, x_dtype: str, mult, shift, zp: int) -> np.ndarray | No
     that form computes provably fits int32 (for every input, from the weights); else None."""
     if shift.min() < HIGH_WORD_SHIFT:
         return None
-    lo, hi = X_RANGE[x_dtype]
+    lo, hi = QRANGE[x_dtype]
     wide = w.astype(np.int64)
     v_lo = np.minimum(wide * lo, wide * hi).sum(axis=0) + c
     v_hi = np.maximum(wide * lo, wide * hi).sum(axis=0) + c
-    if v_lo.min() < I32[0] or v_hi.max() > I32[1]:
+    if v_lo.min() < I32_RANGE[0] or v_hi.max() > I32_RANGE[1]:
         return None
     rounding = (1 << (shift - 33)) + zp * (1 << (shift - 32))
     h_lo, h_hi = (v_lo * mult) >> 32, (v_hi * mult) >> 32
-    if (h_lo + rounding).min() < I32[0] or (h_hi + rounding).max() > I32[1]:
+    if (h_lo + rounding).min() < I32_RANGE[0] or (h_hi + rounding).max() > I32_RANGE[1]:
         return None
     return rounding
 
@@ -266,7 +264,7 @@ def _nhwc_qconv(L, n, x, w: np.ndarray):
     out_dtype = dtypes.to_tvm(n.output.dtype)
     b = n.inputs[2] if len(n.inputs) > 2 else None
     packed = at["group"] == 1
-    added, rq = requant_terms(b, w.reshape(-1, o), dtypes.to_tvm(n.inputs[0].dtype), at)
+    added, rq = requant_terms(b, w.reshape(-1, o), n.inputs[0].dtype, at)
     bias, rq_args = L.const(_whole_blocks(added) if packed else added), [L.const(a) for a in rq]
     start = starts_from_added(added, out_dtype)
     geom = ((kh, kw, cg, o), tuple(at["strides"]), tuple(at["dilations"]), tuple(at["pads"]))
@@ -374,7 +372,7 @@ def _qdense(L, n, a):
     m = int(np.prod(lead, dtype=np.int64))
     x2 = _bound(L, a[0]) if len(lead) == 1 else L.bb.emit(R.reshape(a[0], (m, k)))
     b = n.inputs[2] if len(n.inputs) > 2 else None
-    added, rq = requant_terms(b, w.T, dtypes.to_tvm(x.dtype), n.attrs)
+    added, rq = requant_terms(b, w.T, x.dtype, n.attrs)
     bias, rq_args = L.const(_whole_blocks(added)), [L.const(a) for a in rq]
     packed = pack_weight(np.ascontiguousarray(w.T))
     name = PACKED_DENSE if pairs_fit_int16(packed) else PACKED_DENSE + "_wide"

@@ -74,7 +74,7 @@ def _bias(v: Value | None) -> tuple[bool, np.ndarray | None]:
 def _epilogue(graph: Graph, y: Value) -> tuple[list[Node], Node | None]:
     """The single-use chain after a layer: [add bias (matmul)], [relu | clip], then a per-tensor quantize."""
     chain = []
-    while len(y.uses) == 1 and not any(o is y for o in graph.outputs):
+    while len(y.uses) == 1 and not graph.is_output(y):
         user = y.users[0]
         if user.op == "quantize":
             return chain, user

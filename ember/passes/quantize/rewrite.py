@@ -16,7 +16,6 @@ from ember.passes.quantize.scheme import (
     QParams,
     Scheme,
     activation_qparams,
-    fixed_point,
     qadd_attrs,
     quantize_bias,
     quantize_weights,
@@ -249,7 +248,7 @@ def remove_requantize_pairs(graph: Graph) -> bool:
             continue
         graph.replace_all_uses(node.output, d.inputs[0])
         graph.remove_node(node)
-        if not d.output.uses and not any(o is d.output for o in graph.outputs):
+        if not d.output.uses and not graph.is_output(d.output):
             graph.remove_node(d)
         changed = True
     return changed
@@ -279,7 +278,7 @@ def sink_dequantize(graph: Graph) -> bool:
         y = graph.add_node("dequantize", [moved.output], dict(d.attrs), f"{node.name}.dequantize", before=node).output
         graph.replace_all_uses(node.output, y)
         graph.remove_node(node)
-        if not d.output.uses and not any(o is d.output for o in graph.outputs):
+        if not d.output.uses and not graph.is_output(d.output):
             graph.remove_node(d)
         changed = True
     return changed
@@ -308,11 +307,12 @@ def fold_output_dequantize(graph: Graph, layers: Sequence[Layer] = ()) -> bool:
         clamp = _float_clamp(q)
         if len(node.attrs["scale"]) != 1 or clamp is None:
             continue
-        if len(q.output.uses) != 1 or any(o is q.output for o in graph.outputs):
+        if len(q.output.uses) != 1 or graph.is_output(q.output):
             continue
-        a, scale = q.attrs, node.attrs["scale"][0]
-        pairs = [fixed_point(m * 2.0**-s * scale) for m, s in zip(a["multiplier"], a["shift"])]
-        attrs = {**a, "multiplier": tuple(m for m, _ in pairs), "shift": tuple(s for _, s in pairs)}
+        a = q.attrs
+        reals = [m * 2.0**-s for m, s in zip(a["multiplier"], a["shift"])]  # x_scale * w_scale / out_scale
+        multiplier, shift = requant_params(node.attrs["scale"][0], reals, 1.0)  # an f32 output's scale is 1
+        attrs = {**a, "multiplier": multiplier, "shift": shift}
         attrs.update(out_zero_point=0, out_dtype="f32", out_min=clamp[0], out_max=clamp[1])
         folded = graph.add_node(q.op, list(q.inputs), attrs, name=node.name, before=node)
         graph.replace_all_uses(node.output, folded.output)
