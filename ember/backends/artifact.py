@@ -180,8 +180,8 @@ class Artifact:
                 raise EmberError(f"save the artifact before {how} run", hint="call .save(directory) first")
             outputs, _ = run_bundle(self.path, self.arch, self._check_inputs(inputs), device=self.device)
             return dict(zip(self.output_names, outputs))
-        arrays = self._check_inputs(inputs)
-        result = self._host_main()(*[to_tvm_tensor(a) for a in arrays])
+        main = self._host_main()  # first: a bundle for another CPU says so before its inputs are checked
+        result = main(*[to_tvm_tensor(a) for a in self._check_inputs(inputs)])
         return {name: from_tvm_tensor(result[i]) for i, name in enumerate(self.output_names)}
 
     def runner(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], object]:
