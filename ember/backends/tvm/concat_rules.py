@@ -1,10 +1,14 @@
-"""Lowering of concat along the innermost axis as a kernel whose choice of input is uniform across SIMD lanes."""
+"""Concat along the innermost axis: lowered to a kernel whose choice of input is uniform across SIMD lanes, and
+removed after scheduling (concat_in_place) where the kernels producing its inputs can write its slices."""
 
 from __future__ import annotations
 
 import math
 
-from tvm import relax, s_tir, te, tirx
+import tvm
+import tvm_ffi
+from tvm import ir, relax, s_tir, te, tirx
+from tvm.ir import IRModule
 from tvm.relax import op as R
 from tvm.tirx.function import IndexMap
 
@@ -12,6 +16,12 @@ from ember.backends.tvm.rules import rule
 from ember.ir import dtypes
 
 INJECTIVE = 2  # TVM's OpPatternKind::kInjective
+CONCAT_ATTR = "ember.concat_last_axis"  # marks the concat kernel for concat_in_place
+CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+OPAQUE_CALLS = {  # calls that take a buffer's pointer: a kernel using one keeps its own output buffer
+    f"tirx.{name}"
+    for name in ("address_of", "tvm_access_ptr", "call_extern", "call_pure_extern", "call_packed", "call_cpacked")
+}
 
 
 def concat_last_axis(*xs: te.Tensor) -> te.Tensor:
@@ -40,7 +50,7 @@ def concat_kernel(shapes: list[list[int]], dtype: str) -> tirx.PrimFunc:
     g = math.gcd(*(shape[-1] for shape in shapes))
     split = IndexMap.from_func(lambda *i: (*i[:-1], i[-1] // g, i[-1] % g), ndim=len(shapes[0]))
     sch.transform_block_layout(sch.get_sblock("T_concat"), split)
-    return sch.mod["main"].without_attr("global_symbol").with_attr("op_pattern", INJECTIVE)
+    return sch.mod["main"].without_attr("global_symbol").with_attr("op_pattern", INJECTIVE).with_attr(CONCAT_ATTR, True)
 
 
 @rule("concat")
@@ -51,3 +61,156 @@ def _concat(L, n, a):
     dtype = dtypes.to_tvm(n.output.dtype)
     kernel = L.bb.add_func(concat_kernel([list(v.shape) for v in n.inputs], dtype), "concatenate")
     return relax.call_tir(kernel, a, relax.TensorType(list(n.output.shape), dtype))
+
+
+@tvm.transform.module_pass(opt_level=0, name="ConcatInPlace")
+def concat_in_place(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """Have the kernels that produce a last-axis concat's inputs write their slices of its output, so the concat
+    copy goes: the first writes a buffer of the concat's shape, each next one writes in place into it
+    (call_tir_inplace). Applies where every input is a kernel result used only by the concat."""
+    made: dict[tuple, relax.GlobalVar] = {}
+    bb, rewritten = relax.BlockBuilder(mod), {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
+            uses = _use_counts(func)
+            blocks = [_rewrite_block(mod, bb, b, uses, made) for b in func.body.blocks]
+            body = relax.SeqExpr(blocks, func.body.body)
+            rewritten[gv] = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
+    if not made:
+        return mod
+    mod = bb.get()
+    for gv, func in rewritten.items():
+        mod[gv] = func
+    return mod
+
+
+def _use_counts(func: relax.Function) -> dict:
+    counts: dict = {}
+
+    def count(expr) -> None:
+        if isinstance(expr, relax.Var):
+            counts[expr] = counts.get(expr, 0) + 1
+
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            relax.analysis.post_order_visit(binding.value, count)
+    relax.analysis.post_order_visit(func.body.body, count)
+    return counts
+
+
+def _rewrite_block(mod: IRModule, bb, block, uses: dict, made: dict):
+    if not isinstance(block, relax.DataflowBlock):
+        return block
+    bound = {b.var: b for b in block.bindings}
+    dropped, chains = set(), {}
+    for binding in block.bindings:
+        inputs = _concat_producers(mod, binding, bound, uses)
+        if inputs is not None:
+            dropped.update(b.var for chain in inputs for b in chain)
+            chains[binding.var] = _slice_chain(mod, bb, binding, [chain[-1] for chain in inputs], made)
+    if not chains:
+        return block
+    bindings = [new for b in block.bindings if b.var not in dropped for new in chains.get(b.var, [b])]
+    return relax.DataflowBlock(bindings)
+
+
+def _concat_producers(mod: IRModule, binding, bound: dict, uses: dict) -> list | None:
+    """For a concat kernel call, the bindings of its inputs' kernel calls and of the aliases between (`lv = lv1`,
+    as SplitLayoutRewritePreproc leaves them), when each of those is used once."""
+    call = binding.value
+    if not (_is_call_tir(call) and CONCAT_ATTR in (mod[call.args[0]].attrs or {})):
+        return None
+    inputs = list(call.args[1].fields)
+    if len({id(x) for x in inputs}) < len(inputs):
+        return None
+    chains = []
+    for x in inputs:
+        chain = []
+        while isinstance(x, relax.Var) and x in bound and uses.get(x) == 1:
+            chain.append(bound[x])
+            if not isinstance(bound[x].value, relax.Var):
+                break
+            x = bound[x].value
+        call = chain[-1].value if chain else None
+        if not _is_call_tir(call) or len(call.args) > 2 or not isinstance(mod[call.args[0]], tirx.PrimFunc):
+            return None
+        if not _writes_by_index(mod[call.args[0]]):
+            return None
+        chains.append(chain)
+    return chains
+
+
+def _is_call_tir(expr) -> bool:
+    return isinstance(expr, relax.Call) and expr.op.same_as(CALL_TIR)
+
+
+def _writes_by_index(func: tirx.PrimFunc) -> bool:
+    """Whether the kernel reaches buffers only by indexed loads and stores, with no pointer-taking call (an
+    extern or packed call, address_of), so shifting the output's indices moves every write."""
+    opaque = []
+
+    def visit(node):
+        if isinstance(node, ir.Call) and isinstance(node.op, ir.Op) and node.op.name in OPAQUE_CALLS:
+            opaque.append(node)
+        return node
+
+    tvm_ffi.structural_map(func.body, [(ir.Call, visit)])
+    return not opaque
+
+
+def _slice_chain(mod: IRModule, bb, concat, producers: list, made: dict) -> list:
+    """Bindings computing the concat: producer k writes channels [start_k, start_k + width_k) of one buffer."""
+    out_ty = concat.value.ty_args[0]
+    shape = [int(d) for d in concat.var.ty.shape]
+    bindings, start, previous = [], 0, None
+    for k, producer in enumerate(producers):
+        call = producer.value
+        width = int(producer.var.ty.shape[-1])
+        args = list(call.args[1].fields)
+        gv = _slice_writer(mod, bb, call.args[0], start, shape, made)
+        if previous is None:
+            value = relax.call_tir(gv, relax.Tuple(args), out_ty)
+        else:
+            value = relax.call_tir_inplace(gv, relax.Tuple([*args, previous]), len(args), out_ty)
+        last = k == len(producers) - 1
+        var = concat.var if last else relax.DataflowVar(f"{producer.var.name}_into", concat.var.ty)
+        bindings.append(relax.VarBinding(var, bb.normalize(value)))
+        previous, start = var, start + width
+    return bindings
+
+
+def _slice_writer(mod: IRModule, bb, gv, start: int, shape: list[int], made: dict):
+    """A copy of kernel `gv` whose output is a buffer of `shape`, written at last-axis offset `start`."""
+    key = (gv.name_hint, start, tuple(shape))
+    if key in made:
+        return made[key]
+    func = mod[gv]
+    old = func.params[-1]
+    new = tirx.decl_buffer([tirx.IntImm(old.shape[-1].ty, d) for d in shape], old.dtype, old.name)
+
+    def plus_start(index):
+        return index + tirx.IntImm(index.ty, start)
+
+    def shifted(indices):
+        return [*indices[:-1], plus_start(indices[-1])] if start else list(indices)
+
+    def buffer(v):
+        return new if v.same_as(old) else v
+
+    def store(s):
+        return tirx.BufferStore(new, s.value, shifted(s.indices)) if s.buffer.same_as(new) else s
+
+    def load(e):
+        return tirx.BufferLoad(new, shifted(e.indices)) if e.source.same_as(new) else e
+
+    def region(r):
+        if not r.source.same_as(new) or not start:
+            return r
+        last = r.region[-1]
+        return tirx.BufferRegion(new, [*r.region[:-1], ir.Range.from_min_extent(plus_start(last.min), last.extent)])
+
+    callbacks = [(ir.Var, buffer), (tirx.BufferStore, store), (ir.TensorLoad, load), (ir.TensorRegion, region)]
+    body = tvm_ffi.structural_map(func.body, callbacks)  # uses only: the parameter (a definition) is swapped here
+    written = tirx.PrimFunc([*func.params[:-1], new], body, func.ret_type, func.attrs)
+    made[key] = bb.add_func(written, f"{gv.name_hint}_into_{shape[-1]}_at_{start}")
+    return made[key]

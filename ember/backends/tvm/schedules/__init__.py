@@ -12,6 +12,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 from tvm.target import Target
 
+from ember.backends.tvm.concat_rules import concat_in_place
 from ember.backends.tvm.schedules.attention import Attention
 from ember.backends.tvm.schedules.common import vector_bits
 from ember.backends.tvm.schedules.conv2d import Conv2D
@@ -64,6 +65,7 @@ def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
         dlight.ApplyDefaultSchedule(*cpu_rules(target)),
         relax.transform.SplitLayoutRewritePreproc(),
         relax.transform.FoldConstant(),
+        concat_in_place,
         relax.transform.DeadCodeElimination(),
     ]
 
