@@ -6,7 +6,9 @@
 Each engine runs in its own process (two runtimes' thread pools in one process slow each other down on
 a small machine), on the same seeded inputs. The processes stay up and take turns, `--block` runs at a
 time, until each has `--runs`: load that comes and goes on a shared machine hits every engine alike, so
-the ratio to onnxruntime holds even when the milliseconds do not. The table gives medians. onnxruntime
+the ratio to onnxruntime holds even when the milliseconds do not. Which worker starts first still matters
+on 2 cores, so each model is timed twice, onnxruntime's worker started first and then Ember's, and the
+table gives the geometric mean of the two medians (and the ratio in each order). onnxruntime
 keeps its default thread spinning (turning it off made it 16-30% slower here); between turns it is idle.
 "TVM default" is Ember's lowering without Ember's schedules, in NCHW (EMBER_SCHEDULES=0); it is about 10x
 slower, so it is timed on its own, with fewer runs.
@@ -124,6 +126,20 @@ def tune(path: str, db: Path, trials: int) -> float:
     return time.perf_counter() - start
 
 
+def in_both_orders(path: str, engines: dict[str, str], args) -> tuple[dict[str, float], float, str]:
+    """Each engine's ms as the geometric mean over two sessions, the workers started onnxruntime first, then
+    Ember first (the order moved Ember/onnxruntime by up to 17% here, MobileNetV2 0.83x against 1.00x);
+    also Ember's compile seconds and its ratio in each order."""
+    sessions, compile_s = [], 0.0
+    for order in (list(engines), list(engines)[::-1]):
+        started = {e: start_worker(path, e, args.threads, engines[e]) for e in order}
+        sessions.append(take_turns({e: proc for e, (proc, _) in started.items()}, args.runs, args.block))
+        compile_s = max(compile_s, started["ember"][1])
+    ms = {e: float(np.sqrt(sessions[0][e] * sessions[1][e])) for e in engines}
+    orders = " / ".join(f"{s['ember'] / s['onnxruntime']:.2f}x" for s in sessions)
+    return ms, compile_s, orders
+
+
 def measure_model(path: str, name: str, tmp: str, args) -> list[str]:
     """One table row: Ember (and tuned) taking turns with onnxruntime, then TVM's default build on its own."""
     engines = {"onnxruntime": "", "ember": ""}
@@ -132,10 +148,9 @@ def measure_model(path: str, name: str, tmp: str, args) -> list[str]:
         db = Path(args.tune_dir or tmp) / name
         tuning_s = tune(path, db, args.tune_trials)
         engines["tuned"] = str(db)
-    started = {e: start_worker(path, e, args.threads, db) for e, db in engines.items()}
-    ms = take_turns({e: proc for e, (proc, _) in started.items()}, args.runs, args.block)
+    ms, compile_s, orders = in_both_orders(path, engines, args)
     ort_ms = ms["onnxruntime"]
-    row = [name, f"{ms['ember']:.1f}", f"{ms['ember'] / ort_ms:.2f}x", f"{started['ember'][1]:.1f}"]
+    row = [name, f"{ms['ember']:.1f}", f"{ms['ember'] / ort_ms:.2f}x", orders, f"{compile_s:.1f}"]
     if args.tune_trials:
         row += [f"{ms['tuned']:.1f}", f"{ms['tuned'] / ort_ms:.2f}x", f"{tuning_s:.0f}" if tuning_s else "reused"]
     tvm_runs = max(3, args.runs // 8)
@@ -158,9 +173,9 @@ def main() -> None:
         worker(path, engine, int(threads), db or None)
         return
     console = Console(width=170)
-    title = f"host CPU latency, {args.threads} threads, batch 1, median of {args.runs} runs taken in turns"
+    title = f"host CPU latency, {args.threads} threads, batch 1, {args.runs} runs in turns, both start orders"
     table = Table(title=title)
-    cols = ["model", "Ember ms", "Ember/ort", "compile s"]
+    cols = ["model", "Ember ms", "Ember/ort", "ort first / Ember first", "compile s"]
     if args.tune_trials:
         cols += [f"tuned ms ({args.tune_trials} trials)", "tuned/ort", "tuning s"]
     for col in (*cols, "TVM default ms", "TVM/ort", "onnxruntime ms"):
