@@ -31,15 +31,17 @@ def branches_model(widths: list[int], channels: int = 16, size: int = 9, shared:
     return make_model(nodes, [("x", [1, channels, size, size])], outputs, inits, opset=13)
 
 
+def llvm_ir(artifact) -> str:
+    return "\n".join(sub.inspect_source("ll") for sub in artifact.executable.mod.imports if sub.kind == "llvm")
+
+
 def kernel_names(artifact) -> list[str]:
-    ir_text = "\n".join(sub.inspect_source("ll") for sub in artifact.executable.mod.imports if sub.kind == "llvm")
-    return re.findall(r"(?m)^define [^@]*@(\w+)_compute_\(", ir_text)
+    return re.findall(r"(?m)^define [^@]*@(\w+)_compute_\(", llvm_ir(artifact))
 
 
 def concat_kernel_ir(artifact) -> str:
     """The LLVM IR of the concat kernel and of the parallel tasks it launches."""
-    ir_text = "\n".join(sub.inspect_source("ll") for sub in artifact.executable.mod.imports if sub.kind == "llvm")
-    functions = dict(re.findall(r"(?ms)^define [^@]*@([\w.]+)\((.*?^})", ir_text))
+    functions = dict(re.findall(r"(?ms)^define [^@]*@([\w.]+)\((.*?^})", llvm_ir(artifact)))
     assert "concatenate_compute_" in functions, "no concatenate kernel was built"
     tasks = re.findall(r"@(__tvm_parallel_lambda[\w.]*)", functions["concatenate_compute_"])
     return "\n".join([functions["concatenate_compute_"], *(functions[t] for t in tasks)])

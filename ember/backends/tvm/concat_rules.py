@@ -12,12 +12,12 @@ from tvm.ir import IRModule
 from tvm.relax import op as R
 from tvm.tirx.function import IndexMap
 
+from ember.backends.tvm.calls import is_call_tir
 from ember.backends.tvm.rules import rule
 from ember.ir import dtypes
 
 INJECTIVE = 2  # TVM's OpPatternKind::kInjective
 CONCAT_ATTR = "ember.concat_last_axis"  # marks the concat kernel for concat_in_place
-CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 OPAQUE_CALLS = {  # calls that take a buffer's pointer: a kernel using one keeps its own output buffer
     f"tirx.{name}"
     for name in ("address_of", "tvm_access_ptr", "call_extern", "call_pure_extern", "call_packed", "call_cpacked")
@@ -68,17 +68,16 @@ def concat_in_place(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
     """Have the kernels that produce a last-axis concat's inputs write their slices of its output, so the concat
     copy goes: the first writes a buffer of the concat's shape, each next one writes in place into it
     (call_tir_inplace). Applies where every input is a kernel result used only by the concat."""
-    made: dict[tuple, relax.GlobalVar] = {}
-    bb, rewritten = relax.BlockBuilder(mod), {}
+    writers, rewritten = _SliceWriters(mod), {}
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
             uses = _use_counts(func)
-            blocks = [_rewrite_block(mod, bb, b, uses, made) for b in func.body.blocks]
+            blocks = [_rewrite_block(writers, b, uses) for b in func.body.blocks]
             body = relax.SeqExpr(blocks, func.body.body)
             rewritten[gv] = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
-    if not made:
+    if not writers.made:
         return mod
-    mod = bb.get()
+    mod = writers.bb.get()
     for gv, func in rewritten.items():
         mod[gv] = func
     return mod
@@ -98,16 +97,16 @@ def _use_counts(func: relax.Function) -> dict:
     return counts
 
 
-def _rewrite_block(mod: IRModule, bb, block, uses: dict, made: dict):
+def _rewrite_block(writers: _SliceWriters, block, uses: dict):
     if not isinstance(block, relax.DataflowBlock):
         return block
     bound = {b.var: b for b in block.bindings}
     dropped, chains = set(), {}
     for binding in block.bindings:
-        inputs = _concat_producers(mod, binding, bound, uses)
+        inputs = _concat_producers(writers.mod, binding, bound, uses)
         if inputs is not None:
             dropped.update(b.var for chain in inputs for b in chain)
-            chains[binding.var] = _slice_chain(mod, bb, binding, [chain[-1] for chain in inputs], made)
+            chains[binding.var] = writers.chain(binding, [chain[-1] for chain in inputs])
     if not chains:
         return block
     bindings = [new for b in block.bindings if b.var not in dropped for new in chains.get(b.var, [b])]
@@ -117,10 +116,10 @@ def _rewrite_block(mod: IRModule, bb, block, uses: dict, made: dict):
 def _concat_producers(mod: IRModule, binding, bound: dict, uses: dict) -> list | None:
     """For a concat kernel call, the bindings of its inputs' kernel calls and of the aliases between (`lv = lv1`,
     as SplitLayoutRewritePreproc leaves them), when each of those is used once."""
-    call = binding.value
-    if not (_is_call_tir(call) and CONCAT_ATTR in (mod[call.args[0]].attrs or {})):
+    concat = binding.value
+    if not (is_call_tir(concat) and CONCAT_ATTR in (mod[concat.args[0]].attrs or {})):
         return None
-    inputs = list(call.args[1].fields)
+    inputs = list(concat.args[1].fields)
     if len({id(x) for x in inputs}) < len(inputs):
         return None
     chains = []
@@ -131,17 +130,14 @@ def _concat_producers(mod: IRModule, binding, bound: dict, uses: dict) -> list |
             if not isinstance(bound[x].value, relax.Var):
                 break
             x = bound[x].value
-        call = chain[-1].value if chain else None
-        if not _is_call_tir(call) or len(call.args) > 2 or not isinstance(mod[call.args[0]], tirx.PrimFunc):
+        producer = chain[-1].value if chain else None
+        if not is_call_tir(producer) or len(producer.args) > 2:
             return None
-        if not _writes_by_index(mod[call.args[0]]):
+        kernel = mod[producer.args[0]]
+        if not isinstance(kernel, tirx.PrimFunc) or not _writes_by_index(kernel):
             return None
         chains.append(chain)
     return chains
-
-
-def _is_call_tir(expr) -> bool:
-    return isinstance(expr, relax.Call) and expr.op.same_as(CALL_TIR)
 
 
 def _writes_by_index(func: tirx.PrimFunc) -> bool:
@@ -158,33 +154,45 @@ def _writes_by_index(func: tirx.PrimFunc) -> bool:
     return not opaque
 
 
-def _slice_chain(mod: IRModule, bb, concat, producers: list, made: dict) -> list:
-    """Bindings computing the concat: producer k writes channels [start_k, start_k + width_k) of one buffer."""
-    out_ty = concat.value.ty_args[0]
-    shape = [int(d) for d in concat.var.ty.shape]
-    bindings, start, previous = [], 0, None
-    for k, producer in enumerate(producers):
-        call = producer.value
-        width = int(producer.var.ty.shape[-1])
-        args = list(call.args[1].fields)
-        gv = _slice_writer(mod, bb, call.args[0], start, shape, made)
-        if previous is None:
-            value = relax.call_tir(gv, relax.Tuple(args), out_ty)
-        else:
-            value = relax.call_tir_inplace(gv, relax.Tuple([*args, previous]), len(args), out_ty)
-        last = k == len(producers) - 1
-        var = concat.var if last else relax.DataflowVar(f"{producer.var.name}_into", concat.var.ty)
-        bindings.append(relax.VarBinding(var, bb.normalize(value)))
-        previous, start = var, start + width
-    return bindings
+class _SliceWriters:
+    """The kernels that write a slice of a concat's output, made once per (kernel, offset, shape)."""
+
+    def __init__(self, mod: IRModule):
+        self.mod, self.bb = mod, relax.BlockBuilder(mod)
+        self.made: dict[tuple, relax.GlobalVar] = {}
+
+    def chain(self, concat, producers: list) -> list:
+        """Bindings computing the concat: producer k writes channels [start_k, start_k + width_k) of one
+        buffer, the first allocating it."""
+        out_ty = concat.value.ty_args[0]
+        shape = [int(d) for d in concat.var.ty.shape]
+        bindings, start, previous = [], 0, None
+        for k, producer in enumerate(producers):
+            call = producer.value
+            args = list(call.args[1].fields)
+            gv = self.writer(call.args[0], start, shape)
+            if previous is None:
+                value = relax.call_tir(gv, relax.Tuple(args), out_ty)
+            else:
+                value = relax.call_tir_inplace(gv, relax.Tuple([*args, previous]), len(args), out_ty)
+            last = k == len(producers) - 1
+            var = concat.var if last else relax.DataflowVar(f"{producer.var.name}_into", concat.var.ty)
+            bindings.append(relax.VarBinding(var, self.bb.normalize(value)))
+            previous, start = var, start + int(producer.var.ty.shape[-1])
+        return bindings
+
+    def writer(self, gv, start: int, shape: list[int]) -> relax.GlobalVar:
+        """Kernel `gv` with its output a buffer of `shape`, written at last-axis offset `start`."""
+        key = (gv.name_hint, start, tuple(shape))
+        if key not in self.made:
+            func = _write_at(self.mod[gv], start, shape)
+            self.made[key] = self.bb.add_func(func, f"{gv.name_hint}_into_{shape[-1]}_at_{start}")
+        return self.made[key]
 
 
-def _slice_writer(mod: IRModule, bb, gv, start: int, shape: list[int], made: dict):
-    """A copy of kernel `gv` whose output is a buffer of `shape`, written at last-axis offset `start`."""
-    key = (gv.name_hint, start, tuple(shape))
-    if key in made:
-        return made[key]
-    func = mod[gv]
+def _write_at(func: tirx.PrimFunc, start: int, shape: list[int]) -> tirx.PrimFunc:
+    """`func` with its output buffer replaced by one of `shape`, every access to it shifted by `start` along the
+    last axis."""
     old = func.params[-1]
     new = tirx.decl_buffer([tirx.IntImm(old.shape[-1].ty, d) for d in shape], old.dtype, old.name)
 
@@ -211,6 +219,4 @@ def _slice_writer(mod: IRModule, bb, gv, start: int, shape: list[int], made: dic
 
     callbacks = [(ir.Var, buffer), (tirx.BufferStore, store), (ir.TensorLoad, load), (ir.TensorRegion, region)]
     body = tvm_ffi.structural_map(func.body, callbacks)  # uses only: the parameter (a definition) is swapped here
-    written = tirx.PrimFunc([*func.params[:-1], new], body, func.ret_type, func.attrs)
-    made[key] = bb.add_func(written, f"{gv.name_hint}_into_{shape[-1]}_at_{start}")
-    return made[key]
+    return tirx.PrimFunc([*func.params[:-1], new], body, func.ret_type, func.attrs)

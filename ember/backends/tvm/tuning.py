@@ -74,16 +74,16 @@ def _call_counts(mod: tvm.IRModule) -> dict[str, int]:
     """How many times Relax functions call each kernel through call_tir."""
     from tvm import relax
 
-    call_tir = tvm.ir.Op.get("relax.call_tir")
+    from ember.backends.tvm.calls import is_call_tir
+
     counts: dict[str, int] = {}
     for _, func in mod.functions_items():
         if not isinstance(func, relax.Function):
             continue
         for block in getattr(func.body, "blocks", []):
             for binding in block.bindings:
-                value = binding.value
-                if isinstance(value, relax.Call) and value.op.same_as(call_tir):
-                    name = value.args[0].name_hint
+                if is_call_tir(binding.value):
+                    name = binding.value.args[0].name_hint
                     counts[name] = counts.get(name, 0) + 1
     return counts
 

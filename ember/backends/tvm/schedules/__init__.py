@@ -12,6 +12,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 from tvm.target import Target
 
+from ember.backends.tvm.calls import is_call_tir
 from ember.backends.tvm.concat_rules import concat_in_place
 from ember.backends.tvm.schedules.attention import Attention
 from ember.backends.tvm.schedules.common import vector_bits
@@ -34,7 +35,6 @@ def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     return [Attention(), Int8Packed(), Int8Grouped(), Conv2D(), Dense(), RowWise(), Fallback()]
 
 
-CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 CONSTANT = type(relax.const(0.0))
 
 
@@ -45,7 +45,7 @@ def mark_constant_arguments(mod: IRModule, _ctx: tvm.transform.PassContext) -> I
     constant: dict[tvm.ir.GlobalVar, set[int]] = {}
 
     def visit(expr: relax.Expr) -> None:
-        if isinstance(expr, relax.Call) and expr.op.same_as(CALL_TIR):
+        if is_call_tir(expr):
             here = {i for i, arg in enumerate(expr.args[1].fields) if isinstance(arg, CONSTANT)}
             constant[expr.args[0]] = constant.get(expr.args[0], here) & here
 
