@@ -127,6 +127,23 @@ def test_pointwise_conv_with_few_input_channels_tiles_pixels_over_the_whole_redu
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
 
+def test_cache_blocked_pointwise_conv_gives_each_thread_a_contiguous_half_of_the_pixels():
+    """A 1x1 conv of 256 input channels (cache blocked) parallelizes over two contiguous halves of its 784
+    merged pixels times the lane tiles, halves outermost: with 2 threads each sweeps the pixels of its half
+    over all lane tiles, reading only the half of the input its thread wrote before."""
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"])
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((64, 256, 1, 1)).astype("float32"), "b": rng.standard_normal(64).astype("f4")}
+    model = make_model([conv], [("x", [1, 256, 28, 28])], [("y", None)], inits, opset=13)
+    (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
+    tiles = 64 // lane_tile(64, schedules.vector_bits(resolve("host").target) // 32)
+    assert f"T.parallel(T.int64({2 * tiles}))" in text
+    pixel = rf"v1 = T\.axis\.spatial\(T\.int64\(784\), \w+ // T\.int64\({tiles}\) \* T\.int64\(392\) \+"
+    assert re.search(pixel, text)
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
 @pytest.mark.parametrize("stride, size", [(1, 7), (2, 14)])
 def test_spatial_conv_with_a_narrow_output_blocks_rows_of_merged_pixels(stride, size):
     """A 3x3 conv with a 7-wide output blocks its register rows over the 49 merged pixels (rows at the

@@ -32,7 +32,7 @@ from ember.backends.tvm.schedules.common import (
     vector_bits,
     vectorize_innermost,
 )
-from ember.backends.tvm.schedules.contraction import gather_epilogue, schedule_contraction
+from ember.backends.tvm.schedules.contraction import ROW_PARTS, gather_epilogue, schedule_contraction
 from ember.backends.tvm.schedules.conv2d import BLOCKING, DEPTHWISE_NHWC
 
 PACKED_NAMES = (PACKED, PACKED_DENSE)  # their "_wide" variants never take the AVX2 intrinsic (VNNI: any)
@@ -196,11 +196,15 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
     row_o, row_i = sch.split(row, factors=[None, r])
     chan_o, chan_i = sch.split(chan, factors=[None, q])
     depth = reductions[-1]
+    parts = []  # contiguous parts of the image rows outermost, as for fp32 (contraction.ROW_PARTS)
+    if outer and extent(sch, outer[-1]) % ROW_PARTS == 0:
+        part, outer[-1] = sch.split(outer[-1], factors=[ROW_PARTS, None])
+        parts.append(part)
     if intrin is None:
-        sch.reorder(chan_o, *outer, row_o, *reductions, row_i, chan_i, lane)
+        sch.reorder(*parts, chan_o, *outer, row_o, *reductions, row_i, chan_i, lane)
     else:
-        sch.reorder(chan_o, *outer, row_o, *reductions[:-1], row_i, chan_i, lane, depth)
-    tile = sch.fuse(chan_o, *outer, row_o)
+        sch.reorder(*parts, chan_o, *outer, row_o, *reductions[:-1], row_i, chan_i, lane, depth)
+    tile = sch.fuse(*parts, chan_o, *outer, row_o)
     if extent(sch, tile) > 1 and multiply_adds(sch, block) >= MIN_PARALLEL_MACS:
         sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
