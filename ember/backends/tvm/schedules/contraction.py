@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tvm import ir, s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV
@@ -31,7 +31,7 @@ MIN_PARALLEL_WORK = 1 << 17  # with 256-bit vectors; below this (common.work) a 
 # over every lane tile, and reads the half the previous kernel's thread wrote (the pixel-major elementwise,
 # depthwise and small-K kernels split alike), where lane tiles alone had each read every pixel, half of them
 # from the other core's cache: 13 GB/s against 45 GB/s for data it wrote itself (measured here, 0.2-3 MB).
-# In-process A/B, whole model, 2 threads: ResNet-50 0.97-0.99x, MobileNetV2 0.95x, SqueezeNet 1.00x.
+# In-process A/B, whole model, 2 threads, in turns: ResNet-50 0.96-0.98x, MobileNetV2 0.97x.
 ROW_PARTS = 2
 
 
@@ -64,6 +64,10 @@ def schedule_contraction(
     epilogue = gather_epilogue(sch, block)
     if blocking.merge_rows is not None:
         merge_axes(sch, (block, epilogue), blocking.merge_rows)
+    parted = blocking.cache_block and blocking.merge_rows is not None
+    parted = parted and int(sch.get(block).iter_vars[blocking.merge_rows].dom.extent) % ROW_PARTS == 0
+    if parted:
+        blocking = split_rows(sch, (block, epilogue), blocking)
     n_spatial = iter_kinds(sch, block).count("S")
     lanes = lanes_for(sch, block, bits)
     loops = bound_loops(sch, block)
@@ -77,16 +81,12 @@ def schedule_contraction(
     for axis in blocking.row_axes:
         if row_factor(extent(sch, loops[axis]), limit, blocking.exact_rows) > rows:
             rows, row_axis = row_factor(extent(sch, loops[axis]), limit, blocking.exact_rows), axis
-    outer, inner, micro, parts = [], [], [], []
+    outer, inner, micro = [], [], []
     for axis, loop in enumerate(loops[:n_spatial]):
         factor = vec_len if axis == blocking.vector_axis else rows if axis == row_axis else None
         if factor is None:
             outer.append(loop)
             continue
-        if blocking.cache_block and axis == row_axis and extent(sch, loop) % ROW_PARTS == 0:
-            part, loop = sch.split(loop, factors=[ROW_PARTS, None])
-            parts.append(part)
-            factor = row_factor(extent(sch, loop), limit, blocking.exact_rows)
         o, i = sch.split(loop, factors=[None, factor])
         inner.append((axis, i))
         if blocking.cache_block and axis == row_axis:
@@ -101,8 +101,10 @@ def schedule_contraction(
             reductions[-1], factors=[None, divisor_at_most(extent(sch, reductions[-1]), K_CHUNK)]
         )
         reductions.insert(0, chunk)
-    sch.reorder(*parts, *outer, *reductions[:1], *micro, *reductions[1:], *(loop for _, loop in inner))
-    tile = sch.fuse(*parts, *outer)
+    if parted:  # the row parts (split_rows put them at the merged rows' index) outermost
+        outer.insert(0, outer.pop(outer.index(loops[blocking.merge_rows])))
+    sch.reorder(*outer, *reductions[:1], *micro, *reductions[1:], *(loop for _, loop in inner))
+    tile = sch.fuse(*outer)
     if extent(sch, tile) > 1 and work(sch, block) >= MIN_PARALLEL_WORK * bits // 256:  # narrower SIMD: slower
         sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
@@ -141,6 +143,25 @@ def merge_axes(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], axis: int) -> 
     for block in blocks:
         sch.transform_block_layout(block, merged(len(sch.get(block).iter_vars)))
     sch.transform_layout(blocks[0], ("write", 0), merged(len(sch.get(blocks[0]).writes[0].source.shape)))
+
+
+def split_rows(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], blocking: Blocking) -> Blocking:
+    """Split the merged rows iterator of each block, and that axis of the first block's result, into
+    (ROW_PARTS, rest): an iterator of its own, so each part's register rows end in a masked tail of their own
+    and the epilogue covers the part's rows exactly (a split loop left the epilogue of a part's last tile
+    writing the next part's first rows, racing the thread that computed them). Returns the blocking with its
+    axes renumbered."""
+    axis = blocking.merge_rows
+    size = int(sch.get(blocks[0]).iter_vars[axis].dom.extent) // ROW_PARTS
+
+    def split(ndim: int) -> IndexMap:
+        return IndexMap.from_func(lambda *i: (*i[:axis], i[axis] // size, i[axis] % size, *i[axis + 1 :]), ndim=ndim)
+
+    for block in blocks:
+        sch.transform_block_layout(block, split(len(sch.get(block).iter_vars)))
+    sch.transform_layout(blocks[0], ("write", 0), split(len(sch.get(blocks[0]).writes[0].source.shape)))
+    after = lambda a: a + (a >= axis)  # noqa: E731
+    return replace(blocking, vector_axis=after(blocking.vector_axis), row_axes=tuple(map(after, blocking.row_axes)))
 
 
 def lane_tile(n: int, lanes: int, one_vector: bool = False) -> int:
