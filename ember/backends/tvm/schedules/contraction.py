@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tvm import ir, s_tir, tirx
@@ -64,8 +65,11 @@ def schedule_contraction(
     epilogue = gather_epilogue(sch, block)
     if blocking.merge_rows is not None:
         merge_axes(sch, (block, epilogue), blocking.merge_rows)
-    parted = blocking.cache_block and blocking.merge_rows is not None
-    parted = parted and int(sch.get(block).iter_vars[blocking.merge_rows].dom.extent) % ROW_PARTS == 0
+    parted = (
+        blocking.cache_block
+        and blocking.merge_rows is not None
+        and int(sch.get(block).iter_vars[blocking.merge_rows].dom.extent) % ROW_PARTS == 0
+    )
     if parted:
         blocking = split_rows(sch, (block, epilogue), blocking)
     n_spatial = iter_kinds(sch, block).count("S")
@@ -136,13 +140,7 @@ def merge_axes(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], axis: int) -> 
     """Merge iterators `axis` and `axis + 1` of each block, and those axes of the first block's result, into
     one (H x W pixels as one row axis)."""
     width = int(sch.get(blocks[0]).iter_vars[axis + 1].dom.extent)
-
-    def merged(ndim: int) -> IndexMap:
-        return IndexMap.from_func(lambda *i: (*i[:axis], i[axis] * width + i[axis + 1], *i[axis + 2 :]), ndim=ndim)
-
-    for block in blocks:
-        sch.transform_block_layout(block, merged(len(sch.get(block).iter_vars)))
-    sch.transform_layout(blocks[0], ("write", 0), merged(len(sch.get(blocks[0]).writes[0].source.shape)))
+    relayout(sch, blocks, lambda i: (*i[:axis], i[axis] * width + i[axis + 1], *i[axis + 2 :]))
 
 
 def split_rows(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], blocking: Blocking) -> Blocking:
@@ -153,15 +151,21 @@ def split_rows(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], blocking: Bloc
     axes renumbered."""
     axis = blocking.merge_rows
     size = int(sch.get(blocks[0]).iter_vars[axis].dom.extent) // ROW_PARTS
-
-    def split(ndim: int) -> IndexMap:
-        return IndexMap.from_func(lambda *i: (*i[:axis], i[axis] // size, i[axis] % size, *i[axis + 1 :]), ndim=ndim)
-
-    for block in blocks:
-        sch.transform_block_layout(block, split(len(sch.get(block).iter_vars)))
-    sch.transform_layout(blocks[0], ("write", 0), split(len(sch.get(blocks[0]).writes[0].source.shape)))
+    relayout(sch, blocks, lambda i: (*i[:axis], i[axis] // size, i[axis] % size, *i[axis + 1 :]))
     after = lambda a: a + (a >= axis)  # noqa: E731
     return replace(blocking, vector_axis=after(blocking.vector_axis), row_axes=tuple(map(after, blocking.row_axes)))
+
+
+def relayout(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], index: Callable[[tuple], tuple]) -> None:
+    """Map the iterators of each block, and the first block's result buffer, through `index` (a function of
+    the index tuple): the accumulator then follows the iterators, its accesses affine in them."""
+
+    def index_map(ndim: int) -> IndexMap:
+        return IndexMap.from_func(lambda *i: index(i), ndim=ndim)
+
+    for block in blocks:
+        sch.transform_block_layout(block, index_map(len(sch.get(block).iter_vars)))
+    sch.transform_layout(blocks[0], ("write", 0), index_map(len(sch.get(blocks[0]).writes[0].source.shape)))
 
 
 def lane_tile(n: int, lanes: int, one_vector: bool = False) -> int:
