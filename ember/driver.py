@@ -168,6 +168,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     from ember.backends.tvm.build import build, device_sources
     from ember.backends.tvm.lower import lower_to_relax
     from ember.backends.tvm.targets import resolve
+    from ember.passes.fuse_qconv_pool import fuse_qconv_pool
     from ember.passes.instruments import DumpIR
     from ember.passes.plugins import load_plugin
     from ember.quantization import attach_report, fuse_prequantized, quantize_for_target
@@ -191,6 +192,8 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     quant = (quantize, calibration, calibration_method, per_channel, skip_ops, evaluation)
     quant_report = quantize_for_target(graph, spec, *quant)
     _dump(dumper, "after-quantize", graph, quant_report is not None)
+    # CPU schedules only: a fused pool's epilogue is one more case TVM's GPU rules would have to take
+    _dump(dumper, "after-fuse-qconv-pool", graph, spec.device == "cpu" and fuse_qconv_pool(graph))
     mod = lower_to_relax(graph)
     if dumper is not None:
         dumper.write_text("lowered-relax", ".py", mod.script(show_meta=False))

@@ -12,6 +12,7 @@ from ember.passes import (  # noqa: F401  (registration)
     fuse_bias_add,
     fuse_conv_bn,
     fuse_layer_norm,
+    fuse_qconv_pool,
     matmul_to_dense,
     recognize_activations,
 )

@@ -226,9 +226,24 @@ def _packed_conv(x, wp, bias, rq, geom, attrs, out_dtype, name):
         ),
         name=name,
     )
+    return _requantized(
+        lambda b, i, j, o: acc[b, i, j, o // LANES, o % LANES], (n_, oh, ow, o_), bias, rq, attrs, out_dtype
+    )
+
+
+def _requantized(acc, shape, bias, rq, attrs, out_dtype):
+    """The requantize stage over an NHWC accumulator read by `acc(b, i, j, o)`; with attrs' max_pool [k, k], over
+    the max of each k x k window's sums (requantization is monotonic, ember.ir.ops.quant)."""
+    k = attrs["max_pool"][0] if attrs.get("max_pool") else 1
+    n_, oh, ow, o_ = shape
+
+    def window_max(b, i, j, o):
+        sums = [acc(b, i * k + di, j * k + dj, o) for di in range(k) for dj in range(k)]
+        return functools.reduce(tirx.max, sums)
+
     return te.compute(
-        (n_, oh, ow, o_),
-        lambda b, i, j, o: requantize(acc[b, i, j, o // LANES, o % LANES], o, bias, rq, attrs, out_dtype),
+        (n_, oh // k, ow // k, o_),
+        lambda b, i, j, o: requantize(window_max(b, i, j, o), o, bias, rq, attrs, out_dtype),
         name="requantize",
     )
 
@@ -250,11 +265,7 @@ def _grouped_conv(x, w, bias, rq, geom, attrs, out_dtype, group):
         ),
         name=GROUPED,
     )
-    return te.compute(
-        (n_, oh, ow, o_),
-        lambda b, i, j, o: requantize(acc[b, i, j, o], o, bias, rq, attrs, out_dtype),
-        name="requantize",
-    )
+    return _requantized(lambda b, i, j, o: acc[b, i, j, o], (n_, oh, ow, o_), bias, rq, attrs, out_dtype)
 
 
 def _nhwc_qconv(L, n, x, w: np.ndarray):

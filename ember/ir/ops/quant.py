@@ -21,6 +21,9 @@ The contract the TVM lowering implements bit-exactly (dtypes are Ember names: "i
   With out_dtype "f32" (a layer whose result is dequantized, folded in) the scale is the real factor itself:
     out = float32(clip(acc, out_min, out_max)) * float32(multiplier * 2^-shift)        out_zero_point 0
   the clip bounds being int32 (0 carries a fused relu).
+  qconv2d's max_pool = [k, k] (empty: none) takes the max over each k x k window of out, stride k, no padding:
+  max_pool2d fused into the layer (fuse-qconv-pool); the height and width must be multiples of k. Requantization
+  is monotonic (multiplier > 0), so a kernel may take the window's max of acc and requantize once per window.
 - qadd(a: i8|u8, b: i8|u8) -> i8|u8, the same shape (a residual add, relu/relu6 in out_min/out_max):
     out = clip((((a - a_zero_point) * a_multiplier + (b - b_zero_point) * b_multiplier + (1 << (shift - 1)))
                >> shift) + out_zero_point, out_min, out_max)
@@ -34,7 +37,7 @@ import math
 import numpy as np
 
 from ember.errors import EmberError
-from ember.ir.ops.nn import conv2d, dense
+from ember.ir.ops.nn import conv2d, dense, max_pool2d
 from ember.ir.ops.registry import Attr, op, reference
 from ember.ir.ops.shapes import fmt, norm_axis
 
@@ -203,13 +206,22 @@ def requantize(acc: np.ndarray, a: dict, axis: int) -> np.ndarray:
     tags=("conv", "quant"),
     **conv2d.attrs,
     **_REQUANT_ATTRS,
+    max_pool=Attr("ints", ()),
 )
 def qconv2d(ins, a):
     x, w, b = (ins + [None])[:3]
     shape, _ = conv2d.infer([x, w, b], _base_attrs(a, conv2d))
     channels = w.shape[3] if a["layout"] == "NHWC" else w.shape[0]
     _check_layer(x, w, b, a, channels)
-    return shape, a["out_dtype"]
+    if not a["max_pool"]:
+        return shape, a["out_dtype"]
+    hw = (1, 2) if a["layout"] == "NHWC" else (2, 3)
+    pool = a["max_pool"]
+    if len(pool) != 2 or pool[0] != pool[1] or pool[0] < 2:
+        raise EmberError(f"max_pool must be [k, k] with k >= 2, got {list(pool)}")
+    if any(not isinstance(shape[d], int) or shape[d] % pool[0] for d in hw):
+        raise EmberError(f"max_pool {list(pool)} must divide the output's static height and width {fmt(shape)}")
+    return tuple(d // pool[0] if i in hw else d for i, d in enumerate(shape)), a["out_dtype"]
 
 
 @reference(qconv2d)
@@ -220,7 +232,11 @@ def _qconv2d(x, w, b, a):
     axis = 3 if a["layout"] == "NHWC" else 1
     if b is not None:
         acc = acc + _along(tuple(b.astype(np.int64).tolist()), axis, acc.ndim, np.int64)
-    return requantize(acc, a, axis)
+    out = requantize(acc, a, axis)
+    if not a.get("max_pool"):
+        return out
+    pool = dict(kernel=a["max_pool"], strides=a["max_pool"], pads=(0, 0, 0, 0), dilations=(1, 1), ceil_mode=0)
+    return max_pool2d.evaluate([out], {**pool, "layout": a["layout"]})[0]
 
 
 @op(

@@ -167,16 +167,25 @@ def _packed(name: str) -> bool:
     return any(name.startswith(p) for p in PACKED_NAMES)
 
 
-def register_block(rows: int, blocks: int, budget: int) -> tuple[int, int]:
-    """(rows, channel blocks) dividing their extents with rows x blocks <= budget: the most accumulators,
-    then the most even split (each row's input broadcast and each block's weight load feed the others)."""
-    best = (0, 0, 1, 1)
+def register_block(rows: int, blocks: int, budget: int, multiple: int = 1) -> tuple[int, int]:
+    """(rows, channel blocks) dividing their extents with rows x blocks <= budget, rows a multiple of `multiple`
+    (a fused pool's window): the most accumulators, then the most even split (each row's input broadcast and
+    each block's weight load feed the others)."""
+    best = (0, 0, multiple, 1)
     for q in range(1, min(blocks, MAX_CHANNEL_BLOCKS) + 1):
-        if blocks % q:
+        fits = [d for d in range(multiple, min(rows, budget // q) + 1, multiple) if rows % d == 0]
+        if blocks % q or not fits:
             continue
-        r = max(d for d in range(1, min(rows, budget // q) + 1) if rows % d == 0)
-        best = max(best, (r * q, -abs(r - q), r, q))
+        best = max(best, (max(fits) * q, -abs(max(fits) - q), max(fits), q))
     return best[2], best[3]
+
+
+def pool_window(sch: s_tir.Schedule, block: SBlockRV, epilogue: SBlockRV) -> int:
+    """k of a conv's fused k x k max pool (qconv2d's max_pool): its accumulator's rows per epilogue row; else 1."""
+    acc, out = (sch.get(b).writes[0].source.shape for b in (block, epilogue))
+    if len(acc) != 5 or len(out) != 4:
+        return 1
+    return int(acc[1]) // int(out[1])
 
 
 def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int] | None, target: Target):
@@ -192,7 +201,14 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
     spatial, reductions = loops[: len(loops) - n_red], loops[len(loops) - n_red :]
     *outer, row, chan, lane = spatial
     budget = ACCUMULATORS["avx512" if bits >= 512 else "x86" if bits >= 256 else "arm"]
-    r, q = register_block(extent(sch, row), extent(sch, chan), budget)
+    # A fused k x k pool: a tile covers whole windows, its k image rows one after the other, each over the
+    # register rows (a multiple of k), so the epilogue takes each window's max from the tile's own sums.
+    window = pool_window(sch, block, epilogue)
+    window_rows = []
+    if window > 1:
+        outer[-1], window_row = sch.split(outer[-1], factors=[None, window])
+        window_rows.append(window_row)
+    r, q = register_block(extent(sch, row), extent(sch, chan), budget, window)
     row_o, row_i = sch.split(row, factors=[None, r])
     chan_o, chan_i = sch.split(chan, factors=[None, q])
     depth = reductions[-1]
@@ -204,9 +220,9 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
         part, outer[-1] = sch.split(outer[-1], factors=[ROW_PARTS, None])
         parts.append(part)
     if intrin is None:
-        sch.reorder(*parts, chan_o, *outer, row_o, *reductions, row_i, chan_i, lane)
+        sch.reorder(*parts, chan_o, *outer, row_o, *window_rows, *reductions, row_i, chan_i, lane)
     else:
-        sch.reorder(*parts, chan_o, *outer, row_o, *reductions[:-1], row_i, chan_i, lane, depth)
+        sch.reorder(*parts, chan_o, *outer, row_o, *window_rows, *reductions[:-1], row_i, chan_i, lane, depth)
     tile = sch.fuse(*parts, chan_o, *outer, row_o)
     if extent(sch, tile) > 1 and multiply_adds(sch, block) >= MIN_PARALLEL_MACS:
         sch.parallel(tile)
@@ -215,6 +231,8 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
     unroll_serial(sch, sch.get_loops(epilogue)[1:-1])
     sch.unroll(row_i)
     sch.unroll(chan_i)
+    for loop in window_rows:
+        sch.unroll(loop)
     init = sch.decompose_reduction(block, reductions[0])
     vectorize_innermost(sch, init)
     if intrin is None:
