@@ -135,7 +135,7 @@ def test_fused_max_pool_matches_requantize_then_pool_exactly(act, k, parallel, m
 
 @pytest.mark.parametrize(
     "case",
-    ["nchw", "dense3d", "odd", "low_shift", "f32_conv", "f32_dense"],
+    ["nchw", "nchw_pool", "dense3d", "odd", "low_shift", "f32_conv", "f32_dense"],
 )
 def test_layer_forms_match_reference(case):
     """NCHW lowers through NHWC; dense over [B, S, K] with K not a multiple of 4; O not a multiple of 8; shifts
@@ -145,6 +145,10 @@ def test_layer_forms_match_reference(case):
     if case == "nchw":
         x = g.add_input("x", [1, 8, 7, 7], "u8")
         y = qconv(g, x, 8, 12, stride=2, layout="NCHW")
+    elif case == "nchw_pool":  # fused by fuse-qconv-pool, pooled in the NHWC kernel
+        x = g.add_input("x", [1, 8, 8, 6], "u8")
+        y = qconv(g, x, 8, 12, layout="NCHW")
+        y = g.emit("max_pool2d", y, kernel=[2, 2], strides=[2, 2], pads=[0] * 4, layout="NCHW")
     elif case == "dense3d":
         x = g.add_input("x", [2, 3, 13], "u8")
         y = qdense(g, x, 13, 16)
@@ -165,8 +169,10 @@ def test_layer_forms_match_reference(case):
     g.outputs.append(y)
     lo = QMIN[x.dtype]
     feeds = {"x": rng.integers(lo, lo + 256, x.shape).astype(np.uint8 if lo == 0 else np.int8)}
+    want = ir.interpret(g, feeds)[y.name]
     art = ember.compile(g, "host", passes="")
-    _check_exact(g, art.run(feeds)[y.name], feeds)
+    assert "max_pool2d" not in art.graph.op_counts()
+    np.testing.assert_array_equal(art.run(feeds)[art.graph.outputs[0].name], want)
 
 
 def test_quantize_rounds_half_to_even_saturates_and_maps_nan_to_zero_point():
