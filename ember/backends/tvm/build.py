@@ -15,6 +15,7 @@ from ember.errors import EmberError
 from ember.ir.graph import Graph
 
 SOURCE_SUFFIX = {"cuda": ".cu", "opencl": ".cl"}
+INTEGER_KERNELS = ("qconv2d", "qdense", "qadd")
 
 
 def relax_pipeline(spec: TargetSpec, schedule: bool | None = None, tuned=None):
@@ -57,7 +58,17 @@ def build(
         return tvm.compile(mod, spec.target, relax_pipeline=relax_pipeline(spec, schedule, tuned))
     except (RuntimeError, ValueError, TypeError) as e:  # tvm_ffi's errors (this TVM has no TVMError)
         last = str(e).strip().splitlines()[-1][:300]
-        raise EmberError(f"TVM failed to compile for '{spec.name}': {last}") from None
+        raise EmberError(f"TVM failed to compile for '{spec.name}': {last}", hint=_hint(graph, spec)) from None
+
+
+def _hint(graph: Graph, spec: TargetSpec) -> str | None:
+    """Why a GPU build of an int8 graph may fail: its kernels are scheduled for CPUs only."""
+    if spec.device == "cpu" or not any(n.op in INTEGER_KERNELS for n in graph.nodes):
+        return None
+    return (
+        "Ember schedules int8 kernels for CPUs only, and TVM's GPU rules cannot schedule some (dense, depthwise): "
+        "compile for the GPU without --quantize, or quantize for its CPU (e.g. -t aarch64-linux-gnu)"
+    )
 
 
 def device_sources(executable) -> dict[str, str]:
