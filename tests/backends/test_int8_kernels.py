@@ -303,13 +303,16 @@ def test_gpu_build_of_int8_dense_fails_with_a_hint_to_use_the_cpu():
     not (shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-g++")),
     reason="qemu-aarch64 or aarch64-linux-gnu-g++ is not installed (make tools installs both)",
 )
-def test_aarch64_dotprod_build_is_exact_under_qemu(tmp_path, monkeypatch):
-    spec = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}
+@pytest.mark.parametrize("dotprod", [True, False])
+def test_aarch64_build_is_exact_under_qemu(dotprod, tmp_path, monkeypatch):
+    """sdot with +dotprod; without it, the packed kernels' int32 NEON fallback (fused pool included)."""
+    mattr = ["+neon", "+dotprod"] if dotprod else ["+neon"]
+    spec = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": mattr}
     _, device, doc = targets.NAMED["aarch64-linux-gnu"]
     monkeypatch.setitem(targets.NAMED, "aarch64-linux-gnu", (spec, device, doc))
     g = network("i8", hw=6)
     art = ember.compile(g, "aarch64-linux-gnu", passes="")
-    assert "sdot" in _asm(art)
+    assert ("sdot" in _asm(art)) == dotprod
     art.save(tmp_path / "bundle")
     feeds = {"x": rng.standard_normal((1, 6, 6, 3)).astype(np.float32)}
     got = ember.load(tmp_path / "bundle").run(feeds, emulate=True)
