@@ -9,13 +9,16 @@ import shutil
 
 import numpy as np
 import pytest
-from tvm import s_tir, tirx
+import tvm
+import tvm_ffi
+from tvm import relax, s_tir, tirx
 from tvm.target.codegen import llvm_cpu_has_features
 
 import ember
 from ember import ir
+from ember.backends.tvm import build as build_module
 from ember.backends.tvm import quant_rules, schedules, targets
-from ember.backends.tvm.build import count_kernels
+from ember.backends.tvm.build import build, count_kernels
 from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.schedules import contraction
 from ember.backends.tvm.schedules import int8 as int8_schedules
@@ -287,16 +290,72 @@ def test_vnni_targets_use_vpdpbusd_in_every_packed_kernel(mcpu, monkeypatch):
     assert tuple(art.graph.outputs[0].shape) == (1, 10)
 
 
-def test_gpu_build_of_int8_dense_fails_with_a_hint_to_use_the_cpu():
-    """int8 kernels have CPU schedules only; TVM's GPU rules fail on the packed dense (an rfactor error in TIR):
-    the error says so and what to do instead, rather than leaving the user with the TIR line alone."""
+def gpu_network() -> Graph:
+    """quantize -> 3x3 conv -> depthwise -> flatten -> dense with an f32 output (a folded dequantize)."""
+    g = Graph("gpu")
+    x = g.add_input("x", [1, 6, 6, 3])
+    y = qconv(g, g.emit("quantize", x, scale=0.02, zero_point=9, dtype="u8"), 3, 16, relu=True)
+    y = g.emit("reshape", qconv(g, y, 16, 16, group=16), g.add_constant(np.array([1, -1], np.int64)))
+    f32 = dict(out_dtype="f32", out_zero_point=0, out_min=-I32_MAX - 1, out_max=I32_MAX)
+    g.outputs.append(qdense(g, y, 16 * 36, 10, **f32))
+    return g
+
+
+def _sums_from_zero(mod) -> dict[str, bool]:
+    """Whether each reduction block of `mod` starts its sum from 0 (rather than from a bias buffer)."""
+    found = {}
+
+    def visit(block):
+        if block.init is not None:
+            found[block.name_hint] = isinstance(block.init.value, tirx.IntImm) and block.init.value.value == 0
+        return block
+
+    for f in mod.functions.values():
+        if isinstance(f, tirx.PrimFunc):
+            tvm_ffi.structural_map(f, (s_tir.SBlock, visit))
+    return found
+
+
+def test_gpu_lowering_sums_from_zero_exactly_and_builds_for_cuda():
+    """For GPU targets no int8 sum starts from the bias: TVM's GPU rules (dlight) take only reductions that start
+    from 0, and the dense and depthwise kernels failed in rfactor. The int32 form of the requantization gives way
+    to the int64 one, and an f32 output adds the bias after the sum. That lowering, built for the host, is exact;
+    built for CUDA it compiles (no GPU here to run it)."""
+    g = gpu_network()
+    feeds = {"x": rng.standard_normal((1, 6, 6, 3)).astype(np.float32)}
+    want = ir.interpret(g, feeds)[g.outputs[0].name]
+    mod = lower_to_relax(g, "cuda")
+    blocks = ("qconv2d_packed", quant_rules.GROUPED, "qdense_packed")
+    assert _sums_from_zero(mod) == dict.fromkeys(blocks, True)
+    assert _sums_from_zero(lower_to_relax(g)) == dict.fromkeys(blocks, False)  # CPU: each starts from its bias
+    vm = relax.VirtualMachine(build(g, resolve("host"), mod), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(feeds["x"]))[0].numpy(), want)
+    art = ember.compile(g, "cuda", passes="")
+    assert "qconv2d" in art.sources.get("cuda", "") and "qdense" in art.sources["cuda"]
+
+
+def test_gpu_build_of_int8_graph_that_tvm_cannot_schedule_says_why(monkeypatch):
+    """int8 kernels have CPU schedules only; where TVM's GPU rules still fail (here forced: the bias-initialized
+    sums of CPU lowering, which dlight's rfactor rejects), the error says so and what to do instead."""
+    monkeypatch.setattr(build_module, "lower_to_relax", lambda graph, device: lower_to_relax(graph))
     g = Graph("fc")
     x = g.add_input("x", [1, 64])
     y = qdense(g, g.emit("quantize", x, scale=0.02, zero_point=9, dtype="u8"), 64, 10)
     g.outputs.append(g.emit("dequantize", y, scale=[0.05], zero_point=[-1]))
     with pytest.raises(ember.EmberError, match="TVM failed to compile for 'cuda'") as err:
-        ember.compile(g, "cuda", passes="")
+        build_module.build(g, resolve("cuda"))
     assert "int8 kernels for CPUs only" in err.value.hint and "without --quantize" in err.value.hint
+
+
+def test_mali_build_of_int8_dense_fails_with_one_line_not_an_assertion():
+    """dlight's GEMV rule asserts on the int8 dense for Mali (an empty AssertionError): one line with the hint."""
+    g = Graph("fc")
+    x = g.add_input("x", [1, 32])
+    y = qdense(g, g.emit("quantize", x, scale=0.02, zero_point=9, dtype="u8"), 32, 4)  # the trained CNN's last
+    g.outputs.append(g.emit("dequantize", y, scale=[0.05], zero_point=[-1]))
+    with pytest.raises(ember.EmberError, match="AssertionError in TVM's schedule rules") as err:
+        ember.compile(g, "mali", passes="")
+    assert "int8 kernels for CPUs only" in err.value.hint
 
 
 @pytest.mark.skipif(

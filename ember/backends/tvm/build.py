@@ -43,9 +43,7 @@ def relax_pipeline(spec: TargetSpec, schedule: bool | None = None, tuned=None):
     return pipeline
 
 
-def build(
-    graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None, schedule: bool | None = None, tuned=None
-):
+def build(graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None, schedule: bool | None = None, tuned=None):
     """Lower (unless `mod` is given) and compile; returns TVM's VM executable. `schedule` and `tuned` as in
     `relax_pipeline`."""
     if not codegen_available(spec.device):
@@ -53,20 +51,20 @@ def build(
             f"target '{spec.name}' needs TVM's {spec.device} code generator, which this TVM build lacks",
             hint=f"install an apache-tvm built with USE_{spec.device.upper()}=ON",
         )
-    mod = lower_to_relax(graph) if mod is None else mod
+    mod = lower_to_relax(graph, spec.device) if mod is None else mod
     try:
         return tvm.compile(mod, spec.target, relax_pipeline=relax_pipeline(spec, schedule, tuned))
-    except (RuntimeError, ValueError, TypeError) as e:  # tvm_ffi's errors (this TVM has no TVMError)
-        last = str(e).strip().splitlines()[-1][:300]
+    except (RuntimeError, ValueError, TypeError, AssertionError) as e:  # tvm_ffi's, and dlight's asserts
+        last = (str(e).strip().splitlines() or [f"{type(e).__name__} in TVM's schedule rules"])[-1][:300]
         raise EmberError(f"TVM failed to compile for '{spec.name}': {last}", hint=_hint(graph, spec)) from None
 
 
 def _hint(graph: Graph, spec: TargetSpec) -> str | None:
-    """Why a GPU build of an int8 graph may fail: its kernels are scheduled for CPUs only."""
+    """Why a GPU build of an int8 graph may fail: its kernels have CPU schedules only."""
     if spec.device == "cpu" or not any(n.op in INTEGER_KERNELS for n in graph.nodes):
         return None
     return (
-        "Ember schedules int8 kernels for CPUs only, and TVM's GPU rules cannot schedule some (dense, depthwise): "
+        "Ember schedules int8 kernels for CPUs only and TVM's GPU rules fail on some of them for some GPUs: "
         "compile for the GPU without --quantize, or quantize for its CPU (e.g. -t aarch64-linux-gnu)"
     )
 

@@ -34,8 +34,8 @@ def unsupported_ops(graph: Graph) -> dict[str, str]:
     return missing
 
 
-def lower_to_relax(graph: Graph) -> tvm.IRModule:
-    """Build the Relax module `main(inputs...) -> (outputs...)` for `graph`."""
+def lower_to_relax(graph: Graph, device: str = "cpu") -> tvm.IRModule:
+    """Build the Relax module `main(inputs...) -> (outputs...)` for `graph`, for a target of `device` kind."""
     missing = unsupported_ops(graph)
     if missing:
         listing = ", ".join(f"{op} (node '{name}')" for op, name in missing.items())
@@ -43,7 +43,7 @@ def lower_to_relax(graph: Graph) -> tvm.IRModule:
     bb = relax.BlockBuilder()
     syms: dict[str, tvm.tirx.Var] = {}
     params = [relax.Var(v.name, _struct(v, syms)) for v in graph.inputs]
-    lowering = Lowering(bb)
+    lowering = Lowering(bb, device)
     env: dict[int, relax.Expr] = {id(v): p for v, p in zip(graph.inputs, params)}
 
     def arg(v: Value | None):

@@ -99,21 +99,23 @@ def pairs_fit_int16(packed: np.ndarray) -> bool:
 HIGH_WORD_SHIFT = 33  # shifts from here on requantize on the product's high 32 bits (see requantize)
 
 
-def requant_terms(b, w: np.ndarray, x_dtype: str, attrs: dict) -> tuple[np.ndarray, list]:
+def requant_terms(b, w: np.ndarray, x_dtype: str, attrs: dict, bias_init: bool = True) -> tuple[np.ndarray, list]:
     """What requantize takes per output channel for weights `w` [K, O] and an `x_dtype` ("u8"/"i8") input: `added`
     (int32 c = b - x_zp * sum(w) in the int32 form, where the weights prove it exact, or for an i32 output, else
-    int64) and the per-channel arrays it reads (none per tensor: requantize makes them immediates)."""
+    int64) and the per-channel arrays it reads (none per tensor: requantize makes them immediates). Without
+    `bias_init` no sum starts from c (an int32 `added` other than an i32 output's): TVM's GPU rules only take
+    reductions that start from 0."""
     bias = np.zeros(w.shape[1], np.int64) if b is None else b.const.astype(np.int64).reshape(-1)
     c = bias - attrs["x_zero_point"] * w.astype(np.int64).sum(axis=0)
     if not attrs["multiplier"]:  # an i32 output: the exact sum, not requantized
         return c.astype(np.int32), []
-    if attrs["out_dtype"] == "f32":  # the sum, from c, clipped and scaled in float32
+    if attrs["out_dtype"] == "f32":  # the sum and c, clipped and scaled in float32
         scales = out_scales(attrs)
-        return c.astype(np.int32), [np.asarray(scales, np.float32)] if len(scales) > 1 else []
+        return c.astype(np.int32) if bias_init else c, [np.asarray(scales, np.float32)] if len(scales) > 1 else []
     mult = np.broadcast_to(np.asarray(attrs["multiplier"], np.int64), c.shape)
     shift = np.broadcast_to(np.asarray(attrs["shift"], np.int64), c.shape)
     per_channel = len(attrs["multiplier"]) > 1
-    rounding = _int32_rounding(c, w, x_dtype, mult, shift, attrs["out_zero_point"])
+    rounding = _int32_rounding(c, w, x_dtype, mult, shift, attrs["out_zero_point"]) if bias_init else None
     if rounding is not None:
         args = [mult, shift - 32, rounding] if per_channel else []
         return c.astype(np.int32), [a.astype(np.int32) for a in args]
@@ -162,7 +164,8 @@ def requantize(acc, o, added, rq: tuple, attrs: dict, out_dtype: str):
         return tirx.max(tirx.min(acc + added[o], hi), lo)
     if out_dtype == "float32":
         scale = rq[0][o] if rq else tirx.const(out_scales(attrs)[0], "float32")
-        return tirx.max(tirx.min(acc, hi), lo).astype("float32") * scale
+        v = acc if starts_from_added(added, out_dtype) else acc + added[o].astype("int32")
+        return tirx.max(tirx.min(v, hi), lo).astype("float32") * scale
     if starts_from_added(added, out_dtype):
         mult, shift, rounding = (a[o] for a in rq) if rq else _int32_immediates(attrs)
         h = (acc.astype("int64") * mult.astype("int64") >> tirx.const(32, "int64")).astype("int32")
@@ -275,7 +278,7 @@ def _nhwc_qconv(L, n, x, w: np.ndarray):
     out_dtype = dtypes.to_tvm(n.output.dtype)
     b = n.inputs[2] if len(n.inputs) > 2 else None
     packed = at["group"] == 1
-    added, rq = requant_terms(b, w.reshape(-1, o), n.inputs[0].dtype, at)
+    added, rq = requant_terms(b, w.reshape(-1, o), n.inputs[0].dtype, at, L.device == "cpu")
     bias, rq_args = L.const(_whole_blocks(added) if packed else added), [L.const(a) for a in rq]
     start = starts_from_added(added, out_dtype)
     geom = ((kh, kw, cg, o), tuple(at["strides"]), tuple(at["dilations"]), tuple(at["pads"]))
@@ -383,7 +386,7 @@ def _qdense(L, n, a):
     m = int(np.prod(lead, dtype=np.int64))
     x2 = _bound(L, a[0]) if len(lead) == 1 else L.bb.emit(R.reshape(a[0], (m, k)))
     b = n.inputs[2] if len(n.inputs) > 2 else None
-    added, rq = requant_terms(b, w.T, x.dtype, n.attrs)
+    added, rq = requant_terms(b, w.T, x.dtype, n.attrs, L.device == "cpu")
     bias, rq_args = L.const(_whole_blocks(added)), [L.const(a) for a in rq]
     packed = pack_weight(np.ascontiguousarray(w.T))
     name = PACKED_DENSE if pairs_fit_int16(packed) else PACKED_DENSE + "_wide"

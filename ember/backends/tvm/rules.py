@@ -19,8 +19,9 @@ RULES: dict[str, Rule] = {}
 class Lowering:
     """State of one lowering: the BlockBuilder and helpers rules share."""
 
-    def __init__(self, bb: relax.BlockBuilder):
+    def __init__(self, bb: relax.BlockBuilder, device: str = "cpu"):
         self.bb = bb
+        self.device = device  # the target's device kind ("cpu", "cuda", "opencl", ...): some rules differ by it
 
     def const(self, array, dtype: str | None = None) -> relax.Constant:
         arr = np.asarray(array, dtype=None if dtype is None else dtypes.to_numpy(dtype))
