@@ -9,13 +9,16 @@ Ember int8 is `ember.compile(model, quantize="int8", calibration=...)`; onnxrunt
 the convs), from the same calibration samples (per-channel int8 weights,
 uint8 activations), run with onnxruntime's default graph optimizations (QDQ fused into QLinearConv).
 
-The four runtimes are timed in one process, taking turns `--block` runs at a time, each turn after one untimed
-run, on the same inputs; the table gives medians. A model faster than 0.5 s / `--runs` a run gets more runs and
-larger blocks, about 0.5 s of runs for each runtime (the trained CNN: tens of thousands).
-onnxruntime's workers do not spin between runs
-(session.intra_op.allow_spinning=0): spinning workers of a session between its turns starved TVM's pool on
-2 cores (the trained CNN's Ember fp32 run measured 12 ms instead of 0.04 ms); it costs onnxruntime about 2x on
-that 0.05 ms model. On a shared
+Ember's two builds run in a worker process with TVM's threads pinned to cores, as a deployed artifact runs;
+onnxruntime's two sessions run in this process, where pinning would share one core between onnxruntime's work
+on the calling thread and a TVM worker (SqueezeNet's onnxruntime time tripled). Unpinned, MobileNetV2's Ember
+runs took 1.2-1.3x as long (fp32 7.9-8.3 ms against 6.4-6.8, int8 4.9-5.2 against 3.9): a thread that moves
+cores leaves the activations it wrote in the other core's cache. The runtimes take turns, `--block` runs at a
+time, each turn after one untimed run, on the same inputs; the table gives medians. A model faster than
+0.5 s / `--runs` a run gets more runs and larger blocks, about 0.5 s of runs for each runtime (the trained CNN:
+tens of thousands). onnxruntime's workers do not spin between runs (session.intra_op.allow_spinning=0):
+spinning workers of a session between its turns starved TVM's pool on 2 cores (the trained CNN's Ember fp32
+run measured 12 ms instead of 0.04 ms); it costs onnxruntime about 2x on that 0.05 ms model. On a shared
 small machine the ratios are the numbers to read. Accuracy: top-1 agreement of int8 with the same runtime's
 fp32 over the evaluation samples and the output SQNR in dB (10 log10 |fp32|^2 / |fp32 - int8|^2).
 """
@@ -23,7 +26,10 @@ fp32 over the evaluation samples and the output SQNR in dB (10 log10 |fp32|^2 / 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,18 +128,56 @@ def scaled_runs(runners: list, runs: int, block: int, seconds: float = 0.5) -> t
     return wanted, max(block, wanted // 20)
 
 
-def alternate(runners: list, runs: int, block: int) -> list[list[float]]:
-    """Seconds per run of each runner, taking turns `block` timed runs at a time; each turn starts with an
-    untimed run, so the previous runtime's spinning threads and this one's sleeping pool settle first."""
-    times: list[list[float]] = [[] for _ in runners]
-    while len(times[0]) < runs:
-        for run, out in zip(runners, times):
-            run()
-            for _ in range(block):
-                start = time.perf_counter()
-                run()
-                out.append(time.perf_counter() - start)
+def timed_turn(run, block: int) -> list[float]:
+    """Seconds of each of `block` runs, after one untimed run (the previous runtime's threads settle)."""
+    run()
+    times = []
+    for _ in range(block):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
     return times
+
+
+def alternate(ember: subprocess.Popen, runners: list, runs: int, block: int) -> list[list[float]]:
+    """Seconds per run of Ember fp32 and int8 (the `ember` worker) and each of `runners`, taking turns `block`
+    timed runs at a time."""
+    times: list[list[float]] = [[] for _ in range(2 + len(runners))]
+    while len(times[0]) < runs:
+        ember.stdin.write(f"{block}\n")
+        ember.stdin.flush()
+        for out, got in zip(times, json.loads(ember.stdout.readline())):
+            out += got
+        for run, out in zip(runners, times[2:]):
+            out += timed_turn(run, block)
+    ember.stdin.close()
+    ember.wait()
+    return times
+
+
+def ember_worker(name: str, size: int) -> None:
+    """Compile the model's fp32 and int8 builds, say `ready`, then for each line N on stdin time a turn of N runs
+    of each and print their seconds as JSON."""
+    import ember
+
+    model, calib, evals = build(name, size)
+    logging.getLogger("ember.quantize").setLevel(logging.ERROR)  # the main process reports
+    builds = [ember.compile(model, "host"), ember.compile(model, "host", quantize="int8", calibration=calib)]
+    runners = [b.runner(evals[0]) for b in builds]
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(json.dumps([timed_turn(run, int(line)) for run in runners]), flush=True)
+
+
+def start_ember_worker(name: str, args) -> subprocess.Popen:
+    """The Ember worker for `name`, its TVM threads pinned (TVM's default), once it is ready."""
+    env = {k: v for k, v in os.environ.items() if k != "TVM_BIND_THREADS"} | {"TVM_NUM_THREADS": str(args.threads)}
+    cmd = [sys.executable, __file__, "--worker", name, "--size", str(args.size)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:  # the calibration's progress bar comes first
+        if line.strip() == "ready":
+            return proc
+    raise SystemExit(f"the Ember worker for {name} failed (exit {proc.wait()})")
 
 
 def run_model(name: str, args) -> dict:
@@ -154,9 +198,10 @@ def run_model(name: str, args) -> dict:
         "ort_int8": [ort_q.run(None, s)[0] for s in evals],
     }
     feeds = evals[0]
-    runners = [fp32.runner(feeds), int8.runner(feeds), lambda: ort_f.run(None, feeds), lambda: ort_q.run(None, feeds)]
-    runs, block = scaled_runs(runners, args.runs, args.block)
-    ms = [float(np.median(t)) * 1e3 for t in alternate(runners, runs, block)]
+    ort_runners = [lambda: ort_f.run(None, feeds), lambda: ort_q.run(None, feeds)]
+    runs, block = scaled_runs([fp32.runner(feeds), int8.runner(feeds), *ort_runners], args.runs, args.block)
+    ember_worker_proc = start_ember_worker(name, args)
+    ms = [float(np.median(t)) * 1e3 for t in alternate(ember_worker_proc, ort_runners, runs, block)]
     return {
         "ms": dict(zip(("ember_fp32", "ember_int8", "ort_fp32", "ort_int8"), ms)),
         "ember_acc": accuracy(outs["ember_fp32"], outs["ember_int8"]),
@@ -172,7 +217,10 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=5)
     parser.add_argument("--size", type=int, default=224, help="MobileNetV2 input size")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--worker", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return ember_worker(args.worker, args.size)
 
     from rich.console import Console
     from rich.table import Table
