@@ -34,6 +34,7 @@ import onnx
 from rich.console import Console
 from rich.table import Table
 
+from ember.bench import timed_runs
 from ember.models import random_feeds
 
 MODELS = ("squeezenet", "resnet50", "mobilenet_v2", "bert")
@@ -77,12 +78,7 @@ def worker(path: str, engine: str, threads: int, tuning_db: str | None) -> None:
         run()
     print(f"ready {compile_s}", flush=True)
     for line in sys.stdin:
-        times = []
-        for _ in range(int(line)):
-            start = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - start) * 1e3)
-        print(json.dumps(times), flush=True)
+        print(json.dumps([t * 1e3 for t in timed_runs(run, int(line))]), flush=True)
 
 
 def start_worker(path: str, engine: str, threads: int, tuning_db: str = "") -> tuple[subprocess.Popen, float]:

@@ -17,6 +17,7 @@ import onnxruntime as ort
 from rich.console import Console
 from rich.table import Table
 
+from ember.bench import timed_runs
 from ember.models import LIGHT_MODELS, random_light_model
 
 
@@ -29,12 +30,7 @@ def ort_session(model, threads: int):
 
 def median_ms(fn, runs: int) -> float:
     fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+    return float(np.median(timed_runs(fn, runs)) * 1e3)
 
 
 def main() -> None:

@@ -39,6 +39,8 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
+from ember.bench import timed_runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.passes.quant_models: the trained CNN
 
 MODELS = ("cnn", "mobilenet_v2", "resnet50")
@@ -131,12 +133,7 @@ def scaled_runs(runners: list, runs: int, block: int, seconds: float = 0.5) -> t
 def timed_turn(run, block: int) -> list[float]:
     """Seconds of each of `block` runs, after one untimed run (the previous runtime's threads settle)."""
     run()
-    times = []
-    for _ in range(block):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
+    return timed_runs(run, block)
 
 
 def alternate(ember: subprocess.Popen, runners: list, runs: int, block: int) -> list[list[float]]:

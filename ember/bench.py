@@ -98,6 +98,16 @@ def _ort_runner(model: Any, feeds: Mapping[str, np.ndarray], threads: int) -> Ca
     return lambda: session.run(None, dict(feeds))
 
 
+def timed_runs(run: Callable[[], object], n: int) -> list[float]:
+    """Seconds of each of `n` consecutive calls of `run`."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def time_alternating(
     runners: list[Callable[[], object]], runs: int, warmup: int = 2, block: int = 1, pause: float = 0.0
 ) -> list[list[float]]:
@@ -111,10 +121,7 @@ def time_alternating(
         n = min(block, runs - len(times[0]))
         for i, run in enumerate(runners):
             time.sleep(pause)
-            for _ in range(n):
-                start = time.perf_counter()
-                run()
-                times[i].append(time.perf_counter() - start)
+            times[i] += timed_runs(run, n)
     return times
 
 

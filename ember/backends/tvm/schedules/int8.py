@@ -176,7 +176,8 @@ def register_block(rows: int, blocks: int, budget: int, multiple: int = 1) -> tu
         fits = [d for d in range(multiple, min(rows, budget // q) + 1, multiple) if rows % d == 0]
         if blocks % q or not fits:
             continue
-        best = max(best, (max(fits) * q, -abs(max(fits) - q), max(fits), q))
+        r = max(fits)
+        best = max(best, (r * q, -abs(r - q), r, q))
     return best[2], best[3]
 
 
