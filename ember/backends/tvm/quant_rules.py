@@ -4,8 +4,9 @@ qconv2d (group 1) and qdense lower to one kernel whose int32 accumulator is laid
 weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output channels by 4 input channels,
 the block one dot-product instruction consumes (x86 vpmaddubsw + vpmaddwd, ARM sdot on half of it). The input
 zero point is folded into the bias (sum((x - zp) * w) = sum(x * w) - zp * sum(w)); padding is filled with zp so
-it contributes nothing. Grouped and depthwise convolutions use a plain int32 contraction that the Conv2D-style
-blocking vectorizes along channels. Requantization runs in the same kernel (see requantize): every conv/dense
+it contributes nothing. A conv over a few input channels (not a multiple of 4: a model's first conv) blocks its
+flattened rows instead of its channels (_row_conv). Grouped and depthwise convolutions use a plain int32 contraction that the Conv2D-style
+blocking vectorizes along channels. Requantization runs in the same kernel (ember.backends.tvm.requantize): every conv/dense
 accumulator starts from the bias where the weights prove the int32 form exact, else the bias is added
 premultiplied, in int64, after the multiply."""
 
@@ -19,15 +20,16 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax import op as R
 from tvm.relax.utils import gen_call_tir_inputs
 
+from ember.backends.tvm.requantize import requant_terms, requantize, starts_from_added
 from ember.backends.tvm.rules import rule
 from ember.ir import dtypes
-from ember.ir.ops.quant import I32_RANGE, QRANGE, out_scales
 
 LANES, DEPTH = 8, 4  # output channels x input channels per packed weight block
 PAIR_LIMIT = 128  # |w0| + |w1| up to this keeps u8 x s8 pairs inside vpmaddubsw's int16: 255 * 128 < 2^15
 PACKED = "qconv2d_packed"  # block names the int8 schedule rule looks for; "_wide" marks weights over PAIR_LIMIT
 PACKED_DENSE = "qdense_packed"
 GROUPED = "group_qconv2d_nhwc"
+ROW_ALIGN = 32  # bytes: a flattened input row (_row_conv) padded to whole vectors, so its copy is vectorized
 
 
 @rule("quantize")
@@ -96,103 +98,6 @@ def pairs_fit_int16(packed: np.ndarray) -> bool:
     return bool(pairs.max(initial=0) <= PAIR_LIMIT)
 
 
-HIGH_WORD_SHIFT = 33  # shifts from here on requantize on the product's high 32 bits (see requantize)
-
-
-def requant_terms(b, w: np.ndarray, x_dtype: str, attrs: dict, bias_init: bool = True) -> tuple[np.ndarray, list]:
-    """What requantize takes per output channel for weights `w` [K, O] and an `x_dtype` ("u8"/"i8") input: `added`
-    (int32 c = b - x_zp * sum(w) in the int32 form, where the weights prove it exact, or for an i32 output, else
-    int64) and the per-channel arrays it reads (none per tensor: requantize makes them immediates). Without
-    `bias_init` no sum starts from c (an int32 `added` other than an i32 output's): TVM's GPU rules only take
-    reductions that start from 0."""
-    bias = np.zeros(w.shape[1], np.int64) if b is None else b.const.astype(np.int64).reshape(-1)
-    c = bias - attrs["x_zero_point"] * w.astype(np.int64).sum(axis=0)
-    if not attrs["multiplier"]:  # an i32 output: the exact sum, not requantized
-        return c.astype(np.int32), []
-    if attrs["out_dtype"] == "f32":  # the sum and c, clipped and scaled in float32
-        scales = out_scales(attrs)
-        return c.astype(np.int32) if bias_init else c, [np.asarray(scales, np.float32)] if len(scales) > 1 else []
-    mult = np.broadcast_to(np.asarray(attrs["multiplier"], np.int64), c.shape)
-    shift = np.broadcast_to(np.asarray(attrs["shift"], np.int64), c.shape)
-    per_channel = len(attrs["multiplier"]) > 1
-    rounding = _int32_rounding(c, w, x_dtype, mult, shift, attrs["out_zero_point"]) if bias_init else None
-    if rounding is not None:
-        args = [mult, shift - 32, rounding] if per_channel else []
-        return c.astype(np.int32), [a.astype(np.int32) for a in args]
-    high = shift.min() >= HIGH_WORD_SHIFT
-    with np.errstate(over="ignore"):
-        added = c * mult + np.left_shift(np.int64(1), shift - 1)
-    return added, [mult.astype(np.int32), (shift - 32 if high else shift).astype(np.int32)] if per_channel else []
-
-
-def _int32_rounding(c, w, x_dtype: str, mult, shift, zp: int) -> np.ndarray | None:
-    """2^(shift - 33) + zp * 2^(shift - 32), requantize's int32 form's rounding and zero point, when every value
-    that form computes provably fits int32 (for every input, from the weights); else None."""
-    if shift.min() < HIGH_WORD_SHIFT:
-        return None
-    lo, hi = QRANGE[x_dtype]
-    wide = w.astype(np.int64)
-    v_lo = np.minimum(wide * lo, wide * hi).sum(axis=0) + c
-    v_hi = np.maximum(wide * lo, wide * hi).sum(axis=0) + c
-    if v_lo.min() < I32_RANGE[0] or v_hi.max() > I32_RANGE[1]:
-        return None
-    rounding = (1 << (shift - 33)) + zp * (1 << (shift - 32))
-    h_lo, h_hi = (v_lo * mult) >> 32, (v_hi * mult) >> 32
-    if (h_lo + rounding).min() < I32_RANGE[0] or (h_hi + rounding).max() > I32_RANGE[1]:
-        return None
-    return rounding
-
-
-def starts_from_added(added, out_dtype: str) -> bool:
-    """Whether the accumulator must start from `added` (requantize's int32 form), not from 0."""
-    return added.dtype == "int32" and out_dtype != "int32"
-
-
-def requantize(acc, o, added, rq: tuple, attrs: dict, out_dtype: str):
-    """The requantization of one int32 accumulator value for output channel `o` (a TE expression), `added` and `rq`
-    from requant_terms: the reference's clip(((acc + c) * mult + 2^(shift - 1)) >> shift) + zp), bit-exactly. acc is
-    sum(x * w) (zero point and bias not included), except in the int32 form (starts_from_added): v = sum(x * w) + c.
-
-    int32 form: (v * mult + 2^(shift - 1)) >> shift = (hi32(v * mult) + 2^(shift - 33)) >> (shift - 32), the rounding
-    term being a multiple of 2^32, and zp added before the shift adds zp * 2^(shift - 32): a high-word multiply
-    (vpmuldq on even and odd lanes, blended), an add and a per-lane shift (vpsravd), all int32. c is in the
-    accumulator because LLVM widens an add before the multiply into int64 adds and a 64 x 64 multiply.
-    int64 forms: added = c * mult + 2^(shift - 1); acc and mult are both sign-extended int32, so the product is
-    one vpmuldq per 4 lanes; with every shift >= 33 the high word is shifted in int32 lanes, else all in int64."""
-    lo, hi = (tirx.const(attrs[k], "int32") for k in ("out_min", "out_max"))
-    if out_dtype == "int32":
-        return tirx.max(tirx.min(acc + added[o], hi), lo)
-    if out_dtype == "float32":
-        scale = rq[0][o] if rq else tirx.const(out_scales(attrs)[0], "float32")
-        v = acc if starts_from_added(added, out_dtype) else acc + added[o].astype("int32")
-        return tirx.max(tirx.min(v, hi), lo).astype("float32") * scale
-    if starts_from_added(added, out_dtype):
-        mult, shift, rounding = (a[o] for a in rq) if rq else _int32_immediates(attrs)
-        h = (acc.astype("int64") * mult.astype("int64") >> tirx.const(32, "int64")).astype("int32")
-        return tirx.max(tirx.min((h + rounding) >> shift, hi), lo).astype(out_dtype)
-    high = min(attrs["shift"]) >= HIGH_WORD_SHIFT
-    if rq:
-        mult, shift = rq[0][o].astype("int64"), rq[1][o]
-    else:
-        mult, shift = tirx.const(attrs["multiplier"][0], "int64"), attrs["shift"][0]
-        shift = tirx.const(shift - 32 if high else shift, "int32")
-    p = acc.astype("int64") * mult + added[o]
-    if high:
-        y = (p >> tirx.const(32, "int64")).astype("int32") >> shift
-        zp = tirx.const(attrs["out_zero_point"], "int32")
-    else:
-        y = p >> shift.astype("int64")
-        lo, hi, zp = (tirx.const(attrs[k], "int64") for k in ("out_min", "out_max", "out_zero_point"))
-    return tirx.max(tirx.min(y + zp, hi), lo).astype(out_dtype)
-
-
-def _int32_immediates(attrs: dict) -> tuple:
-    """Per-tensor multiplier, shift - 32 and rounding (with the zero point) of requantize's int32 form."""
-    s = attrs["shift"][0]
-    rounding = (1 << (s - 33)) + attrs["out_zero_point"] * (1 << (s - 32))
-    return tuple(tirx.const(v, "int32") for v in (attrs["multiplier"][0], s - 32, rounding))
-
-
 def _whole_blocks(a: np.ndarray) -> np.ndarray:
     """Per-channel values zero-padded to whole LANES blocks, as a packed accumulator's channels are."""
     return np.pad(a, (0, -a.size % LANES))
@@ -226,6 +131,40 @@ def _packed_conv(x, wp, bias, rq, geom, attrs, out_dtype, name):
             xp[b, i * sh + rkh * dh, j * sw + rkw * dw, rc * DEPTH + ri].astype("int32")
             * wp[oo, rkh, rkw, rc, oi, ri].astype("int32"),
             axis=[rkh, rkw, rc, ri],
+        ),
+        name=name,
+    )
+    return _requantized(
+        lambda b, i, j, o: acc[b, i, j, o // LANES, o % LANES], (n_, oh, ow, o_), bias, rq, attrs, out_dtype
+    )
+
+
+def _row_conv(x, wp, bias, rq, geom, attrs, out_dtype, name):
+    """NHWC conv over a few input channels, x given as [N, H, W * C] (its rows flattened): output pixel j's
+    windows, kw and c together, are the KW * C contiguous bytes from j * SW * C, so the reduction runs over
+    them in blocks of 4, zero weights past KW * C, and no channel is padded (C = 3 padded to 4 made the input
+    copy a byte-at-a-time loop). Only the spatial padding is copied, a contiguous run per row."""
+    (kh_, kw_, c_, o_), (sh, sw), (dh, _), pads = geom
+    n_, h_, row = (int(d) for d in x.shape)
+    w_ = row // c_
+    oh, ow = _out_size(h_, kh_, sh, dh, pads[0], pads[2]), _out_size(w_, kw_, sw, 1, pads[1], pads[3])
+    rb, ob = int(wp.shape[3]), int(wp.shape[0])
+    pt, left = pads[0], pads[1] * c_
+    zp = tirx.const(attrs["x_zero_point"], x.dtype)
+
+    def padded(b, i, r):
+        inside = tirx.all(i >= pt, i < pt + h_, r >= left, r < left + row)
+        return tirx.if_then_else(inside, x[b, i - pt, r - left], zp)
+
+    width = -(-((ow - 1) * sw * c_ + rb * DEPTH) // ROW_ALIGN) * ROW_ALIGN
+    xp = te.compute((n_, h_ + pt + pads[2], width), padded, name="qpad")
+    rkh, rc, ri = te.reduce_axis((0, kh_), "kh"), te.reduce_axis((0, rb), "rb"), te.reduce_axis((0, DEPTH), "ri")
+    acc = te.compute(
+        (n_, oh, ow, ob, LANES),
+        lambda b, i, j, oo, oi: te.sum(
+            xp[b, i * sh + rkh * dh, j * sw * c_ + rc * DEPTH + ri].astype("int32")
+            * wp[oo, rkh, 0, rc, oi, ri].astype("int32"),
+            axis=[rkh, rc, ri],
         ),
         name=name,
     )
@@ -284,9 +223,14 @@ def _nhwc_qconv(L, n, x, w: np.ndarray):
     geom = ((kh, kw, cg, o), tuple(at["strides"]), tuple(at["dilations"]), tuple(at["pads"]))
     kwargs = dict(geom=geom, attrs=at, out_dtype=out_dtype)
     if packed:
-        wp = pack_weight(w)
+        rows = cg % DEPTH != 0 and at["dilations"][1] == 1
+        wp = pack_weight(w.reshape(kh, 1, kw * cg, o) if rows else w)
         name = PACKED if pairs_fit_int16(wp) else PACKED + "_wide"
-        fn = lambda *t: _packed_conv(*t[:3], t[3:], name=name, **kwargs)  # noqa: E731
+        conv = _row_conv if rows else _packed_conv
+        fn = lambda *t: conv(*t[:3], t[3:], name=name, **kwargs)  # noqa: E731
+        if rows:
+            n_, h_ = n.inputs[0].shape[0], n.inputs[0].shape[1 if at["layout"] == "NHWC" else 2]
+            x = L.bb.emit(R.reshape(x, [n_, h_, -1]))
         return _emit_int8_kernel(L, fn, [x, L.const(wp), bias, *rq_args], "qconv2d", start)
     fn = lambda *t: _grouped_conv(*t[:3], t[3:], group=at["group"], **kwargs)  # noqa: E731
     return _emit_int8_kernel(L, fn, [x, L.const(w), bias, *rq_args], "qconv2d", start, channel=_plain_channel)
