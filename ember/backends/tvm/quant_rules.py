@@ -5,10 +5,10 @@ weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output c
 the block one dot-product instruction consumes (x86 vpmaddubsw + vpmaddwd, ARM sdot on half of it). The input
 zero point is folded into the bias (sum((x - zp) * w) = sum(x * w) - zp * sum(w)); padding is filled with zp so
 it contributes nothing. A conv over a few input channels (not a multiple of 4: a model's first conv) blocks its
-flattened rows instead of its channels (_row_conv). Grouped and depthwise convolutions use a plain int32 contraction that the Conv2D-style
-blocking vectorizes along channels. Requantization runs in the same kernel (ember.backends.tvm.requantize): every conv/dense
-accumulator starts from the bias where the weights prove the int32 form exact, else the bias is added
-premultiplied, in int64, after the multiply."""
+flattened rows instead of its channels (_row_conv). Grouped and depthwise convolutions use a plain int32
+contraction that the Conv2D-style blocking vectorizes along channels. Requantization runs in the same kernel
+(ember.backends.tvm.requantize): every conv/dense accumulator starts from the bias where the weights prove the
+int32 form exact, else the bias is added premultiplied, in int64, after the multiply."""
 
 from __future__ import annotations
 
