@@ -53,9 +53,8 @@ def qconv(
     attrs.update(out_max=QMIN[x.dtype] + 255, **_requant(cout, per_channel, bits))
     attrs.update(over)
     return g.emit(
-        "qconv2d", x, w, b, strides=[stride] * 2, pads=pads or [k // 2] * 4, dilations=list(dilations), group=group,
-        layout=layout,
-        x_zero_point=zp, **attrs,
+        "qconv2d", x, w, b, strides=[stride] * 2, pads=pads or [k // 2] * 4, dilations=list(dilations),
+        group=group, layout=layout, x_zero_point=zp, **attrs,
     )  # fmt: skip
 
 
