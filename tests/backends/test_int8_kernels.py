@@ -473,3 +473,16 @@ def test_few_channel_conv_reduces_over_flattened_rows():
     assert 'T.Buffer((T.int64(1), T.int64(16), T.int64(48)), "uint8")' in conv.script()
     feeds = {"x": rng.standard_normal((1, 16, 16, 3)).astype(np.float32)}
     _check_exact(g, ember.compile(g, "host", passes="").run(feeds)[g.outputs[0].name], feeds)
+
+
+def test_padded_input_copy_over_48_channels_is_vector_code():
+    """An int8 conv's padded input copy over 48 channels is vectorized 16 bytes wide: 48 wide, LLVM moved it one
+    byte at a time (270 vpextrb/vpinsrb in the kernel)."""
+    g = Graph("c48")
+    x = g.add_input("x", [1, 8, 8, 48], "u8")
+    g.outputs.append(qconv(g, x, 48, 16))
+    art = ember.compile(g, "host", passes="")
+    (body,) = [b for name, b in _kernels(_asm(art)).items() if name.startswith("qconv2d")]
+    assert not re.search(r"vpextrb|vpinsrb", body)
+    feeds = {"x": rng.integers(0, 256, (1, 8, 8, 48)).astype(np.uint8)}
+    _check_exact(g, art.run(feeds)[g.outputs[0].name], feeds)
