@@ -9,18 +9,19 @@ Ember int8 is `ember.compile(model, quantize="int8", calibration=...)`; onnxrunt
 the convs), from the same calibration samples (per-channel int8 weights,
 uint8 activations), run with onnxruntime's default graph optimizations (QDQ fused into QLinearConv).
 
-Ember's two builds run in a worker process with TVM's threads pinned to cores, as a deployed artifact runs;
-onnxruntime's two sessions run in this process, where pinning would share one core between onnxruntime's work
-on the calling thread and a TVM worker (SqueezeNet's onnxruntime time tripled). Unpinned, MobileNetV2's Ember
-runs took 1.2-1.3x as long (fp32 7.9-8.3 ms against 6.4-6.8, int8 4.9-5.2 against 3.9): a thread that moves
-cores leaves the activations it wrote in the other core's cache. The runtimes take turns, `--block` runs at a
-time, each turn after one untimed run, on the same inputs; the table gives medians. A model faster than
-0.5 s / `--runs` a run gets more runs and larger blocks, about 0.5 s of runs for each runtime (the trained CNN:
-tens of thousands). onnxruntime's workers do not spin between runs (session.intra_op.allow_spinning=0):
-spinning workers of a session between its turns starved TVM's pool on 2 cores (the trained CNN's Ember fp32
-run measured 12 ms instead of 0.04 ms); it costs onnxruntime about 2x on that 0.05 ms model. On a shared
-small machine the ratios are the numbers to read. Accuracy: top-1 agreement of int8 with the same runtime's
-fp32 over the evaluation samples and the output SQNR in dB (10 log10 |fp32|^2 / |fp32 - int8|^2).
+Ember's two builds, saved as bundles, run in a worker process with TVM's threads pinned to cores, as a deployed
+artifact runs; onnxruntime's two sessions run in this process, where pinning would share one core between
+onnxruntime's work on the calling thread and a TVM worker (SqueezeNet's onnxruntime time tripled). Unpinned,
+MobileNetV2's Ember runs took 1.2-1.3x as long (fp32 7.9-8.3 ms against 6.4-6.8, int8 4.9-5.2 against 3.9): a
+thread that moves cores leaves the activations it wrote in the other core's cache. The runtimes take turns,
+`--block` runs at a time, each turn after one untimed run, on the same inputs; the table gives medians. A model
+faster than 0.5 s / `--runs` a run gets more runs and larger blocks, about 0.5 s of runs for each runtime (the
+trained CNN: tens of thousands). onnxruntime's workers do not spin between runs
+(session.intra_op.allow_spinning=0): spinning workers of a session between its turns starved TVM's pool on 2
+cores (the trained CNN's Ember fp32 run measured 12 ms instead of 0.04 ms); it costs onnxruntime about 2x on
+that 0.05 ms model. On a shared small machine the ratios are the numbers to read. Accuracy: top-1 agreement of
+int8 with the same runtime's fp32 over the evaluation samples and the output SQNR in dB (10 log10 |fp32|^2 /
+|fp32 - int8|^2).
 """
 
 from __future__ import annotations
@@ -152,29 +153,31 @@ def alternate(ember: subprocess.Popen, runners: list, runs: int, block: int) -> 
     return times
 
 
-def ember_worker(name: str, size: int) -> None:
-    """Compile the model's fp32 and int8 builds, say `ready`, then for each line N on stdin time a turn of N runs
-    of each and print their seconds as JSON."""
+def ember_worker(folder: str) -> None:
+    """Load the fp32 and int8 bundles `run_model` saved in `folder`, say `ready`, then for each line N on stdin
+    time a turn of N runs of each on the saved feeds and print their seconds as JSON."""
     import ember
 
-    model, calib, evals = build(name, size)
-    logging.getLogger("ember.quantize").setLevel(logging.ERROR)  # the main process reports
-    builds = [ember.compile(model, "host"), ember.compile(model, "host", quantize="int8", calibration=calib)]
-    runners = [b.runner(evals[0]) for b in builds]
+    feeds = dict(np.load(Path(folder) / "feeds.npz"))
+    runners = [ember.load(Path(folder) / b).runner(feeds) for b in ("fp32", "int8")]
     print("ready", flush=True)
     for line in sys.stdin:
         print(json.dumps([timed_turn(run, int(line)) for run in runners]), flush=True)
 
 
-def start_ember_worker(name: str, args) -> subprocess.Popen:
-    """The Ember worker for `name`, its TVM threads pinned (TVM's default), once it is ready."""
-    env = {k: v for k, v in os.environ.items() if k != "TVM_BIND_THREADS"} | {"TVM_NUM_THREADS": str(args.threads)}
-    cmd = [sys.executable, __file__, "--worker", name, "--size", str(args.size)]
+def start_ember_worker(builds: list, feeds: dict, folder: Path, threads: int) -> subprocess.Popen:
+    """A worker timing the fp32 and int8 `builds` (saved to `folder`, not compiled again), its TVM threads pinned
+    (TVM's default), once it is ready."""
+    for build_, sub in zip(builds, ("fp32", "int8")):
+        build_.save(folder / sub)
+    np.savez(folder / "feeds.npz", **feeds)
+    env = {k: v for k, v in os.environ.items() if k != "TVM_BIND_THREADS"} | {"TVM_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, __file__, "--worker", str(folder)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    for line in proc.stdout:  # the calibration's progress bar comes first
+    for line in proc.stdout:
         if line.strip() == "ready":
             return proc
-    raise SystemExit(f"the Ember worker for {name} failed (exit {proc.wait()})")
+    raise SystemExit(f"the Ember worker in {folder} failed (exit {proc.wait()})")
 
 
 def run_model(name: str, args) -> dict:
@@ -197,8 +200,9 @@ def run_model(name: str, args) -> dict:
     feeds = evals[0]
     ort_runners = [lambda: ort_f.run(None, feeds), lambda: ort_q.run(None, feeds)]
     runs, block = scaled_runs([fp32.runner(feeds), int8.runner(feeds), *ort_runners], args.runs, args.block)
-    ember_worker_proc = start_ember_worker(name, args)
-    ms = [float(np.median(t)) * 1e3 for t in alternate(ember_worker_proc, ort_runners, runs, block)]
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = start_ember_worker([fp32, int8], feeds, Path(tmp), args.threads)
+        ms = [float(np.median(t)) * 1e3 for t in alternate(worker, ort_runners, runs, block)]
     return {
         "ms": dict(zip(("ember_fp32", "ember_int8", "ort_fp32", "ort_int8"), ms)),
         "ember_acc": accuracy(outs["ember_fp32"], outs["ember_int8"]),
@@ -214,10 +218,10 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=5)
     parser.add_argument("--size", type=int, default=224, help="MobileNetV2 input size")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--worker", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return ember_worker(args.worker, args.size)
+        return ember_worker(args.worker)
 
     from rich.console import Console
     from rich.table import Table
