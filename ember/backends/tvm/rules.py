@@ -8,6 +8,7 @@ import numpy as np
 from tvm import relax, topi
 from tvm.relax import op as R
 
+from ember.backends.tvm import winograd
 from ember.errors import EmberError
 from ember.ir import dtypes
 from ember.ir.graph import Node
@@ -195,6 +196,10 @@ def _cast(L, n, a):
 def _conv2d(L, n, a):
     at = n.attrs
     nhwc = at["layout"] == "NHWC"
+    m = winograd.tile_size(n, L.device)
+    if m is not None:
+        y = winograd.conv2d(L.bb, a[0], n, m)
+        return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, 1, 1, -1)))
     y = R.nn.conv2d(
         a[0],
         a[1],

@@ -21,6 +21,7 @@ from ember.backends.tvm.schedules.dense import Dense
 from ember.backends.tvm.schedules.elementwise import Fallback
 from ember.backends.tvm.schedules.int8 import Int8Grouped, Int8Packed
 from ember.backends.tvm.schedules.rows import RowWise
+from ember.backends.tvm.schedules.winograd import Winograd
 
 
 def enabled() -> bool:
@@ -32,7 +33,7 @@ def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules for a CPU target, most specific first; the target's vector width sizes each schedule."""
     if target.kind.name != "llvm":
         return []
-    return [Attention(), Int8Packed(), Int8Grouped(), Conv2D(), Dense(), RowWise(), Fallback()]
+    return [Attention(), Winograd(), Int8Packed(), Int8Grouped(), Conv2D(), Dense(), RowWise(), Fallback()]
 
 
 CONSTANT = type(relax.const(0.0))

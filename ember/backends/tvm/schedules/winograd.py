@@ -1,0 +1,84 @@
+"""Winograd convs' kernels (see backends/tvm/winograd.py). The transforms: tiles in parallel, channels in
+vectors, each tile's matrix loops unrolled so the transform matrices fold to constants and their zeros drop
+out. Of the two matrix products in each transform, the first is computed a row at a time where the second
+reads it: a row is a 384-byte stack array, where a whole tile's 2304 bytes went to a heap workspace (TVM
+allocates above 1 KiB so) and took 1.7x the time. The batched matmul between them: the shared contraction
+schedule, its rows (tiles, padded by the lowering) in whole register blocks."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+from ember.backends.tvm.schedules.common import CPURule, bound_loops, extent, lanes_for, vector_factor
+from ember.backends.tvm.schedules.contraction import Blocking, gather_epilogue, schedule_contraction
+from ember.backends.tvm.winograd import INPUT_BLOCK, MATMUL_BLOCK, OUTPUT_BLOCK
+
+MATMUL = Blocking(vector_axis=2, row_axes=(1,), weights_by_lanes=True, exact_rows=True)
+
+
+class Winograd(CPURule):
+    """The input transform (its padding inlined), the batched matmul, or the output transform with its fused
+    epilogue (bias, residual, activation)."""
+
+    def schedule(self, sch: s_tir.Schedule, bits: int) -> s_tir.Schedule | None:
+        names = {sch.get(b).name_hint: b for b in sch.get_child_blocks(sch.get_sblock("root"))}
+        if INPUT_BLOCK in names:
+            return _input(sch, names[INPUT_BLOCK], bits)
+        if MATMUL_BLOCK in names:
+            return schedule_contraction(sch, names[MATMUL_BLOCK], MATMUL, bits)
+        if OUTPUT_BLOCK in names:
+            return _output(sch, names[OUTPUT_BLOCK], bits)
+        return None
+
+
+def _input(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
+    columns = sch.get_producers(block)[0]
+    for producer in sch.get_producers(columns):
+        sch.compute_inline(producer)
+    e, p, c, rj = bound_loops(sch, block)
+    alpha = extent(sch, rj)
+    ea, eb = sch.split(e, factors=[alpha, alpha])
+    co, ci = sch.split(c, factors=[None, vector_factor(extent(sch, c), lanes_for(sch, block, bits))])
+    sch.reorder(p, co, ea, eb, rj, ci)
+    sch.parallel(sch.fuse(p, co))
+    sch.compute_at(columns, ea, preserve_unit_loops=True)
+    _transform(sch, block, ci, (ea, eb, rj))
+    _stage(sch, columns)
+    return sch
+
+
+def _output(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
+    epilogue = gather_epilogue(sch, block)
+    n, h, w, k, ra = bound_loops(sch, block)
+    m = extent(sch, ra) - 2
+    th, i = sch.split(h, factors=[None, m])
+    tw, j = sch.split(w, factors=[None, m])
+    ko, ki = sch.split(k, factors=[None, vector_factor(extent(sch, k), lanes_for(sch, block, bits))])
+    sch.reorder(n, th, tw, ko, j, i, ra, ki)
+    tile = sch.fuse(n, th, tw, ko)
+    sch.parallel(tile)
+    sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(epilogue)[-1])
+    rows = sch.get_producers(block)[0]
+    sch.compute_at(rows, j, preserve_unit_loops=True)
+    _transform(sch, block, ki, (j, i, ra))
+    _stage(sch, rows)
+    return sch
+
+
+def _transform(sch: s_tir.Schedule, block, vector, unrolled) -> None:
+    """Vectorize a transform block's channel loop, unroll its matrix loops, and split off its init."""
+    sch.vectorize(vector)
+    for loop in unrolled:
+        sch.unroll(loop)
+    sch.vectorize(sch.get_loops(sch.decompose_reduction(block, unrolled[-1]))[-1])
+
+
+def _stage(sch: s_tir.Schedule, block) -> None:
+    """Schedule the first matrix product of a transform, computed one row (input) or column (output) at a time
+    inside the unrolled loop that consumes it: its reduction outside the channel vector, the rest unrolled."""
+    loops = sch.get_loops(block)
+    first = next(i for i, loop in enumerate(loops) if sch.get(loop).kind == tirx.ForKind.UNROLLED) + 1
+    sch.reorder(loops[-1], loops[-2])
+    inner = [loop for loop in loops[first:-2] if extent(sch, loop) > 1]
+    _transform(sch, block, loops[-2], [*inner, loops[-1]])

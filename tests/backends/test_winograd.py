@@ -1,0 +1,115 @@
+"""Winograd F(m, 3) convs: the transform matrices compute a 3x3 correlation, eligible convs lower to the
+transforms and batched matmuls and match onnxruntime (conftest's assert_close: rtol 1e-4, atol 1e-5 scaled
+by the output's magnitude) for both tile sizes, with ragged tiles, batches, padding and fused epilogues,
+their kernels are scheduled, and convs the transform does not fit keep the direct kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from onnx import helper
+
+import ember
+from ember.backends.tvm import schedules
+from ember.backends.tvm.lower import lower_to_relax
+from ember.backends.tvm.targets import resolve
+from ember.backends.tvm.winograd import MATRICES, transform_weight
+from ember.models.blocks import make_model
+from tests.conftest import assert_close, ort_run, random_feeds
+
+
+def conv_model(c, k, h, w, batch=1, pads=(1, 1, 1, 1), residual=False, **conv_attrs):
+    """x -> Conv(3x3, bias) [-> + x] -> Relu, float32."""
+    rng = np.random.default_rng(0)
+    inits = {
+        "w": (rng.standard_normal((k, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32),
+        "b": rng.standard_normal(k).astype(np.float32),
+    }
+    group = conv_attrs.get("group", 1)
+    if group > 1:
+        inits["w"] = inits["w"][:, : c // group]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=list(pads), **conv_attrs)]
+    if residual:
+        nodes.append(helper.make_node("Add", ["c", "x"], ["s"]))
+    nodes.append(helper.make_node("Relu", ["s" if residual else "c"], ["y"]))
+    return make_model(nodes, [("x", [batch, c, h, w])], [("y", None)], inits, opset=13)
+
+
+def kernel_names(model, device: str = "cpu") -> list[str]:
+    """The kernels of `model`'s host graph lowered for a target of `device` kind."""
+    mod = tvm.relax.transform.LegalizeOps()(lower_to_relax(ember.compile(model).graph, device))
+    return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_transform_matrices_compute_a_3x3_correlation(m):
+    bt, g, at = (np.asarray(x, dtype=np.float64) for x in MATRICES[m])
+    rng = np.random.default_rng(m)
+    d, w = rng.standard_normal((m + 2, m + 2)), rng.standard_normal((3, 3))
+    got = at @ ((g @ w @ g.T) * (bt @ d @ bt.T)) @ at.T
+    want = [[(d[i : i + 3, j : j + 3] * w).sum() for j in range(m)] for i in range(m)]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    w32 = w.astype(np.float32)
+    u = transform_weight(w32.reshape(3, 3, 1, 1), m)
+    assert u.dtype == np.float32
+    np.testing.assert_allclose(u.reshape(m + 2, m + 2), g @ w32 @ g.T, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("m", ["2", "4"])
+@pytest.mark.parametrize(
+    "c, k, h, w, batch, pads, residual",
+    [
+        (16, 24, 15, 20, 2, (1, 1, 1, 1), False),  # ragged tiles in both directions, two images
+        (32, 16, 12, 12, 1, (0, 0, 0, 0), False),  # no padding: a 10x10 output
+        (16, 16, 13, 11, 1, (2, 0, 0, 2), True),  # uneven padding, residual fused into the output transform
+    ],
+)
+def test_winograd_conv_matches_onnxruntime(monkeypatch, m, c, k, h, w, batch, pads, residual):
+    monkeypatch.setenv("EMBER_WINOGRAD", m)
+    model = conv_model(c, k, h, w, batch, pads, residual)
+    assert {"winograd_input", "winograd_matmul", "winograd_output"} <= set(kernel_names(model))
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model).run(feeds), ort_run(model, feeds))
+
+
+def test_winograd_kernels_are_scheduled():
+    """Tiles in parallel, channels in vectors, the transforms' matrix loops unrolled (so their selects fold
+    to constants), and the matmul's rows a whole number of register blocks (no masked tail)."""
+    model = conv_model(32, 32, 28, 28)
+    spec = resolve("host")
+    mod = schedules.schedule_module(lower_to_relax(ember.compile(model).graph), spec.target)
+    kernels = {gv.name_hint: f.script() for gv, f in mod.functions_items() if "winograd" in gv.name_hint}
+    assert len(kernels) == 3, sorted(kernels)
+    for name, text in kernels.items():
+        assert "T.parallel(" in text and "T.vectorized(" in text, name
+    transforms = [t for name, t in kernels.items() if "matmul" not in name]
+    assert all("T.unroll(T.int64(6))" in t for t in transforms)
+    (matmul,) = [t for name, t in kernels.items() if "matmul" in name]
+    assert "T.where" not in matmul
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        conv_model(16, 16, 14, 14, strides=[2, 2]),
+        conv_model(16, 16, 14, 14, dilations=[2, 2], pads=(2, 2, 2, 2)),
+        conv_model(16, 16, 14, 14, group=2),
+        conv_model(8, 16, 14, 14),  # few input channels: the transforms would cost more than they save
+        conv_model(16, 16, 8, 8),  # 64 output pixels
+    ],
+    ids=["stride2", "dilated", "grouped", "few-channels", "small"],
+)
+def test_convs_winograd_does_not_fit_keep_the_direct_kernel(model):
+    names = kernel_names(model)
+    assert not [n for n in names if "winograd" in n] and [n for n in names if "conv2d" in n]
+
+
+def test_gpu_targets_keep_the_direct_conv():
+    assert not [n for n in kernel_names(conv_model(32, 32, 28, 28), "cuda") if "winograd" in n]
+    assert [n for n in kernel_names(conv_model(32, 32, 28, 28)) if "winograd" in n]
+
+
+def test_winograd_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("EMBER_WINOGRAD", "0")
+    assert not [n for n in kernel_names(conv_model(32, 32, 28, 28)) if "winograd" in n]
