@@ -138,6 +138,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     sparsity: float | None = None,
     sparsity_options: Mapping[str, Any] | None = None,
     sparse_lowering: bool = True,
+    winograd: bool = True,
 ):
     """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle).
 
@@ -160,7 +161,10 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     default the calibration samples), saved as quant_report.json.
 
     `sparsity` prunes layers by magnitude (`sparsity_options`: pattern, scope, skip, threshold; see
-    ember.sparsity.apply_sparsity); layers sparse enough lower to BSR kernels unless `sparse_lowering=False`."""
+    ember.sparsity.apply_sparsity); layers sparse enough lower to BSR kernels unless `sparse_lowering=False`.
+
+    `winograd=False` runs every 3x3 conv directly; by default CPU float32 3x3 stride-1 convs with enough
+    channels and pixels run as Winograd F(4x4, 3x3), faster but with 4x those layers' weight bytes."""
     import tvm
 
     import ember
@@ -194,7 +198,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     _dump(dumper, "after-quantize", graph, quant_report is not None)
     # CPU schedules only: a fused pool's epilogue is one more case TVM's GPU rules would have to take
     _dump(dumper, "after-fuse-qconv-pool", graph, spec.device == "cpu" and fuse_qconv_pool(graph))
-    mod = lower_to_relax(graph, spec.device)
+    mod = lower_to_relax(graph, spec.device, winograd)
     if dumper is not None:
         dumper.write_text("lowered-relax", ".py", mod.script(show_meta=False))
     tuned = None

@@ -97,13 +97,18 @@ def _default_out(model: str, target: str) -> Path:
     help="Layout convolutions run in [default: the target's at -O2: NHWC on ARM CPUs, else NCHW].",
 )
 @click.option("--tuning-db", type=click.Path(file_okay=False), help="Use the kernels 'ember tune' stored here.")
+@click.option(
+    "--no-winograd",
+    is_flag=True,
+    help="Run 3x3 convs directly: Winograd's are faster but store 4x those layers' weight bytes.",
+)
 @deploy_options
 @quant_options
 @sparse_options
 @pass_options(None)
 @fold_options
 @handles_errors
-def compile_cmd(model, target, output, input_shapes, layout, tuning_db, standalone, verify, **o) -> None:
+def compile_cmd(model, target, output, input_shapes, layout, tuning_db, no_winograd, standalone, verify, **o) -> None:
     """Compile MODEL (.onnx, .pt2 or .ir) for a target and write a bundle directory."""
     import ember
     from ember.backends.tvm.quiet import native_stderr_captured
@@ -126,6 +131,7 @@ def compile_cmd(model, target, output, input_shapes, layout, tuning_db, standalo
                 pass_plugins=o["plugins"],
                 layout=layout,
                 tuning_db=tuning_db,
+                winograd=not no_winograd,
                 **quant,
                 **sparse_kwargs(o),
             )

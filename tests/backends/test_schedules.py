@@ -24,11 +24,11 @@ from ember.models.blocks import bert_layer, mobilenet_v2
 from tests.conftest import assert_close, make_model, ort_run, random_feeds
 
 
-def scheduled_kernels(model, target: str = "host", layout: str | None = None) -> dict[str, str]:
+def scheduled_kernels(model, target: str = "host", layout: str | None = None, winograd=True) -> dict[str, str]:
     """Each kernel's scheduled TIR text, from the graph a real compile produced."""
     spec = resolve(target)
     graph = ember.compile(model, target, layout=layout).graph
-    mod = schedules.schedule_module(lower_to_relax(graph), spec.target)
+    mod = schedules.schedule_module(lower_to_relax(graph, spec.device, winograd), spec.target)
     return {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
 
 
@@ -53,14 +53,13 @@ def test_nhwc_scheduled_model_matches_onnxruntime():
     assert_close(ember.compile(model, "host", layout="NHWC").run(feeds), ort_run(model, feeds))
 
 
-def test_conv_kernel_is_parallel_vectorized_and_register_blocked(monkeypatch):
-    monkeypatch.setenv("EMBER_WINOGRAD", "0")  # the direct kernel: this conv would otherwise run as Winograd
+def test_conv_kernel_is_parallel_vectorized_and_register_blocked():
     conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])
     relu = helper.make_node("Relu", ["c"], ["y"])
     rng = np.random.default_rng(0)
     inits = {"w": rng.standard_normal((32, 16, 3, 3)).astype("float32"), "b": rng.standard_normal(32).astype("float32")}
     model = make_model([conv, relu], [("x", [1, 16, 16, 16])], [("y", None)], inits, opset=13)
-    kernels = scheduled_kernels(model)
+    kernels = scheduled_kernels(model, winograd=False)  # the direct kernel, not Winograd's
     (text,) = [t for name, t in kernels.items() if "conv2d" in name]
     assert "T.parallel(" in text
     lanes = schedules.vector_bits(resolve("host").target) // 32
@@ -68,7 +67,7 @@ def test_conv_kernel_is_parallel_vectorized_and_register_blocked(monkeypatch):
     assert "T.unroll(" in text  # rows of output channels accumulate in registers
     assert "_init" in text  # the accumulator is zeroed outside the reduction loops
     feeds = random_feeds(model)
-    art = ember.compile(model, "host")
+    art = ember.compile(model, "host", winograd=False)
     assert_close(art.run(feeds), ort_run(model, feeds))
     # The accumulator tile is a stack array: in "local" scope it was a TVMBackendAllocWorkspace call per
     # parallel iteration (depthwise convs ran 1.6-2x slower for it).

@@ -1,11 +1,12 @@
-"""Winograd F(m, 3) convs: the transform matrices compute a 3x3 correlation, eligible convs lower to the
+"""Winograd F(4x4, 3x3) convs: the transform matrices compute a 3x3 correlation, eligible convs lower to the
 transforms and batched matmuls and match onnxruntime (conftest's assert_close: rtol 1e-4, atol 1e-5 scaled
-by the output's magnitude) for both tile sizes, with ragged tiles, batches, padding and fused epilogues,
-their kernels are scheduled, and convs the transform does not fit keep the direct kernel."""
+by the output's magnitude) with ragged tiles, batches, padding and fused epilogues, their kernels are
+scheduled, and convs the transform does not fit, GPU targets and `winograd=False` keep the direct kernel."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import tvm
 from onnx import helper
@@ -14,8 +15,9 @@ import ember
 from ember.backends.tvm import schedules
 from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.targets import resolve
-from ember.backends.tvm.winograd import MATRICES, transform_weight
+from ember.backends.tvm.winograd import A_T, B_T, G, transform_weight
 from ember.models.blocks import make_model
+from tests.cli.test_cli import ember as ember_cli
 from tests.conftest import assert_close, ort_run, random_feeds
 
 
@@ -36,27 +38,25 @@ def conv_model(c, k, h, w, batch=1, pads=(1, 1, 1, 1), residual=False, **conv_at
     return make_model(nodes, [("x", [batch, c, h, w])], [("y", None)], inits, opset=13)
 
 
-def kernel_names(model, device: str = "cpu") -> list[str]:
+def kernel_names(model, device: str = "cpu", winograd: bool = True) -> list[str]:
     """The kernels of `model`'s host graph lowered for a target of `device` kind."""
-    mod = tvm.relax.transform.LegalizeOps()(lower_to_relax(ember.compile(model).graph, device))
+    mod = tvm.relax.transform.LegalizeOps()(lower_to_relax(ember.compile(model).graph, device, winograd))
     return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
 
 
-@pytest.mark.parametrize("m", [2, 4])
-def test_transform_matrices_compute_a_3x3_correlation(m):
-    bt, g, at = (np.asarray(x, dtype=np.float64) for x in MATRICES[m])
-    rng = np.random.default_rng(m)
-    d, w = rng.standard_normal((m + 2, m + 2)), rng.standard_normal((3, 3))
+def test_transform_matrices_compute_a_3x3_correlation():
+    bt, g, at = (np.asarray(x, dtype=np.float64) for x in (B_T, G, A_T))
+    rng = np.random.default_rng(0)
+    d, w = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
     got = at @ ((g @ w @ g.T) * (bt @ d @ bt.T)) @ at.T
-    want = [[(d[i : i + 3, j : j + 3] * w).sum() for j in range(m)] for i in range(m)]
+    want = [[(d[i : i + 3, j : j + 3] * w).sum() for j in range(4)] for i in range(4)]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     w32 = w.astype(np.float32)
-    u = transform_weight(w32.reshape(3, 3, 1, 1), m)
+    u = transform_weight(w32.reshape(3, 3, 1, 1))
     assert u.dtype == np.float32
-    np.testing.assert_allclose(u.reshape(m + 2, m + 2), g @ w32 @ g.T, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(u.reshape(6, 6), g @ w32 @ g.T, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("m", ["2", "4"])
 @pytest.mark.parametrize(
     "c, k, h, w, batch, pads, residual",
     [
@@ -65,8 +65,7 @@ def test_transform_matrices_compute_a_3x3_correlation(m):
         (16, 16, 13, 11, 1, (2, 0, 0, 2), True),  # uneven padding, residual fused into the output transform
     ],
 )
-def test_winograd_conv_matches_onnxruntime(monkeypatch, m, c, k, h, w, batch, pads, residual):
-    monkeypatch.setenv("EMBER_WINOGRAD", m)
+def test_winograd_conv_matches_onnxruntime(c, k, h, w, batch, pads, residual):
     model = conv_model(c, k, h, w, batch, pads, residual)
     assert {"winograd_input", "winograd_matmul", "winograd_output"} <= set(kernel_names(model))
     feeds = random_feeds(model)
@@ -110,6 +109,18 @@ def test_gpu_targets_keep_the_direct_conv():
     assert [n for n in kernel_names(conv_model(32, 32, 28, 28)) if "winograd" in n]
 
 
-def test_winograd_can_be_turned_off(monkeypatch):
-    monkeypatch.setenv("EMBER_WINOGRAD", "0")
-    assert not [n for n in kernel_names(conv_model(32, 32, 28, 28)) if "winograd" in n]
+def test_winograd_can_be_turned_off(tmp_path):
+    model = conv_model(32, 32, 28, 28)
+    assert not [n for n in kernel_names(model, winograd=False) if "winograd" in n]
+    feeds = random_feeds(model)
+    art = ember.compile(model, winograd=False)
+    assert_close(art.run(feeds), ort_run(model, feeds))
+    onnx.save(model, tmp_path / "conv.onnx")
+    sizes = {}
+    for flags in ((), ("--no-winograd",)):
+        out = tmp_path / f"b{len(flags)}"
+        r = ember_cli("compile", str(tmp_path / "conv.onnx"), "-o", str(out), *flags)
+        assert r.returncode == 0, r.stderr
+        sizes[flags] = sum(f.stat().st_size for f in out.iterdir())
+    # 36 transformed 32 x 32 matrices in place of 9: 110 KB more, and the three kernels' code
+    assert 110_000 < sizes[()] - sizes[("--no-winograd",)] < 160_000

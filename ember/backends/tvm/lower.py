@@ -34,8 +34,9 @@ def unsupported_ops(graph: Graph) -> dict[str, str]:
     return missing
 
 
-def lower_to_relax(graph: Graph, device: str = "cpu") -> tvm.IRModule:
-    """Build the Relax module `main(inputs...) -> (outputs...)` for `graph`, for a target of `device` kind."""
+def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> tvm.IRModule:
+    """Build the Relax module `main(inputs...) -> (outputs...)` for `graph`, for a target of `device` kind;
+    `winograd=False` keeps every 3x3 conv direct."""
     missing = unsupported_ops(graph)
     if missing:
         listing = ", ".join(f"{op} (node '{name}')" for op, name in missing.items())
@@ -43,7 +44,7 @@ def lower_to_relax(graph: Graph, device: str = "cpu") -> tvm.IRModule:
     bb = relax.BlockBuilder()
     syms: dict[str, tvm.tirx.Var] = {}
     params = [relax.Var(v.name, _struct(v, syms)) for v in graph.inputs]
-    lowering = Lowering(bb, device)
+    lowering = Lowering(bb, device, winograd)
     env: dict[int, relax.Expr] = {id(v): p for v, p in zip(graph.inputs, params)}
 
     def arg(v: Value | None):

@@ -20,9 +20,10 @@ RULES: dict[str, Rule] = {}
 class Lowering:
     """State of one lowering: the BlockBuilder and helpers rules share."""
 
-    def __init__(self, bb: relax.BlockBuilder, device: str = "cpu"):
+    def __init__(self, bb: relax.BlockBuilder, device: str = "cpu", winograd: bool = True):
         self.bb = bb
         self.device = device  # the target's device kind ("cpu", "cuda", "opencl", ...): some rules differ by it
+        self.winograd = winograd  # 3x3 convs that fit run as Winograd (see winograd.py)
 
     def const(self, array, dtype: str | None = None) -> relax.Constant:
         arr = np.asarray(array, dtype=None if dtype is None else dtypes.to_numpy(dtype))
@@ -196,9 +197,8 @@ def _cast(L, n, a):
 def _conv2d(L, n, a):
     at = n.attrs
     nhwc = at["layout"] == "NHWC"
-    m = winograd.tile_size(n, L.device)
-    if m is not None:
-        y = winograd.conv2d(L.bb, a[0], n, m)
+    if L.winograd and winograd.fits(n, L.device):
+        y = winograd.conv2d(L.bb, a[0], n)
         return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, 1, 1, -1)))
     y = R.nn.conv2d(
         a[0],

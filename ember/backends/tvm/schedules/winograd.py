@@ -11,7 +11,7 @@ from tvm import s_tir, tirx
 
 from ember.backends.tvm.schedules.common import CPURule, bound_loops, extent, lanes_for, vector_factor
 from ember.backends.tvm.schedules.contraction import Blocking, gather_epilogue, schedule_contraction
-from ember.backends.tvm.winograd import INPUT_BLOCK, MATMUL_BLOCK, OUTPUT_BLOCK
+from ember.backends.tvm.winograd import ALPHA, INPUT_BLOCK, MATMUL_BLOCK, OUTPUT_BLOCK, M
 
 MATMUL = Blocking(vector_axis=2, row_axes=(1,), weights_by_lanes=True, exact_rows=True)
 
@@ -36,8 +36,7 @@ def _input(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
     for producer in sch.get_producers(columns):
         sch.compute_inline(producer)
     e, p, c, rj = bound_loops(sch, block)
-    alpha = extent(sch, rj)
-    ea, eb = sch.split(e, factors=[alpha, alpha])
+    ea, eb = sch.split(e, factors=[ALPHA, ALPHA])
     co, ci = sch.split(c, factors=[None, vector_factor(extent(sch, c), lanes_for(sch, block, bits))])
     sch.reorder(p, co, ea, eb, rj, ci)
     sch.parallel(sch.fuse(p, co))
@@ -50,9 +49,8 @@ def _input(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
 def _output(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
     epilogue = gather_epilogue(sch, block)
     n, h, w, k, ra = bound_loops(sch, block)
-    m = extent(sch, ra) - 2
-    th, i = sch.split(h, factors=[None, m])
-    tw, j = sch.split(w, factors=[None, m])
+    th, i = sch.split(h, factors=[None, M])
+    tw, j = sch.split(w, factors=[None, M])
     ko, ki = sch.split(k, factors=[None, vector_factor(extent(sch, k), lanes_for(sch, block, bits))])
     sch.reorder(n, th, tw, ko, j, i, ra, ki)
     tile = sch.fuse(n, th, tw, ko)
