@@ -5,6 +5,8 @@ scheduled, and convs the transform does not fit, GPU targets and `winograd=False
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnx
 import pytest
@@ -124,3 +126,18 @@ def test_winograd_can_be_turned_off(tmp_path):
         sizes[flags] = sum(f.stat().st_size for f in out.iterdir())
     # 36 transformed 32 x 32 matrices in place of 9: 110 KB more, and the three kernels' code
     assert 110_000 < sizes[()] - sizes[("--no-winograd",)] < 160_000
+
+
+@pytest.mark.skipif(
+    not (shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-g++")),
+    reason="qemu-aarch64 or aarch64-linux-gnu-g++ is not installed (make tools installs both)",
+)
+def test_aarch64_winograd_bundle_matches_onnxruntime_under_qemu(tmp_path):
+    """NEON's 4-lane vectors: other channel vectors and register blocks than the host's."""
+    model = conv_model(16, 24, 15, 20, batch=2, residual=False)
+    art = ember.compile(model, "aarch64-linux-gnu")
+    kernels = schedules.schedule_module(lower_to_relax(art.graph), resolve("aarch64-linux-gnu").target)
+    assert len([gv for gv, _ in kernels.functions_items() if "winograd" in gv.name_hint]) == 3
+    art.save(tmp_path / "bundle")
+    feeds = random_feeds(model)
+    assert_close(ember.load(tmp_path / "bundle").run(feeds, emulate=True), ort_run(model, feeds))
