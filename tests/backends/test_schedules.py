@@ -109,6 +109,23 @@ def test_depthwise_conv_tiles_one_vector_of_channels_by_rows_dividing_the_width(
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
 
+@pytest.mark.parametrize("per_group", [68, 40])
+def test_grouped_conv_lane_tiles_stay_inside_a_group(per_group):
+    """ShuffleNet's 1x1 convs over 4 groups: a lane tile across two groups reads each lane's input from another
+    address, a gather per lane (2 GMAC/s in tiles of 16 over groups of 68); tiles that divide the group read
+    one broadcast input."""
+    c = 4 * per_group
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=4)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((c, per_group, 1, 1)).astype("float32")
+    model = make_model([conv], [("x", [1, c, 14, 14])], [("y", None)], {"w": w, "b": np.ones(c, "float32")}, 13)
+    (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
+    assert "group_conv2d_nhwc" in text
+    assert per_group % int(re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", text)[0]) == 0
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
 def test_pointwise_conv_with_few_input_channels_tiles_pixels_over_the_whole_reduction():
     """A 1x1 conv of 16 input channels (MobileNetV2's expand) is not cache blocked: its parallel tiles are
     pixels x lanes, rows dividing the 56x56 pixels (no masked tail), where lane tiles sweeping every pixel

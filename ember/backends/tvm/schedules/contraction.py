@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -48,6 +49,7 @@ class Blocking:
     pixels_outer: bool = False  # lane tiles inside the pixel loops: inputs stream in order (tiny weights)
     one_vector: bool = False  # lane tiles of one register: more rows fit (no input is shared by lanes)
     exact_rows: bool = False  # rows a divisor of the axis where one is at least half the register limit
+    lane_period: int | None = None  # lane tiles divide this (a grouped conv's outputs per group)
 
 
 def schedule_contraction(
@@ -77,7 +79,8 @@ def schedule_contraction(
     loops = bound_loops(sch, block)
     if loops is None:
         raise ValueError("loops do not map one-to-one onto block iterators")
-    vec_len = lane_tile(extent(sch, loops[blocking.vector_axis]), lanes, blocking.one_vector)
+    span = math.gcd(extent(sch, loops[blocking.vector_axis]), blocking.lane_period or 0)
+    vec_len = lane_tile(span, lanes, blocking.one_vector)
     if blocking.weights_by_lanes:
         prepack_weight(sch, block, blocking.vector_axis, vec_len)
     limit = ACCUMULATOR_REGISTERS[bits] // -(-vec_len // lanes)
