@@ -109,19 +109,36 @@ def test_depthwise_conv_tiles_one_vector_of_channels_by_rows_dividing_the_width(
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
 
-@pytest.mark.parametrize("per_group", [68, 40])
+def grouped_conv(per_group: int, groups: int = 4):
+    c = groups * per_group
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=groups)
+    w = np.random.default_rng(0).standard_normal((c, per_group, 1, 1)).astype("float32")
+    return make_model([conv], [("x", [1, c, 14, 14])], [("y", None)], {"w": w, "b": np.ones(c, "float32")}, 13)
+
+
+@pytest.mark.parametrize("per_group", [40, 24])
 def test_grouped_conv_lane_tiles_stay_inside_a_group(per_group):
-    """ShuffleNet's 1x1 convs over 4 groups: a lane tile across two groups reads each lane's input from another
-    address, a gather per lane (2 GMAC/s in tiles of 16 over groups of 68); tiles that divide the group read
-    one broadcast input."""
-    c = 4 * per_group
-    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=4)
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((c, per_group, 1, 1)).astype("float32")
-    model = make_model([conv], [("x", [1, c, 14, 14])], [("y", None)], {"w": w, "b": np.ones(c, "float32")}, 13)
+    """A lane tile across two groups reads each lane's input from another address, a gather per lane
+    (ShuffleNet's 1x1 convs over 4 groups of 68 channels ran at 2 GMAC/s in tiles of 16); tiles that divide
+    the group read one broadcast input."""
+    model = grouped_conv(per_group)
     (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
     assert "group_conv2d_nhwc" in text
     assert per_group % int(re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", text)[0]) == 0
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
+def test_grouped_conv_pads_its_groups_to_whole_vectors():
+    """ShuffleNet's groups of 34 outputs would take tiles of 2 lanes: the conv computes groups of 40 (zero
+    weights) in 8-lane tiles, and a copy drops the padding."""
+    model = grouped_conv(34)
+    kernels = scheduled_kernels(model)
+    (text,) = [t for name, t in kernels.items() if "conv2d" in name]
+    assert "group_conv2d_nhwc: T.Buffer((T.int64(1), T.int64(14), T.int64(14), T.int64(160))" in text
+    width = int(re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", text)[0])
+    assert width >= 8 and 40 % width == 0
+    assert [name for name in kernels if "strided_slice" in name]
     feeds = random_feeds(model)
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 

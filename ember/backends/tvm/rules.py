@@ -8,7 +8,7 @@ import numpy as np
 from tvm import relax, topi
 from tvm.relax import op as R
 
-from ember.backends.tvm import winograd
+from ember.backends.tvm import grouped, winograd
 from ember.errors import EmberError
 from ember.ir import dtypes
 from ember.ir.graph import Node
@@ -197,19 +197,23 @@ def _cast(L, n, a):
 def _conv2d(L, n, a):
     at = n.attrs
     nhwc = at["layout"] == "NHWC"
+    per_group = grouped.padded_outputs(n, L.device)
     if L.winograd and winograd.fits(n, L.device):
         y = winograd.conv2d(L.bb, a[0], n)
-        return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, 1, 1, -1)))
-    y = R.nn.conv2d(
-        a[0],
-        a[1],
-        strides=at["strides"],
-        padding=at["pads"],
-        dilation=at["dilations"],
-        groups=at["group"],
-        data_layout=at["layout"],
-        kernel_layout="HWIO" if nhwc else "OIHW",
-    )
+    else:
+        weight = a[1] if per_group is None else L.const(grouped.pad_weight(n.inputs[1].const, at["group"], per_group))
+        y = R.nn.conv2d(
+            a[0],
+            weight,
+            strides=at["strides"],
+            padding=at["pads"],
+            dilation=at["dilations"],
+            groups=at["group"],
+            data_layout=at["layout"],
+            kernel_layout="HWIO" if nhwc else "OIHW",
+        )
+        if per_group is not None:
+            y = grouped.drop_padding(L.bb, y, _shape(n), at["group"], per_group)
     return y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, 1, 1, -1) if nhwc else (1, -1, 1, 1)))
 
 
