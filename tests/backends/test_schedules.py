@@ -24,10 +24,14 @@ from ember.models.blocks import bert_layer, mobilenet_v2
 from tests.conftest import assert_close, make_model, ort_run, random_feeds
 
 
-def scheduled_kernels(model, target: str = "host", layout: str | None = None, winograd=True) -> dict[str, str]:
+def scheduled_kernels(model, target: str = "host", layout: str | None = None) -> dict[str, str]:
     """Each kernel's scheduled TIR text, from the graph a real compile produced."""
+    return kernel_texts(ember.compile(model, target, layout=layout).graph, target)
+
+
+def kernel_texts(graph, target: str = "host", winograd=True) -> dict[str, str]:
+    """Each kernel's scheduled TIR text for a compiled `graph`."""
     spec = resolve(target)
-    graph = ember.compile(model, target, layout=layout).graph
     mod = schedules.schedule_module(lower_to_relax(graph, spec.device, winograd), spec.target)
     return {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
 
@@ -59,7 +63,8 @@ def test_conv_kernel_is_parallel_vectorized_and_register_blocked():
     rng = np.random.default_rng(0)
     inits = {"w": rng.standard_normal((32, 16, 3, 3)).astype("float32"), "b": rng.standard_normal(32).astype("float32")}
     model = make_model([conv, relu], [("x", [1, 16, 16, 16])], [("y", None)], inits, opset=13)
-    kernels = scheduled_kernels(model, winograd=False)  # the direct kernel, not Winograd's
+    art = ember.compile(model, "host", winograd=False)  # the direct kernel, not Winograd's
+    kernels = kernel_texts(art.graph, winograd=False)
     (text,) = [t for name, t in kernels.items() if "conv2d" in name]
     assert "T.parallel(" in text
     lanes = schedules.vector_bits(resolve("host").target) // 32
@@ -67,7 +72,6 @@ def test_conv_kernel_is_parallel_vectorized_and_register_blocked():
     assert "T.unroll(" in text  # rows of output channels accumulate in registers
     assert "_init" in text  # the accumulator is zeroed outside the reduction loops
     feeds = random_feeds(model)
-    art = ember.compile(model, "host", winograd=False)
     assert_close(art.run(feeds), ort_run(model, feeds))
     # The accumulator tile is a stack array: in "local" scope it was a TVMBackendAllocWorkspace call per
     # parallel iteration (depthwise convs ran 1.6-2x slower for it).
@@ -122,25 +126,27 @@ def test_grouped_conv_lane_tiles_stay_inside_a_group(per_group):
     (ShuffleNet's 1x1 convs over 4 groups of 68 channels ran at 2 GMAC/s in tiles of 16); tiles that divide
     the group read one broadcast input."""
     model = grouped_conv(per_group)
-    (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
+    art = ember.compile(model, "host")
+    (text,) = [t for name, t in kernel_texts(art.graph).items() if "conv2d" in name]
     assert "group_conv2d_nhwc" in text
     assert per_group % int(re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", text)[0]) == 0
     feeds = random_feeds(model)
-    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+    assert_close(art.run(feeds), ort_run(model, feeds))
 
 
 def test_grouped_conv_pads_its_groups_to_whole_vectors():
     """ShuffleNet's groups of 34 outputs would take tiles of 2 lanes: the conv computes groups of 40 (zero
     weights) in 8-lane tiles, and a copy drops the padding."""
     model = grouped_conv(34)
-    kernels = scheduled_kernels(model)
+    art = ember.compile(model, "host")
+    kernels = kernel_texts(art.graph)
     (text,) = [t for name, t in kernels.items() if "conv2d" in name]
     assert "group_conv2d_nhwc: T.Buffer((T.int64(1), T.int64(14), T.int64(14), T.int64(160))" in text
     width = int(re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", text)[0])
     assert width >= 8 and 40 % width == 0
     assert [name for name in kernels if "strided_slice" in name]
     feeds = random_feeds(model)
-    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+    assert_close(art.run(feeds), ort_run(model, feeds))
 
 
 def test_pointwise_conv_with_few_input_channels_tiles_pixels_over_the_whole_reduction():

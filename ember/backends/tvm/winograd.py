@@ -140,7 +140,7 @@ def fits(node: Node, device: str) -> bool:
 def conv2d(bb: relax.BlockBuilder, x: relax.Expr, node: Node) -> relax.Expr:
     """Emit the Winograd form of conv2d `node` on input `x`: its [N, H, W, K] result, before bias."""
     weight = relax.const(transform_weight(node.inputs[1].const), "float32")
-    v = bb.emit_te(input_transform, x, list(node.attrs["pads"]), primfunc_name_hint="winograd_input")
-    product = bb.emit_te(batch_matmul, v, weight, primfunc_name_hint="winograd_matmul")
+    v = bb.emit_te(input_transform, x, list(node.attrs["pads"]), primfunc_name_hint=INPUT_BLOCK)
+    product = bb.emit_te(batch_matmul, v, weight, primfunc_name_hint=MATMUL_BLOCK)
     shape = [int(d) for d in node.output.shape]
-    return bb.emit_te(output_transform, product, shape, primfunc_name_hint="winograd_output")
+    return bb.emit_te(output_transform, product, shape, primfunc_name_hint=OUTPUT_BLOCK)
