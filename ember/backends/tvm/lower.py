@@ -6,7 +6,7 @@ import tvm
 from tvm import relax
 
 import ember.backends.tvm.quant_rules  # noqa: F401  (registers the integer ops' rules)
-from ember.backends.tvm import attention_rules, concat_rules, sparse  # noqa: F401  (register their rules)
+from ember.backends.tvm import attention_rules, concat_rules, shape_rules, sparse  # noqa: F401  (register their rules)
 from ember.backends.tvm.rules import RULES, Lowering
 from ember.errors import EmberError
 from ember.ir import dtypes

@@ -1,0 +1,130 @@
+"""Lowering rules for the ops that move data without arithmetic: reshapes, transposes, slices, gathers, pads,
+resizes and the shape-producing ops. Split from rules.py, which keeps the Lowering state and the compute ops."""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+from tvm.relax import op as R
+
+from ember.backends.tvm.rules import _shape, _shape_of, rule
+from ember.errors import EmberError
+from ember.ir import dtypes
+
+
+@rule("reshape", "flatten", "squeeze", "unsqueeze")
+def _reshape(L, n, a):
+    return R.reshape(a[0], _shape(n))
+
+
+@rule("expand")
+def _expand(L, n, a):
+    return R.broadcast_to(a[0], _shape(n))
+
+
+@rule("constant_of_shape")
+def _constant_of_shape(L, n, a):
+    dt = n.attrs["dtype"]
+    return R.full(_shape(n), L.scalar(n.attrs["value"], dt), dtypes.to_tvm(dt))
+
+
+@rule("transpose")
+def _transpose(L, n, a):
+    return R.permute_dims(a[0], list(n.attrs["perm"]))
+
+
+@rule("split")
+def _split(L, n, a):
+    cuts = np.cumsum(n.attrs["sizes"])[:-1].tolist()
+    parts = L.bb.emit(R.split(a[0], [int(c) for c in cuts] or 1, axis=n.attrs["axis"]))
+    return [relax.TupleGetItem(parts, i) for i in range(len(n.outputs))]
+
+
+@rule("slice")
+def _slice(L, n, a):
+    from ember.ir.ops.tensor import slice_params
+
+    x = n.inputs[0]
+    ints = lambda v: None if v is None else [int(i) for i in np.asarray(v.const).reshape(-1)]  # noqa: E731
+    for v in n.inputs[1:]:
+        if v is not None and not v.is_const:
+            raise EmberError("slice bounds must be constants to lower", node=n.name, op=n.op)
+    extra = n.inputs[3:] + [None] * (5 - len(n.inputs))
+    slices = slice_params(_shape_of(x, n), ints(n.inputs[1]), ints(n.inputs[2]), ints(extra[0]), ints(extra[1]))
+    y = a[0]
+    for axis, sl in enumerate(slices):
+        start, stop, step = sl.indices(x.shape[axis])
+        if (start, stop, step) == (0, x.shape[axis], 1):
+            continue
+        idx = np.arange(start, stop, step, dtype=np.int64)
+        if step > 0 and len(idx):
+            y = R.strided_slice(y, [axis], [start], [int(idx[-1]) + 1], [step])
+        else:
+            y = R.take(y, L.const(idx), axis=axis)
+    return y
+
+
+@rule("gather")
+def _gather(L, n, a):
+    x, idx = n.inputs
+    axis = n.attrs["axis"] % x.rank
+    if idx.is_const:
+        norm = np.where(idx.const < 0, idx.const + x.shape[axis], idx.const).astype(np.int64)
+        return R.take(a[0], L.const(norm), axis=axis)
+    dim = L.scalar(x.shape[axis], idx.dtype)
+    fixed = R.where(R.less(a[1], L.scalar(0, idx.dtype)), R.add(a[1], dim), a[1])
+    return R.take(a[0], fixed, axis=axis)
+
+
+@rule("shape")
+def _shape_rule(L, n, a):
+    return L.const(np.array(_shape_of(n.inputs[0], n)[n.attrs["start"] : n.attrs["end"]], dtype=np.int64))
+
+
+@rule("range")
+def _range(L, n, a):
+    if not all(v.is_const for v in n.inputs):
+        raise EmberError("range bounds must be constants to lower", node=n.name, op=n.op)
+    s, lim, d = (v.const.item() for v in n.inputs)
+    return L.const(np.arange(s, lim, d, dtype=n.inputs[0].const.dtype))
+
+
+@rule("tile")
+def _tile(L, n, a):
+    return R.tile(a[0], [int(i) for i in n.inputs[1].const.reshape(-1)])
+
+
+@rule("pad")
+def _pad(L, n, a):
+    at = n.attrs
+    if min(at["pads"]) < 0:
+        raise EmberError("negative pads are not supported by the TVM lowering", node=n.name, op=n.op)
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "edge"}[at["mode"]]
+    r = n.inputs[0].rank
+    width = [v for i in range(r) for v in (at["pads"][i], at["pads"][i + r])]
+    return R.nn.pad(a[0], width, pad_mode=mode, pad_value=at["value"])
+
+
+@rule("resize2d")
+def _resize2d(L, n, a):
+    at = n.attrs
+    method = {"nearest": "nearest_neighbor", "linear": "linear", "cubic": "cubic"}[at["mode"]]
+    rounding = (
+        {
+            "round_prefer_floor": "round_prefer_floor",
+            "round_prefer_ceil": "round_prefer_ceil",
+            "floor": "floor",
+            "ceil": "ceil",
+        }[at["nearest_mode"]]
+        if method == "nearest_neighbor"
+        else ""
+    )
+    return R.image.resize2d(
+        a[0],
+        tuple(at["sizes"]),
+        roi=(0.0, 0.0, 0.0, 0.0),
+        method=method,
+        coordinate_transformation_mode=at["coordinate_transformation_mode"],
+        rounding_method=rounding,
+        cubic_alpha=at["cubic_coeff_a"],
+    )
