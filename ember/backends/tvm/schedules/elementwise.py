@@ -24,6 +24,7 @@ from ember.backends.tvm.schedules.common import (
 )
 
 IF_THEN_ELSE = ir.Op.get("prim.if_then_else")
+DEQUANTIZE = "dequantize"  # quant_rules' block: the float ops after it keep their own nests (see inline_elementwise)
 
 
 class Fallback(CPURule):
@@ -33,7 +34,9 @@ class Fallback(CPURule):
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             if "R" in iter_kinds(sch, block):
                 inline_padding(sch, block)
-        blocks = inline_elementwise(sch, inline_moves(sch, sch.get_child_blocks(sch.get_sblock("root"))))
+        blocks = inline_moves(sch, sch.get_child_blocks(sch.get_sblock("root")))
+        if not any(sch.get(b).name_hint == DEQUANTIZE for b in blocks):
+            blocks = inline_elementwise(sch, blocks)
         changed = False
         for block in blocks:
             if "R" in iter_kinds(sch, block):
@@ -75,7 +78,10 @@ def inline_elementwise(sch: s_tir.Schedule, blocks: list[SBlockRV]) -> list[SBlo
     """Inline each elementwise nest into the elementwise nests that read it, so a fused chain is one pass over
     memory, not a pass, a buffer and a thread-pool launch per op. In-process A/B, 2 threads: DenseNet-121 (batch
     norm and ReLU before each conv) 0.74x the time, ShuffleNet (bias, ReLU and channel shuffle after its grouped
-    convs) 0.89x; Inception v2, SqueezeNet, BERT within 1%; ResNet-50 and MobileNetV2 have no such kernel."""
+    convs) 0.89x; Inception v2, SqueezeNet, BERT within 1%; ResNet-50 and MobileNetV2 have no such kernel.
+    LLVM contracts a multiply and an add in one nest into a fused multiply-add, so a kernel that dequantizes
+    is left as it is: the float ops of a quantized graph stay bit-exact with the interpreter, which rounds
+    after each op."""
     inlined = False
     for block in blocks[:-1]:
         consumers = sch.get_consumers(block)
