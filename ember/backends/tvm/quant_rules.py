@@ -29,6 +29,7 @@ PAIR_LIMIT = 128  # |w0| + |w1| up to this keeps u8 x s8 pairs inside vpmaddubsw
 PACKED = "qconv2d_packed"  # block names the int8 schedule rule looks for; "_wide" marks weights over PAIR_LIMIT
 PACKED_DENSE = "qdense_packed"
 GROUPED = "group_qconv2d_nhwc"
+DEQUANTIZE = "dequantize"  # per-tensor dequantize block; a kernel holding one keeps its nests apart (elementwise.py)
 ROW_ALIGN = 32  # bytes: a flattened input row (_row_conv) padded to whole vectors, so its copy is vectorized
 
 
@@ -72,7 +73,7 @@ def _dequantize(L, n, a):
         zp, scale = (tirx.const(float(np.float32(np.ravel(n.attrs[k])[0])), "float32") for k in ("zero_point", "scale"))
 
         def dequantize(x):
-            return te.compute(x.shape, lambda *i: (x[i].astype("float32") - zp) * scale, name="dequantize")
+            return te.compute(x.shape, lambda *i: (x[i].astype("float32") - zp) * scale, name=DEQUANTIZE)
 
         return L.bb.call_te(dequantize, _bound(L, a[0]), primfunc_name_hint="dequantize")
     zp = L.const(_along(n.attrs["zero_point"], n.attrs["axis"], rank, np.float32))

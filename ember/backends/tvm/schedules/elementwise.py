@@ -7,6 +7,7 @@ from __future__ import annotations
 from tvm import ir, s_tir, tirx
 from tvm.s_tir.schedule import SBlockRV
 
+from ember.backends.tvm.quant_rules import DEQUANTIZE
 from ember.backends.tvm.schedules.common import (
     MIN_PARALLEL_ELEMENTS,
     OUTPUT_WORK,
@@ -24,7 +25,6 @@ from ember.backends.tvm.schedules.common import (
 )
 
 IF_THEN_ELSE = ir.Op.get("prim.if_then_else")
-DEQUANTIZE = "dequantize"  # quant_rules' block: the float ops after it keep their own nests (see inline_elementwise)
 
 
 class Fallback(CPURule):
@@ -60,18 +60,13 @@ def inline_moves(sch: s_tir.Schedule, blocks: list[SBlockRV]) -> list[SBlockRV]:
     """Inline the nests that only move data (a transpose) into the elementwise nest after them, which then reads
     the source where it is: MobileNetV2's int8 input, NCHW floats transposed into a buffer, then quantized from
     it to NHWC bytes, took 0.109 ms, transposed as it is quantized 0.048 ms (224 x 224 x 3, 1 thread)."""
-    moved = False
-    for block, consumer in zip(blocks, blocks[1:]):
+
+    def only_moves(block: SBlockRV, after: SBlockRV) -> bool:
         body = sch.get(block).body
-        if "R" in iter_kinds(sch, block) + iter_kinds(sch, consumer) or not isinstance(body, tirx.BufferStore):
-            continue
-        if isinstance(body.value, ir.TensorLoad):
-            try:
-                sch.compute_inline(block)
-                moved = True
-            except SCHEDULE_FAILURES:
-                continue
-    return sch.get_child_blocks(sch.get_sblock("root")) if moved else blocks
+        elementwise = "R" not in iter_kinds(sch, block) + iter_kinds(sch, after)
+        return elementwise and isinstance(body, tirx.BufferStore) and isinstance(body.value, ir.TensorLoad)
+
+    return _inline_where(sch, blocks, only_moves)
 
 
 def inline_elementwise(sch: s_tir.Schedule, blocks: list[SBlockRV]) -> list[SBlockRV]:
@@ -82,14 +77,21 @@ def inline_elementwise(sch: s_tir.Schedule, blocks: list[SBlockRV]) -> list[SBlo
     LLVM contracts a multiply and an add in one nest into a fused multiply-add, so a kernel that dequantizes
     is left as it is: the float ops of a quantized graph stay bit-exact with the interpreter, which rounds
     after each op."""
-    inlined = False
-    for block in blocks[:-1]:
+
+    def read_once(block: SBlockRV, _after: SBlockRV) -> bool:
         consumers = sch.get_consumers(block)
-        if (
-            "R" in iter_kinds(sch, block)
-            or not consumers
-            or not all(_reads_one_element(sch, c, block) for c in consumers)
-        ):
+        elementwise = "R" not in iter_kinds(sch, block) and bool(consumers)
+        return elementwise and all(_reads_one_element(sch, c, block) for c in consumers)
+
+    return _inline_where(sch, blocks, read_once)
+
+
+def _inline_where(sch: s_tir.Schedule, blocks: list[SBlockRV], fits) -> list[SBlockRV]:
+    """Inline each block but the last where `fits(block, the block after it)` and TVM allows it; the root's
+    blocks after, or `blocks` if none was inlined."""
+    inlined = False
+    for block, after in zip(blocks, blocks[1:]):
+        if not fits(block, after):
             continue
         try:
             sch.compute_inline(block)
