@@ -224,6 +224,22 @@ def test_per_tensor_dequantize_has_immediate_scale_and_fuses_into_residual_add()
     _check_exact(g, art.run(feeds)[g.outputs[0].name], feeds)
 
 
+def test_residual_qadd_runs_in_the_int8_conv_epilogue_and_dequantize_does_not():
+    """MobileNetV2's inverted residual: the project conv's qadd with the block input is the conv kernel's epilogue
+    (10 fewer kernels in MobileNetV2, 16 in ResNet-50), exactly; the dequantize after it stays a kernel of its own,
+    because float ops fused into the epilogue could be contracted into FMAs and leave the interpreter's results."""
+    g = Graph("inverted_residual")
+    x = g.add_input("x", [1, 8, 8, 16], "u8")
+    y = qconv(g, qconv(g, x, 16, 32, k=1, relu=True), 32, 16, k=1)
+    add = dict(a_zero_point=9, b_zero_point=9, a_multiplier=1 << 20, b_multiplier=3 << 18, shift=20)
+    z = g.emit("qadd", y, x, out_zero_point=5, out_dtype="u8", out_min=0, out_max=255, **add)
+    g.outputs.append(g.emit("dequantize", z, scale=[0.05], zero_point=[5]))
+    art = ember.compile(g, "host", passes="")
+    assert count_kernels(art.executable) == 3  # the expand conv, the project conv with the qadd, the dequantize
+    feeds = {"x": rng.integers(0, 256, (1, 8, 8, 16)).astype(np.uint8)}
+    _check_exact(g, art.run(feeds)[g.outputs[0].name], feeds)
+
+
 @pytest.mark.skipif(not llvm_cpu_has_features("avx2", resolve("host").target), reason="host has no AVX2")
 def test_u8_layers_use_vpmaddubsw_and_wide_weights_do_not():
     """The u8 conv and dense kernels are tensorized; the conv whose weights exceed the int16 pair limit is not."""

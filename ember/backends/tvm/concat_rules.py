@@ -12,11 +12,10 @@ from tvm.ir import IRModule
 from tvm.relax import op as R
 from tvm.tirx.function import IndexMap
 
-from ember.backends.tvm.calls import is_call_tir
+from ember.backends.tvm.calls import INJECTIVE, is_call_tir
 from ember.backends.tvm.rules import rule
 from ember.ir import dtypes
 
-INJECTIVE = 2  # TVM's OpPatternKind::kInjective
 CONCAT_ATTR = "ember.concat_last_axis"  # marks the concat kernel for concat_in_place
 OPAQUE_CALLS = {  # calls that take a buffer's pointer: a kernel using one keeps its own output buffer
     f"tirx.{name}"

@@ -20,6 +20,7 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax import op as R
 from tvm.relax.utils import gen_call_tir_inputs
 
+from ember.backends.tvm.calls import INJECTIVE, OPAQUE, OUT_ELEMWISE_FUSABLE
 from ember.backends.tvm.requantize import requant_terms, requantize, starts_from_added
 from ember.backends.tvm.rules import rule
 from ember.ir import dtypes
@@ -29,7 +30,7 @@ PAIR_LIMIT = 128  # |w0| + |w1| up to this keeps u8 x s8 pairs inside vpmaddubsw
 PACKED = "qconv2d_packed"  # block names the int8 schedule rule looks for; "_wide" marks weights over PAIR_LIMIT
 PACKED_DENSE = "qdense_packed"
 GROUPED = "group_qconv2d_nhwc"
-DEQUANTIZE = "dequantize"  # per-tensor dequantize block; a kernel holding one keeps its nests apart (elementwise.py)
+DEQUANTIZE = "dequantize"  # the dequantize block; a kernel holding one keeps its nests apart (elementwise.py)
 ROW_ALIGN = 32  # bytes: a flattened input row (_row_conv) padded to whole vectors, so its copy is vectorized
 
 
@@ -65,20 +66,35 @@ def _along(values, axis: int, ndim: int, dtype) -> np.ndarray:
 
 @rule("dequantize")
 def _dequantize(L, n, a):
-    """(x - zp) * scale; per tensor in TE with both as immediates, left unbound so it fuses with its consumer:
-    as 0-d Relax constants (buffers the kernel loads) a fused residual add + ReLU had 2.3x the code and took
-    1.5-2x the time."""
-    rank = n.inputs[0].rank
+    """(x - zp) * scale, left unbound so it fuses with its float consumers; per tensor both are immediates (as 0-d
+    Relax constants, buffers the kernel loads, a fused residual add + ReLU had 2.3x the code and took 1.5-2x the
+    time). Marked injective so an int8 kernel's epilogue never takes it (see _emit_int8_kernel)."""
+    x = _bound(L, a[0])
     if np.size(n.attrs["scale"]) == 1 and np.size(n.attrs["zero_point"]) == 1:
         zp, scale = (tirx.const(float(np.float32(np.ravel(n.attrs[k])[0])), "float32") for k in ("zero_point", "scale"))
 
         def dequantize(x):
             return te.compute(x.shape, lambda *i: (x[i].astype("float32") - zp) * scale, name=DEQUANTIZE)
 
-        return L.bb.call_te(dequantize, _bound(L, a[0]), primfunc_name_hint="dequantize")
-    zp = L.const(_along(n.attrs["zero_point"], n.attrs["axis"], rank, np.float32))
-    scale = L.const(_along(n.attrs["scale"], n.attrs["axis"], rank, np.float32))
-    return R.multiply(R.subtract(R.astype(a[0], "float32"), zp), scale)
+        return _with_pattern(L, L.bb.call_te(dequantize, x, primfunc_name_hint="dequantize"), INJECTIVE)
+    zp, scale = (_along(n.attrs[k], n.attrs["axis"], n.inputs[0].rank, np.float32) for k in ("zero_point", "scale"))
+
+    def dequantize_along(x, zp, scale):
+        def element(*i):
+            j = [0 if d == 1 else v for v, d in zip(i, zp.shape)]
+            return (x(*i).astype("float32") - zp(*j)) * scale(*j)
+
+        return te.compute(x.shape, element, name=DEQUANTIZE)
+
+    call = L.bb.call_te(dequantize_along, x, L.const(zp), L.const(scale), primfunc_name_hint="dequantize")
+    return _with_pattern(L, call, INJECTIVE)
+
+
+def _with_pattern(L, call: relax.Call, pattern: int) -> relax.Call:
+    """`call` (a call_tir) with its kernel's op_pattern set to `pattern`, which steers Relax FuseOps."""
+    gv = call.args[0]
+    L.bb.update_func(gv, L.bb.get()[gv].with_attr("op_pattern", pattern))
+    return call
 
 
 def pack_weight(w: np.ndarray) -> np.ndarray:
@@ -257,12 +273,18 @@ def _plain_channel(idx):
 
 
 def _emit_int8_kernel(L, fn, args: list, name: str, start: bool, channel=_packed_channel):
-    """emit_te for an int8 conv/dense kernel; with `start` its accumulator starts from args[2] (per channel) rather
-    than 0: te.sum's init argument is dropped by create_prim_func, so the block's T.init() is rewritten."""
+    """The call_tir of an int8 conv/dense kernel; with `start` its accumulator starts from args[2] (per channel) rather
+    than 0: te.sum's init argument is dropped by create_prim_func, so the block's T.init() is rewritten.
+
+    A kernel with an integer output may take the elementwise ops after it into its epilogue (Relax FuseOps, as a
+    float conv takes its bias and ReLU): a residual qadd then costs no kernel launch and no pass over memory. Float
+    ops never join it (dequantize is injective; a float output is opaque): LLVM would contract a dequantize's
+    multiply and a following add into an FMA, and the result would no longer be the interpreter's exactly."""
     func, call_args, out = gen_call_tir_inputs(fn, *args)
     if start:
         func = tvm_ffi.structural_map(func, (s_tir.SBlock, functools.partial(_start_from, func.params[2], channel)))
-    return L.bb.emit(relax.call_tir(L.bb.add_func(func, name), call_args, out))
+    pattern = OPAQUE if out[0].dtype == "float32" else OUT_ELEMWISE_FUSABLE
+    return relax.call_tir(L.bb.add_func(func.with_attr("op_pattern", pattern), name), call_args, out)
 
 
 def _start_from(start, channel, block):

@@ -20,12 +20,11 @@ from tvm import relax
 from tvm.relax import op as R
 from tvm.script import tirx as T
 
+from ember.backends.tvm.calls import OPAQUE
 from ember.backends.tvm.rules import _shape_of, layer_epilogue, rule
 from ember.errors import EmberError
 from ember.ir import dtypes
 from ember.ir.ops.sparse import BATCH_ROWS, ROW_LANES, row_index_dtype, stored_bsr
-
-_OPAQUE = 8  # TVM's kOpaque op pattern: FuseOps keeps the kernel whole
 
 
 def _batch_tile(m: int, r: int) -> int:
@@ -53,7 +52,7 @@ def batch_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, mt: int, dtyp
         bias: T.Buffer((n,), dtype),
         y: T.Buffer((n, m), dtype),
     ):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": _OPAQUE})
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
             with T.sblock("sparse_dense"):
                 T.reads(xt[0:k, 0:m], data[0:nnz, 0:c, 0:r], indices[0:nnz], indptr[0 : nb + 1], bias[0:n])
@@ -90,7 +89,7 @@ def row_kernel(m: int, k: int, n: int, r: int, c: int, nnz: int, dtype: str, rel
         bias: T.Buffer((n,), dtype),
         y: T.Buffer((m, n), dtype),
     ):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": _OPAQUE})
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
             with T.sblock("sparse_dense"):
                 T.reads(x[0:m, 0:k], data[0:nnz, 0:c, 0:r], indices[0:nnz], indptr[0 : nb + 1], bias[0:n])
@@ -137,7 +136,7 @@ def scalar_kernel(
         bias: T.Buffer((n,), dtype),
         y: T.Buffer((m, n), dtype),
     ):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": _OPAQUE})
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
             with T.sblock("sparse_dense"):
                 T.reads(x[0:m, 0:k], packed[0:groups, 0:slots], gptr[0 : n + 1], bias[0:n])
@@ -182,7 +181,7 @@ def scalar_batch_kernel(m: int, k: int, n: int, nnz: int, index: str, mt: int, d
         bias: T.Buffer((n,), dtype),
         y: T.Buffer((n, m), dtype),
     ):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": _OPAQUE})
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
             with T.sblock("sparse_dense"):
                 T.reads(xt[0:k, 0:m], data[0:nnz, 0, 0], indices[0:nnz], indptr[0 : n + 1], bias[0:n])
