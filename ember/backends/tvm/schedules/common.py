@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 
-from tvm import ir, s_tir, tirx
+import tvm_ffi
+from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.s_tir.dlight.analysis.common_analysis import get_sblockrealize
 from tvm.s_tir.schedule import LoopRV, SBlockRV
@@ -124,16 +125,14 @@ def interleaves(sch: s_tir.Schedule, block: SBlockRV, lanes: int) -> bool:
         analyzer.bind(iv.var, iv.dom)
     divisors: list[int] = []
 
-    def visit(expr) -> None:
-        if isinstance(expr, (tirx.FloorDiv, tirx.FloorMod)) and isinstance(expr.b, tirx.IntImm):
-            if any(v.same_as(var) for v in tirx.analysis.undefined_vars(expr.a)):
-                divisors.append(int(expr.b.value))
-        for operand in (getattr(expr, name, None) for name in ("a", "b", "value")):
-            if isinstance(operand, ir.expr.Expr):
-                visit(operand)
+    def visit(expr):
+        if isinstance(expr.b, tirx.IntImm) and any(v.same_as(var) for v in tirx.analysis.undefined_vars(expr.a)):
+            divisors.append(int(expr.b.value))
+        return expr
 
     for region in sch.get(block).reads:
-        visit(analyzer.simplify(region.region[-1].min))
+        index = analyzer.simplify(region.region[-1].min)
+        tvm_ffi.structural_map(index, [(tirx.FloorDiv, visit), (tirx.FloorMod, visit)])
     return any(1 < d < lanes for d in divisors)
 
 
