@@ -37,10 +37,45 @@ def opset_variant(op_case: str):
         "split-18": ([H("Split", ["x"], ["y", "z"], axis=2, num_outputs=2)], {}, 18),
         "pad-2": ([H("Pad", ["x"], ["y"], pads=[0, 1, 2, 0, 0, 1], value=0.5)], {}, 2),
         "pad-13-reflect": ([H("Pad", ["x", "p"], ["y"], mode="reflect")], {"p": i64(0, 1, 2, 0, 1, 2)}, 13),
+        "pad-13-edge": ([H("Pad", ["x", "p"], ["y"], mode="edge")], {"p": i64(0, 3, 1, 0, 2, 4)}, 13),
+        "pad-19-wrap": ([H("Pad", ["x", "p"], ["y"], mode="wrap")], {"p": i64(1, 0, 8, 0, 4, 3)}, 19),
         "pad-18-axes": (
             [H("Pad", ["x", "p", "v", "a"], ["y"])],
             {"p": i64(1, 0, 0, 2), "v": np.float32(3), "a": i64(1, 2)},
             18,
+        ),
+        "conv1d-same-strided": (
+            [H("Conv", ["x", "w1", "b1"], ["y"], auto_pad="SAME_UPPER", strides=[2])],
+            {"w1": rng.standard_normal((6, 4, 3)).astype(np.float32), "b1": np.arange(6, dtype=np.float32)},
+            13,
+        ),
+        "conv1d-depthwise-relu": (
+            [H("Conv", ["x", "w1"], ["c"], pads=[2, 1], group=4, dilations=[2]), H("Relu", ["c"], ["y"])],
+            {"w1": rng.standard_normal((4, 1, 4)).astype(np.float32)},
+            13,
+        ),
+        "convtranspose1d": (
+            [H("ConvTranspose", ["x", "w1"], ["y"], strides=[2], output_padding=[1], pads=[1, 0])],
+            {"w1": rng.standard_normal((4, 3, 3)).astype(np.float32)},
+            13,
+        ),
+        "pool1d": (
+            [
+                H("MaxPool", ["x"], ["p"], kernel_shape=[3], strides=[2], pads=[1, 1]),
+                H("AveragePool", ["p"], ["y"], kernel_shape=[2], count_include_pad=1, pads=[0, 1]),
+            ],
+            {},
+            13,
+        ),
+        "prelu-selu": (
+            [H("PRelu", ["x", "s"], ["p"]), H("Selu", ["p"], ["y"], alpha=1.5)],
+            {"s": np.array([[0.1], [0.2], [-0.3], [0.4]], np.float32)},
+            13,
+        ),
+        "instancenorm": (
+            [H("InstanceNormalization", ["x", "sc", "bi"], ["y"], epsilon=1e-3)],
+            {"sc": np.array([1, 2, 0.5, -1], np.float32), "bi": np.array([0, 1, -1, 0.5], np.float32)},
+            13,
         ),
         "resize-10": (
             [H("Unsqueeze", ["x"], ["u"], axes=[0]), H("Resize", ["u", "s"], ["y"], mode="nearest")],
@@ -102,7 +137,15 @@ OPSET_CASES = [
     "split-18",
     "pad-2",
     "pad-13-reflect",
+    "pad-13-edge",
+    "pad-19-wrap",
     "pad-18-axes",
+    "conv1d-same-strided",
+    "conv1d-depthwise-relu",
+    "convtranspose1d",
+    "pool1d",
+    "prelu-selu",
+    "instancenorm",
     "resize-10",
     "resize-13-linear",
     "resize-19-align",
@@ -197,3 +240,13 @@ def test_out_of_range_axis_names_the_node(op_type, attrs):
     model = helper.make_model(helper.make_graph([node], "g", [x], ys), opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(ember.EmberError, match=rf"bad_axis.*{op_type}.*out of range"):
         load(model)
+
+
+@pytest.mark.parametrize("mode, pad", [("reflect", 8), ("wrap", 9)])
+def test_pads_reaching_past_the_input_are_refused_at_the_node(mode, pad):
+    """Reflect pads up to size - 1 and wrap pads up to size are what TVM's index formulas compute right;
+    wider ones are an error naming the node, not a wrong result."""
+    node = H("Pad", ["x", "p"], ["y"], mode=mode, name="wide_pad")
+    model = make_model([node], [("x", [3, 4, 8])], [("y", None)], {"p": i64(0, 0, pad, 0, 0, 0)}, opset=19)
+    with pytest.raises(ember.EmberError, match=rf"wide_pad.*pad.*{mode} pads .* reach past the input"):
+        ember.compile(model, "host")

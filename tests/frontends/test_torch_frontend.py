@@ -89,6 +89,34 @@ def test_assorted_ops_match_eager():
     assert_close(interpret(graph, x), eager(model, x))
 
 
+class SignalNet(nn.Module):
+    """1-D layers (a keyword-spotting or IMU model's) and the padding modes: Conv1d (plain, depthwise dilated
+    strided, transposed), BatchNorm1d, PReLU, 1-D pools, reflect/replicate/circular pads, SELU, InstanceNorm1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.act = nn.Conv1d(8, 16, 3, padding=1), nn.BatchNorm1d(16), nn.PReLU(16)
+        self.dw = nn.Conv1d(16, 16, 5, groups=16, dilation=2, padding=4, stride=2)
+        self.up = nn.ConvTranspose1d(16, 8, 3, stride=2, padding=1, output_padding=1)
+        self.norm = nn.InstanceNorm1d(16, affine=True)
+
+    def forward(self, x):
+        y = F.max_pool1d(self.act(self.bn(self.conv(x))), 2)
+        y = self.norm(F.selu(F.avg_pool1d(F.pad(y, (1, 1), mode="reflect"), 2)))
+        y = self.dw(y)
+        return self.up(y), F.pad(y[:, None], (1, 2, 2, 1), mode="replicate"), F.pad(y, (2, 3), mode="circular")
+
+
+def test_1d_layers_and_padding_modes_match_eager():
+    model = randomize(SignalNet())
+    x = torch.randn(2, 8, 64, generator=torch.Generator().manual_seed(6))
+    graph = load(model, (x,))
+    assert {"conv2d", "conv2d_transpose", "max_pool2d", "avg_pool2d", "pad", "elu"} <= set(graph.op_counts())
+    assert_close(interpret(graph, x), eager(model, x))
+    art = ember.compile(model, "host", example_inputs=(x,))
+    assert_close(art.run({art.metadata["inputs"][0]["name"]: x.numpy()}), eager(model, x))
+
+
 class TwoAttentions(nn.Module):
     """Causal self-attention and attention with a bool padding mask, each through SDPA."""
 

@@ -290,13 +290,15 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     """Seeded weights, with BatchNorm statistics away from their (identity) defaults so folding them matters."""
     torch.manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.uniform_(m.weight, 0.5, 1.5)
             nn.init.uniform_(m.bias, -0.2, 0.2)
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
-        elif isinstance(m, nn.Conv2d):
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        elif isinstance(m, nn.PReLU):
+            nn.init.uniform_(m.weight, -0.3, 0.5)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=1 / math.sqrt(m.in_features))
     return model.eval()

@@ -99,9 +99,16 @@ def _pad(L, n, a):
     at = n.attrs
     if min(at["pads"]) < 0:
         raise EmberError("negative pads are not supported by the TVM lowering", node=n.name, op=n.op)
-    mode = {"constant": "constant", "reflect": "reflect", "edge": "edge"}[at["mode"]]
-    r = n.inputs[0].rank
+    x, r = n.inputs[0], n.inputs[0].rank
     width = [v for i in range(r) for v in (at["pads"][i], at["pads"][i + r])]
+    # TVM's names; a mode it does not know pads with the constant, silently (0.27's legalization)
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[at["mode"]]
+    reach = {"reflect": 1, "wrap": 0}.get(at["mode"])  # TVM's index formula holds for pads up to size - reach
+    if reach is not None:
+        sizes = _shape_of(x, n)
+        if any(max(at["pads"][i], at["pads"][i + r]) > sizes[i] - reach for i in range(r)):
+            msg = f"{at['mode']} pads {list(at['pads'])} reach past the input {list(x.shape)}"
+            raise EmberError(msg, node=n.name, op=n.op)
     return R.nn.pad(a[0], width, pad_mode=mode, pad_value=at["value"])
 
 

@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 from ember.errors import EmberError
 from ember.frontends.onnx.importer import Importer
 from ember.ir import dtypes
+from ember.ir.graph import Value
 from ember.ir.ops.shapes import norm_axis
 
 ONNX_OPS: dict[str, Callable[[Importer, gs.Node], list]] = {}
@@ -172,9 +173,9 @@ def _constant_of_shape(m, n):
     return m.emit("constant_of_shape", [m.inp(n, 0)], attrs, _outs(n))
 
 
-def _auto_pads(m, n, x, kernel, strides, dilations) -> list[int]:
-    pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
-    mode = n.attrs.get("auto_pad", "NOTSET")
+def _auto_pads(at: dict, x, kernel, strides, dilations) -> list[int]:
+    pads = list(at.get("pads", [0, 0, 0, 0]))
+    mode = at.get("auto_pad", "NOTSET")
     if isinstance(mode, bytes):
         mode = mode.decode()
     if mode in ("NOTSET", "VALID"):
@@ -192,73 +193,131 @@ def _auto_pads(m, n, x, kernel, strides, dilations) -> list[int]:
     return begin + end
 
 
-def _spatial(n, x_rank: int) -> None:
-    if x_rank != 4:
-        raise EmberError(f"only 2-D (NCHW) {n.op} is supported, got a rank-{x_rank} input")
+LIFTED = {"kernel_shape": 1, "strides": 1, "dilations": 1, "output_shape": 1, "output_padding": 0}  # the unit height's
+
+
+def _spatial(m, n, x) -> tuple[dict, Value]:
+    """The node's attributes and input as a 2-D (NCHW) layer takes them: a 1-D layer (rank-3 input) runs as
+    a 2-D one over a unit height, as onnxruntime's MLAS runs it, so every conv/pool kernel, pass and
+    quantization rule serves it."""
+    at = dict(n.attrs)
+    if x.rank == 4:
+        return at, x
+    if x.rank != 3:
+        raise EmberError(f"only 1-D and 2-D {n.op} is supported, got a rank-{x.rank} input")
+    for key, unit in LIFTED.items():
+        if key in at:
+            at[key] = [unit, *at[key]]
+    if "pads" in at:
+        at["pads"] = [0, at["pads"][0], 0, at["pads"][1]]
+    return at, _unit_height(m, x)
+
+
+def _unit_height(m, x):
+    return m.emit1("unsqueeze", [x], {"axes": [2]})
+
+
+def _emit_spatial(m, n, op: str, inputs: list, attrs: dict, one_d: bool) -> list:
+    """Emit the 2-D layer; a lifted 1-D one's result loses its unit height again."""
+    if not one_d:
+        return m.emit(op, inputs, attrs, _outs(n, 1))
+    return m.emit("squeeze", [m.emit1(op, inputs, attrs)], {"axes": [2]}, _outs(n, 1))
 
 
 @onnx_op("Conv")
 def _conv(m, n):
     x, w, b = (m.ins(n) + [None])[:3]
-    _spatial(n, x.rank)
-    strides = n.attrs.get("strides", [1, 1])
-    dil = n.attrs.get("dilations", [1, 1])
-    kernel = n.attrs.get("kernel_shape", list(w.shape[2:]))
+    at, x4 = _spatial(m, n, x)
+    w = w if x4 is x else _unit_height(m, w)
+    strides = at.get("strides", [1, 1])
+    dil = at.get("dilations", [1, 1])
+    kernel = at.get("kernel_shape", list(w.shape[2:]))
     attrs = {
         "strides": strides,
         "dilations": dil,
-        "group": n.attrs.get("group", 1),
-        "pads": _auto_pads(m, n, x, kernel, strides, dil),
+        "group": at.get("group", 1),
+        "pads": _auto_pads(at, x4, kernel, strides, dil),
     }
-    return m.emit("conv2d", [x, w, b], attrs, _outs(n))
+    return _emit_spatial(m, n, "conv2d", [x4, w, b], attrs, x4 is not x)
 
 
 @onnx_op("ConvTranspose")
 def _conv_transpose(m, n):
     x, w, b = (m.ins(n) + [None])[:3]
-    _spatial(n, x.rank)
-    strides = n.attrs.get("strides", [1, 1])
-    dil = n.attrs.get("dilations", [1, 1])
-    out_pad = list(n.attrs.get("output_padding", [0, 0]))
-    pads = list(n.attrs.get("pads", [0, 0, 0, 0]))
-    mode = n.attrs.get("auto_pad", "NOTSET")
-    if "output_shape" in n.attrs or mode in ("SAME_UPPER", "SAME_LOWER"):
-        want = n.attrs.get("output_shape") or [d * s for d, s in zip(x.shape[2:], strides)]
+    at, x4 = _spatial(m, n, x)
+    w = w if x4 is x else _unit_height(m, w)
+    strides = at.get("strides", [1, 1])
+    dil = at.get("dilations", [1, 1])
+    out_pad = list(at.get("output_padding", [0, 0]))
+    pads = list(at.get("pads", [0, 0, 0, 0]))
+    mode = at.get("auto_pad", "NOTSET")
+    if "output_shape" in at or mode in ("SAME_UPPER", "SAME_LOWER"):
+        want = at.get("output_shape") or [d * s for d, s in zip(x4.shape[2:], strides)]
         want = list(want)[-2:]
         pads = [0, 0, 0, 0]
         for i in range(2):
-            total = strides[i] * (x.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
+            total = strides[i] * (x4.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
             lo = total // 2 if mode != "SAME_UPPER" else total - total // 2
             pads[i], pads[i + 2] = lo, total - lo
     attrs = {
         "strides": strides,
         "dilations": dil,
-        "group": n.attrs.get("group", 1),
+        "group": at.get("group", 1),
         "pads": pads,
         "output_padding": out_pad,
     }
-    return m.emit("conv2d_transpose", [x, w, b], attrs, _outs(n))
+    return _emit_spatial(m, n, "conv2d_transpose", [x4, w, b], attrs, x4 is not x)
 
 
 @onnx_op("MaxPool", "AveragePool")
 def _pool(m, n):
     x = m.inp(n, 0)
-    _spatial(n, x.rank)
     if n.op == "MaxPool" and len(n.outputs) > 1 and n.outputs[1].outputs:
         raise EmberError("the MaxPool indices output is not supported")
-    kernel = n.attrs["kernel_shape"]
-    strides = n.attrs.get("strides", [1, 1])
-    dil = n.attrs.get("dilations", [1, 1])
+    at, x4 = _spatial(m, n, x)
+    kernel = at["kernel_shape"]
+    strides = at.get("strides", [1, 1])
+    dil = at.get("dilations", [1, 1])
     attrs = {
         "kernel": kernel,
         "strides": strides,
         "dilations": dil,
-        "ceil_mode": n.attrs.get("ceil_mode", 0),
-        "pads": _auto_pads(m, n, x, kernel, strides, dil),
+        "ceil_mode": at.get("ceil_mode", 0),
+        "pads": _auto_pads(at, x4, kernel, strides, dil),
     }
     if n.op == "AveragePool":
-        attrs["count_include_pad"] = n.attrs.get("count_include_pad", 0)
-    return m.emit("max_pool2d" if n.op == "MaxPool" else "avg_pool2d", [x], attrs, _outs(n, 1))
+        attrs["count_include_pad"] = at.get("count_include_pad", 0)
+    return _emit_spatial(m, n, "max_pool2d" if n.op == "MaxPool" else "avg_pool2d", [x4], attrs, x4 is not x)
+
+
+@onnx_op("PRelu")
+def _prelu(m, n):
+    x, slope = m.ins(n)
+    if m.opset < 7 and slope.rank == 1 and slope.shape[0] != 1:  # before broadcasting: one slope per channel
+        per_channel = np.array([-1] + [1] * (x.rank - 2), np.int64)
+        slope = m.emit1("reshape", [slope, m.graph.add_constant(per_channel, "shape")])
+    negative = m.emit1("less", [x, m.scalar(0.0, x)])
+    return m.emit("where", [negative, m.emit1("mul", [x, slope]), x], {}, _outs(n))
+
+
+@onnx_op("Selu")
+def _selu(m, n):
+    x = m.inp(n, 0)
+    elu = m.emit1("elu", [x], {"alpha": n.attrs.get("alpha", 1.67326319217681884765625)})
+    return m.emit("mul", [elu, m.scalar(n.attrs.get("gamma", 1.05070102214813232421875), x)], {}, _outs(n))
+
+
+@onnx_op("InstanceNormalization")
+def _instance_norm(m, n):
+    """(x - mean) / sqrt(var + epsilon) * scale + bias, the moments per sample and channel over the spatial axes."""
+    x, scale, bias = m.ins(n)
+    axes = list(range(2, x.rank))
+    per_channel = m.graph.add_constant(np.array([-1] + [1] * len(axes), np.int64), "shape")
+    centred = m.emit1("sub", [x, m.emit1("reduce_mean", [x], {"axes": axes, "keepdims": 1})])
+    var = m.emit1("reduce_mean", [m.emit1("mul", [centred, centred])], {"axes": axes, "keepdims": 1})
+    std = m.emit1("sqrt", [m.emit1("add", [var, m.scalar(n.attrs.get("epsilon", 1e-5), x)])])
+    scaled = m.emit1("mul", [m.emit1("div", [centred, std]), m.emit1("reshape", [scale, per_channel])])
+    return m.emit("add", [scaled, m.emit1("reshape", [bias, per_channel])], {}, _outs(n))
 
 
 @onnx_op("BatchNormalization")

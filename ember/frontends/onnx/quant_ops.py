@@ -10,7 +10,7 @@ import onnx_graphsurgeon as gs
 
 from ember.errors import EmberError
 from ember.frontends.onnx.importer import Importer
-from ember.frontends.onnx.ops import _auto_pads, _outs, _spatial, onnx_op
+from ember.frontends.onnx.ops import _auto_pads, _outs, onnx_op
 from ember.ir.ops.quant import OUT_RANGE, requant_params
 
 
@@ -95,14 +95,19 @@ def _requant_attrs(m: Importer, n: gs.Node, x_idx: int, w_scale_idx: int, y_idx:
     )
 
 
+def _only_2d(n, x) -> None:
+    if x.rank != 4:
+        raise EmberError(f"only 2-D (NCHW) {n.op} is supported, got a rank-{x.rank} input")
+
+
 @onnx_op("QLinearConv")
 def _qlinear_conv(m, n):
     x = m.inp(n, 0)
-    _spatial(n, x.rank)
+    _only_2d(n, x)
     w = _symmetric_weight(m, n, 3, 5)
     strides, dil = n.attrs.get("strides", [1, 1]), n.attrs.get("dilations", [1, 1])
     attrs = {"strides": strides, "dilations": dil, "group": n.attrs.get("group", 1)}
-    attrs["pads"] = _auto_pads(m, n, x, n.attrs.get("kernel_shape", list(w.shape[2:])), strides, dil)
+    attrs["pads"] = _auto_pads(n.attrs, x, n.attrs.get("kernel_shape", list(w.shape[2:])), strides, dil)
     attrs.update(_requant_attrs(m, n, 1, 4, 6, w.shape[0]))
     ins = [x, m.graph.add_constant(w, m._cname(f"{_label(n)}.weight"))]
     if len(n.inputs) > 8 and m.inp(n, 8) is not None:
@@ -182,10 +187,10 @@ def _fits_int8(w: np.ndarray) -> bool:
 @onnx_op("ConvInteger")
 def _conv_integer(m, n):
     x, w = m.inp(n, 0), _integer_weight(m, n, 0)
-    _spatial(n, x.rank)
+    _only_2d(n, x)
     strides, dil = n.attrs.get("strides", [1, 1]), n.attrs.get("dilations", [1, 1])
     attrs = {"strides": strides, "dilations": dil, "group": n.attrs.get("group", 1)}
-    attrs["pads"] = _auto_pads(m, n, x, n.attrs.get("kernel_shape", list(w.shape[2:])), strides, dil)
+    attrs["pads"] = _auto_pads(n.attrs, x, n.attrs.get("kernel_shape", list(w.shape[2:])), strides, dil)
     integer = _integer_attrs(m, n)
     if _fits_int8(w):
         wq = m.graph.add_constant(w.astype(np.int8), m._cname(f"{_label(n)}.weight"))

@@ -31,6 +31,7 @@ KEPT_WHOLE = (
     "silu.default",
     "unbind.int",
     "adaptive_avg_pool2d.default",
+    "pad.default",
 )
 
 

@@ -26,21 +26,32 @@ def _rank4(x: Value, what: str) -> None:
         raise EmberError(f"only 2-D (NCHW) {what} is supported, got a rank-{x.rank} input")
 
 
+def _as_1d(v, what: str) -> int:
+    vals = [v] if isinstance(v, int) else list(v)
+    if len(vals) != 1:
+        raise EmberError(f"a 1-D {what} takes one value per parameter, got {vals}")
+    return int(vals[0])
+
+
 @aten("convolution.default")
 def _convolution(m, a):
-    x = a["input"]
-    _rank4(x, "convolution")
-    ph, pw = _pairs(a["padding"], "convolution")
-    attrs = {
-        "strides": _pairs(a["stride"], "convolution"),
-        "dilations": _pairs(a["dilation"], "convolution"),
-        "group": a["groups"],
-        "pads": [ph, pw, ph, pw],
-    }
+    """2-D convolutions; a 1-D one (rank-3 input) runs as a 2-D one over a unit height, as the ONNX import runs it."""
+    x, w = a["input"], a["weight"]
+    one_d = x.rank == 3
+    if one_d:
+        x, w = (m.emit1("unsqueeze", [v], {"axes": [2]}) for v in (x, w))
+        pairs = {k: (1 if k in ("stride", "dilation") else 0, _as_1d(a[k], "convolution"))
+                 for k in ("stride", "dilation", "padding", "output_padding")}  # fmt: skip
+    else:
+        _rank4(x, "convolution")
+        pairs = {k: _pairs(a[k], "convolution") for k in ("stride", "dilation", "padding", "output_padding")}
+    ph, pw = pairs["padding"]
+    attrs = {"strides": list(pairs["stride"]), "dilations": list(pairs["dilation"]), "group": a["groups"]}
+    attrs["pads"] = [ph, pw, ph, pw]
     if a["transposed"]:
-        attrs["output_padding"] = _pairs(a["output_padding"], "convolution")
-        return m.emit1("conv2d_transpose", [x, a["weight"], a["bias"]], attrs)
-    return m.emit1("conv2d", [x, a["weight"], a["bias"]], attrs)
+        attrs["output_padding"] = list(pairs["output_padding"])
+    y = m.emit1("conv2d_transpose" if a["transposed"] else "conv2d", [x, w, a["bias"]], attrs)
+    return m.emit1("squeeze", [y], {"axes": [2]}) if one_d else y
 
 
 def _ones_or(m, v: Value | None, n: int, fill: float) -> Value:
@@ -53,6 +64,21 @@ def _batch_norm(m, a):
     c = mean.shape[0]
     inputs = [x, _ones_or(m, a["weight"], c, 1.0), _ones_or(m, a["bias"], c, 0.0), mean, var]
     return [m.emit1("batch_norm", inputs, {"epsilon": a["eps"]}), None, None]
+
+
+@aten("_native_batch_norm_legit.no_stats")
+def _batch_norm_batch_stats(m, a):
+    """Normalization by the input's own statistics per channel (axis 1): InstanceNorm decomposes to it."""
+    x = a["input"]
+    axes = [0, *range(2, x.rank)]
+    centred = m.emit1("sub", [x, m.emit1("reduce_mean", [x], {"axes": axes, "keepdims": 1})])
+    var = m.emit1("reduce_mean", [m.emit1("mul", [centred, centred])], {"axes": axes, "keepdims": 1})
+    y = m.emit1("div", [centred, m.emit1("sqrt", [m.emit1("add", [var, m.tensor(float(a["eps"]))])])])
+    per_channel = m.int_array([-1] + [1] * (x.rank - 2))
+    for param, op in (("weight", "mul"), ("bias", "add")):
+        if a[param] is not None:
+            y = m.emit1(op, [y, m.emit1("reshape", [a[param], per_channel])])
+    return [y, None, None]
 
 
 @aten("native_layer_norm.default")

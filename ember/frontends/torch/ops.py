@@ -70,6 +70,16 @@ def _leaky_relu(m, a):
     return m.emit1("leaky_relu", [a["self"]], {"alpha": a["negative_slope"]})
 
 
+@aten("elu.default")
+def _elu(m, a):
+    """scale * elu(input_scale * x, alpha): SELU and CELU decompose to it."""
+    x = a["self"]
+    if a["input_scale"] != 1:
+        x = m.emit1("mul", [x, m.tensor(float(a["input_scale"]))])
+    y = m.emit1("elu", [x], {"alpha": float(a["alpha"])})
+    return y if a["scale"] == 1 else m.emit1("mul", [y, m.tensor(float(a["scale"]))])
+
+
 @aten("hardtanh.default")
 def _hardtanh(m, a):
     return m.emit1("clip", [a["self"]], {"min": a["min_val"], "max": a["max_val"]})
@@ -261,6 +271,14 @@ def _expand(m, a):
     return m.emit1("expand", [x, m.shape_tensor(m.out_shape())])
 
 
+@aten("repeat.default")
+def _repeat(m, a):
+    x, reps = a["self"], m.const_ints(a["repeats"], "repeats")
+    if len(reps) > x.rank:  # new leading axes, as torch adds them
+        x = m.emit1("unsqueeze", [x], {"axes": list(range(len(reps) - x.rank))})
+    return m.emit1("tile", [x, m.int_array(reps, "repeats")])
+
+
 @aten("permute.default", "permute_copy.default")
 def _permute(m, a):
     x = a["self"]
@@ -347,10 +365,16 @@ def _embedding(m, a):
     return m.emit1("gather", [a["weight"], a["indices"]], {"axis": 0})
 
 
-@aten("constant_pad_nd.default")
+PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+@aten("constant_pad_nd.default", "pad.default")
 def _pad(m, a):
     x, pad = a["self"], m.const_ints(a["pad"], "padding")
+    mode = PAD_MODES.get(a.get("mode") or "constant")
+    if mode is None:
+        raise EmberError(f"pad mode '{a['mode']}' is not supported", hint="use " + ", ".join(PAD_MODES))
     begin, end = [0] * x.rank, [0] * x.rank
     for i in range(len(pad) // 2):
         begin[x.rank - 1 - i], end[x.rank - 1 - i] = pad[2 * i], pad[2 * i + 1]
-    return m.emit1("pad", [x], {"pads": begin + end, "value": float(a["value"])})
+    return m.emit1("pad", [x], {"pads": begin + end, "mode": mode, "value": float(a["value"] or 0.0)})

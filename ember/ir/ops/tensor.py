@@ -264,8 +264,8 @@ def pad(ins, a):
     p = a["pads"]
     if len(p) != 2 * x.rank:
         raise EmberError(f"pads {list(p)} must have 2 entries per axis of {fmt(x.shape)}")
-    if a["mode"] not in ("constant", "reflect", "edge"):
-        raise EmberError(f"unknown pad mode '{a['mode']}'", hint="use constant, reflect or edge")
+    if a["mode"] not in ("constant", "reflect", "edge", "wrap"):
+        raise EmberError(f"unknown pad mode '{a['mode']}'", hint="use constant, reflect, edge or wrap")
     return tuple(d + p[i] + p[i + x.rank] if isinstance(d, int) else UNKNOWN for i, d in enumerate(x.shape)), x.dtype
 
 
