@@ -3,6 +3,8 @@
     python benchmarks/cpu_latency.py [--threads 2] [--runs 40] [--block 5]
                                      [--models squeezenet,resnet50,mobilenet_v2,bert] [--tune-trials N [--tune-dir DIR]]
 
+`--models` also takes tc_resnet8 (keyword spotting on 40 MFCC x 101 frames, 1-D convs; not in the default set).
+
 Each engine runs in its own process (two runtimes' thread pools in one process slow each other down on
 a small machine), on the same seeded inputs. The processes stay up and take turns, `--block` runs at a
 time, until each has `--runs`: load that comes and goes on a shared machine hits every engine alike, so
@@ -42,8 +44,10 @@ MODELS = ("squeezenet", "resnet50", "mobilenet_v2", "bert")
 
 def build_model(name: str) -> onnx.ModelProto:
     from ember.models import random_light_model
-    from ember.models.blocks import bert_layer, mobilenet_v2
+    from ember.models.blocks import bert_layer, mobilenet_v2, tc_resnet8
 
+    if name == "tc_resnet8":  # keyword spotting, 1-D convs (not in the default set)
+        return tc_resnet8()
     if name == "mobilenet_v2":
         return mobilenet_v2()
     if name == "bert":

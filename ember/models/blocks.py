@@ -239,6 +239,34 @@ def mobilenet_v2(size: int = 224, classes: int = 1000, rng: Seed = 0) -> onnx.Mo
     return make_model(e.nodes, [("input", [1, 3, size, size])], [("logits", [1, classes])], e.inits, 13, "mobilenet_v2")
 
 
+def _conv1d_bn(e: _Exporter, x: str, scope: str, cin: int, cout: int, k: int, stride: int, relu: bool) -> str:
+    w = e.weight(f"{scope}.conv.weight", cout, cin, k, fan_in=cin * k)
+    y = e.op("Conv", [x, w], f"{scope}/conv", kernel_shape=[k], pads=[k // 2] * 2, strides=[stride])
+    scale, shift = e.vector(f"{scope}.bn.weight", cout, 0.5, 1.5), e.vector(f"{scope}.bn.bias", cout)
+    mean, var = e.vector(f"{scope}.bn.running_mean", cout), e.vector(f"{scope}.bn.running_var", cout, 0.5, 1.5)
+    y = e.op("BatchNormalization", [y, scale, shift, mean, var], f"{scope}/bn", epsilon=1e-5, momentum=0.9)
+    return e.op("Relu", [y], f"{scope}/relu") if relu else y
+
+
+def tc_resnet8(width: float = 1.5, mfcc: int = 40, frames: int = 101, classes: int = 12, rng: Seed = 0):
+    """TC-ResNet8 (Choi et al., 2019), the keyword-spotting network for phones and MCUs: temporal 1-D convs over
+    MFCC frames (the coefficients are the channels), three residual blocks of two 9-tap convs with stride 2
+    and a 1x1 conv shortcut, global average pooling and a Gemm classifier; Conv + BatchNormalization + Relu
+    as torch.onnx writes them."""
+    e = _Exporter(rng)
+    channels = [int(c * width) for c in (16, 24, 32, 48)]
+    x = _conv1d_bn(e, "mfcc", "conv0", mfcc, channels[0], 3, 1, True)
+    for i, (cin, cout) in enumerate(zip(channels, channels[1:]), start=1):
+        y = _conv1d_bn(e, x, f"block{i}.conv1", cin, cout, 9, 2, True)
+        y = _conv1d_bn(e, y, f"block{i}.conv2", cout, cout, 9, 1, False)
+        shortcut = _conv1d_bn(e, x, f"block{i}.shortcut", cin, cout, 1, 2, True)
+        x = e.op("Relu", [e.op("Add", [y, shortcut], f"block{i}")], f"block{i}/relu")
+    x = e.op("Flatten", [e.op("GlobalAveragePool", [x], "pool")], "flatten", axis=1)
+    w, b = e.weight("fc.weight", classes, channels[-1], fan_in=channels[-1]), e.vector("fc.bias", classes)
+    e.op("Gemm", [x, w, b], "fc", out="logits", transB=1)
+    return make_model(e.nodes, [("mfcc", [1, mfcc, frames])], [("logits", [1, classes])], e.inits, 13, "tc_resnet8")
+
+
 def _layer_norm(e: _Exporter, x: str, scope: str, hidden: int, fused: bool, out: str | None = None) -> str:
     g, b = e.vector(f"{scope}.weight", hidden, 0.5, 1.5), e.vector(f"{scope}.bias", hidden)
     if fused:

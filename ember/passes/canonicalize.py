@@ -1,11 +1,13 @@
-"""Canonicalization: no-op removal, merged reshape/transpose chains, CSE and DCE."""
+"""Canonicalization: no-op removal, merged reshape/transpose chains, squeezes sunk below elementwise ops (to
+meet the next unsqueeze, and both go), CSE and DCE."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ember.ir.graph import Graph
-from ember.ir.ops.shapes import UNKNOWN
+from ember.ir.ops import all_schemas
+from ember.ir.ops.shapes import UNKNOWN, norm_axis
 from ember.passes.cse import eliminate_common_subexpressions
 from ember.passes.dce import eliminate_dead_code
 from ember.passes.manager import register
@@ -53,6 +55,47 @@ def _static(node) -> bool:
     return node.output.is_static
 
 
+def _ops_tagged(*tags: str) -> tuple[str, ...]:
+    return tuple(name for name, schema in all_schemas().items() if set(tags) <= schema.tags)
+
+
+UNARY, BINARY = _ops_tagged("elementwise", "unary"), _ops_tagged("elementwise", "binary")
+SQUEEZE = P.op("squeeze", P.any("x"), name="sq")
+
+
+def _squeezed(m) -> list[int]:
+    return sorted(norm_axis(a, m["x"].rank) for a in m["sq"].attrs["axes"])
+
+
+def _sink_unary(m, b):
+    """op(squeeze(x)) -> squeeze(op(x)): a 1-D layer's result, lifted to 2-D, meets the next layer unsqueezed."""
+    node = m["u"]
+    if node.op == "batch_norm" and min(_squeezed(m)) < 2:  # its channel axis must stay axis 1
+        return None
+    y = b.emit(node.op, m["x"], *node.inputs[1:], **node.attrs)
+    return b.emit("squeeze", y, axes=_squeezed(m))
+
+
+def _sink_binary(m, b):
+    """squeeze(x) op squeeze(y) -> squeeze(x op y), the two squeezes alike (a residual add of 1-D layers)."""
+    axes = _squeezed(m)
+    if m["y"].shape != m["x"].shape or sorted(norm_axis(a, m["y"].rank) for a in m["sq2"].attrs["axes"]) != axes:
+        return None
+    return b.emit("squeeze", b.emit(m["bin"].op, m["x"], m["y"], **m["bin"].attrs), axes=axes)
+
+
+def _sink_binary_const(const_first: bool):
+    def build(m, b):
+        axes, c, rank = _squeezed(m), m["c"].const, m["bin"].output.rank
+        if c.ndim > rank or m["x"].rank != rank + len(axes):
+            return None
+        lifted = b.const(np.expand_dims(c.reshape((1,) * (rank - c.ndim) + c.shape), axes))
+        args = (lifted, m["x"]) if const_first else (m["x"], lifted)
+        return b.emit("squeeze", b.emit(m["bin"].op, *args, **m["bin"].attrs), axes=axes)
+
+    return build
+
+
 RULES = [
     Rule(P.op("identity", P.any("x")), lambda m, b: m["x"]),
     Rule(P.op(RESHAPES, P.any("x"), P.opt(P.any()), where=_same_known_shape), lambda m, b: m["x"]),
@@ -78,6 +121,11 @@ RULES = [
         _merged_reshape,
     ),
     Rule(P.op("transpose", P.op("transpose", P.any("x"), name="inner", shared=True), name="outer"), _merged_transpose),
+    Rule(P.op(UNARY, SQUEEZE, name="u"), _sink_unary),
+    Rule(P.op("batch_norm", SQUEEZE, *[P.any()] * 4, name="u"), _sink_unary),
+    Rule(P.op(BINARY, SQUEEZE, P.op("squeeze", P.any("y"), name="sq2"), name="bin"), _sink_binary),
+    Rule(P.op(BINARY, SQUEEZE, P.const("c"), name="bin"), _sink_binary_const(False)),
+    Rule(P.op(BINARY, P.const("c"), SQUEEZE, name="bin"), _sink_binary_const(True)),
 ]
 
 

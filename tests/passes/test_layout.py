@@ -8,7 +8,7 @@ import ember
 from ember.backends.tvm.targets import resolve
 from ember.driver import layout_passes
 from ember.models import random_light_model
-from ember.models.blocks import mobile_block
+from ember.models.blocks import mobile_block, tc_resnet8
 from tests.conftest import assert_close, ort_run, random_feeds
 
 
@@ -39,6 +39,19 @@ def test_nhwc_leaves_one_transpose_and_matches_onnxruntime(name):
     counts = art.graph.op_counts()
     assert counts.get("transpose", 0) == 1  # the model input's; every other one cancelled
     assert all(n.attrs["layout"] == "NHWC" for n in art.graph.nodes if "layout" in n.attrs)
+    feeds = random_feeds(model)
+    assert_close(art.run(feeds), ort_run(model, feeds))
+
+
+def test_1d_convs_fold_their_batch_norms_and_stay_nhwc_between_layers():
+    """TC-ResNet8's 1-D convs run as 2-D ones over a unit height: the squeeze after each sinks below its batch
+    norm, ReLU and residual add to meet the next layer's unsqueeze, so every batch norm folds into its conv, each
+    ReLU and residual add joins it, and transposes are left at the input and before the pooling only."""
+    model = tc_resnet8()
+    art = ember.compile(model, "host")
+    counts = art.graph.op_counts()
+    assert counts["fused_conv2d"] == 10 and "batch_norm" not in counts and "relu" not in counts
+    assert counts["transpose"] == 2 and counts["squeeze"] == counts["unsqueeze"] == 1
     feeds = random_feeds(model)
     assert_close(art.run(feeds), ort_run(model, feeds))
 
