@@ -120,6 +120,10 @@ class GraphGen:
         dims = (self.draw(st.integers(1, 4)),) if self.chance() else ()
         return self.g.add_input(f"feat{len(self.g.inputs)}", (self.batch, *dims, self.draw(st.integers(1, 8))))
 
+    def sequence(self) -> Value:
+        c, length = self.draw(st.integers(1, 6)), self.draw(st.integers(3, 9))
+        return self.g.add_input(f"seq{len(self.g.inputs)}", (self.batch, c, length))
+
     def input_of(self, fits: Callable, make: Callable[[], Value]) -> Value:
         x = self.take(fits)
         if x is None:
@@ -145,6 +149,21 @@ class GraphGen:
         if self.chance():
             args.append(self.randn((o,), 0.5))
         y = self.emit("conv2d", *args, strides=strides, pads=pads, dilations=dil, group=g)
+        self.pool.append(y)
+        if self.chance():
+            y = self.batch_norm(y)
+        self.tail(y, 1)
+
+    def conv1d(self) -> None:
+        """A 1-D conv as the frontends lift it: unsqueeze to a unit height, conv2d, squeeze; then what follows a
+        layer (canonicalize sinks the squeeze below it)."""
+        x = self.input_of(lambda s: len(s) == 3 and s[1] <= 8 and s[2] >= 3, self.sequence)
+        _, c, length = self.shape(x)
+        k, pad = self.pick([1, 3]), self.draw(st.integers(0, 1))
+        o = self.draw(st.integers(1, 8))
+        w = self.randn((o, c, 1, k), 1 / math.sqrt(c * k))
+        y = self.emit("conv2d", self.emit("unsqueeze", x, axes=[2]), w, pads=(0, pad, 0, pad))
+        y = self.emit("squeeze", y, axes=[2])
         self.pool.append(y)
         if self.chance():
             y = self.batch_norm(y)
@@ -400,7 +419,7 @@ class GraphGen:
 BLOCKS: list[Callable[[GraphGen], object]] = [
     GraphGen.conv,
     GraphGen.conv,
-    GraphGen.conv,
+    GraphGen.conv1d,
     GraphGen.dense,
     GraphGen.dense,
     lambda gen: gen.affine(None),
