@@ -20,7 +20,7 @@ from ember.backends.tvm.schedules.conv2d import Conv2D
 from ember.backends.tvm.schedules.dense import Dense
 from ember.backends.tvm.targets import resolve
 from ember.models import random_light_model
-from ember.models.blocks import bert_layer, mobilenet_v2
+from ember.models.blocks import bert_layer, mobilenet_v2, tc_resnet8
 from tests.conftest import assert_close, make_model, ort_run, random_feeds
 
 
@@ -43,6 +43,7 @@ def kernel_texts(graph, target: str = "host", winograd=True) -> dict[str, str]:
         ("mobilenet_v2_96", lambda: mobilenet_v2(96)),
         ("bert_layer", lambda: bert_layer(hidden=64, heads=4, seq=16)),
         ("bert_layer_seq20", lambda: bert_layer(hidden=64, heads=4, seq=20)),
+        ("tc_resnet8", tc_resnet8),
     ],
 )
 def test_scheduled_model_matches_onnxruntime(name, build):
@@ -93,6 +94,22 @@ def test_pointwise_conv_tiles_channels_that_are_no_multiple_of_two_vectors():
     tile = lane_tile(40, lanes)
     assert f"T.vectorized(T.int64({lanes if tile // lanes in (3, 5) else tile}))" in text
     assert tile // lanes not in (3, 5) or f"T.unroll(T.int64({tile // lanes}))" in text
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
+def test_conv_over_half_vectors_of_channels_unrolls_half_vector_registers():
+    """36 output channels (TC-ResNet8-1.5's 1-D convs) take lane tiles of 12 floats: 1.5 AVX2 vectors, which LLVM
+    pads to 16 and shuffles (5.7 GMAC/s). They run as 3 unrolled half-vector registers, and the register rows
+    are counted in those registers."""
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[4, 4])
+    w = np.random.default_rng(0).standard_normal((36, 36, 9)).astype("float32")
+    model = make_model([conv], [("x", [1, 36, 51])], [("y", None)], {"w": w}, opset=13)
+    (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
+    lanes = schedules.vector_bits(resolve("host").target) // 32
+    if 36 % lanes:
+        update = text[: text.index('T.sblock("conv2d_nhwc_update")')].splitlines()[-5:]
+        assert "T.unroll(T.int64(3))" in update[-3] and f"T.vectorized(T.int64({lanes // 2}))" in update[-2]
     feeds = random_feeds(model)
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
