@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -114,6 +115,17 @@ def layout_passes(wanted: str, passes: str | Sequence[str] | int, explicit: str 
     return ["convert-to-nhwc", "canonicalize"]
 
 
+@contextlib.contextmanager
+def _errors_name_the_file(model: Any):
+    """Errors from passes, quantization, lowering and the build name the model file too, as import errors do."""
+    try:
+        yield
+    except EmberError as e:
+        if isinstance(model, (str, os.PathLike)):
+            raise e.with_file(str(model)) from None
+        raise
+
+
 def compile(  # noqa: A001  (the verb users expect: ember.compile)
     model: Any,
     target: str = "host",
@@ -178,61 +190,62 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     from ember.quantization import attach_report, fuse_prequantized, quantize_for_target
     from ember.sparsity import apply_sparsity, attach_sparsity_report
 
-    spec = resolve(target)
-    verify_each = verify_each or os.environ.get("EMBER_VERIFY_EACH") == "1"
-    for plugin in pass_plugins:
-        load_plugin(plugin)
-    dumper = DumpIR(dump_ir) if dump_ir is not None else None
-    pipeline = parse_pipeline(passes) + layout_passes(spec.layout if layout is None else layout, passes, layout)
-    manager = PassManager(pipeline, verify_each, list(instruments) + ([dumper] if dumper else []))
-    with fold_scope(fold_limit):
-        graph = import_model(model, input_shapes, example_inputs, dynamic_shapes)
-        _dump(dumper, "input", graph)
-        _dump(dumper, "after-fuse-qdq", graph, fuse_prequantized(graph, spec))
-        manager.run(graph)
-    lower_bsr = sparse_lowering and spec.device == "cpu"
-    sparse_report = apply_sparsity(graph, sparsity, lowering=lower_bsr, **(sparsity_options or {}))
-    _dump(dumper, "after-sparsity", graph, bool(sparse_report))
-    quant = (quantize, calibration, calibration_method, per_channel, skip_ops, evaluation)
-    quant_report = quantize_for_target(graph, spec, *quant)
-    _dump(dumper, "after-quantize", graph, quant_report is not None)
-    # CPU schedules only: a fused pool's epilogue is one more case TVM's GPU rules would have to take
-    _dump(dumper, "after-fuse-qconv-pool", graph, spec.device == "cpu" and fuse_qconv_pool(graph))
-    mod = lower_to_relax(graph, spec.device, winograd)
-    if dumper is not None:
-        dumper.write_text("lowered-relax", ".py", mod.script(show_meta=False))
-    tuned = None
-    if tuning_db is not None:
-        from ember.backends.tvm.tuned import TunedKernels
+    with _errors_name_the_file(model):
+        spec = resolve(target)
+        verify_each = verify_each or os.environ.get("EMBER_VERIFY_EACH") == "1"
+        for plugin in pass_plugins:
+            load_plugin(plugin)
+        dumper = DumpIR(dump_ir) if dump_ir is not None else None
+        pipeline = parse_pipeline(passes) + layout_passes(spec.layout if layout is None else layout, passes, layout)
+        manager = PassManager(pipeline, verify_each, list(instruments) + ([dumper] if dumper else []))
+        with fold_scope(fold_limit):
+            graph = import_model(model, input_shapes, example_inputs, dynamic_shapes)
+            _dump(dumper, "input", graph)
+            _dump(dumper, "after-fuse-qdq", graph, fuse_prequantized(graph, spec))
+            manager.run(graph)
+        lower_bsr = sparse_lowering and spec.device == "cpu"
+        sparse_report = apply_sparsity(graph, sparsity, lowering=lower_bsr, **(sparsity_options or {}))
+        _dump(dumper, "after-sparsity", graph, bool(sparse_report))
+        quant = (quantize, calibration, calibration_method, per_channel, skip_ops, evaluation)
+        quant_report = quantize_for_target(graph, spec, *quant)
+        _dump(dumper, "after-quantize", graph, quant_report is not None)
+        # CPU schedules only: a fused pool's epilogue is one more case TVM's GPU rules would have to take
+        _dump(dumper, "after-fuse-qconv-pool", graph, spec.device == "cpu" and fuse_qconv_pool(graph))
+        mod = lower_to_relax(graph, spec.device, winograd)
+        if dumper is not None:
+            dumper.write_text("lowered-relax", ".py", mod.script(show_meta=False))
+        tuned = None
+        if tuning_db is not None:
+            from ember.backends.tvm.tuned import TunedKernels
 
-        tuned = TunedKernels.load(tuning_db, spec)
-    executable = build(graph, spec, mod, tuned=tuned)
-    metadata = {
-        "format": FORMAT,
-        "model": _source_info(model),
-        "inputs": [_value_info(v) for v in graph.inputs],
-        "outputs": [_value_info(v) for v in graph.outputs],
-        "target": {
-            "name": spec.name,
-            "tvm": str(spec.target),
-            "arch": spec.arch,
-            "device": spec.device,
-            "linker": spec.cross_compiler,
-        },
-        "passes": manager.pipeline,
-        "layout": "NHWC" if "convert-to-nhwc" in manager.pipeline else "NCHW",
-        "versions": {"ember": ember.__version__, "tvm": tvm.__version__},
-        "library": None,
-    }
-    if tuning_db is not None:
-        metadata["tuning"] = {
-            "database": str(tuning_db),
-            "kernels_from_db": tuned.applied if tuned else 0,
-            "kernels_kept_on_rules": tuned.kept_on_rules if tuned else 0,
+            tuned = TunedKernels.load(tuning_db, spec)
+        executable = build(graph, spec, mod, tuned=tuned)
+        metadata = {
+            "format": FORMAT,
+            "model": _source_info(model),
+            "inputs": [_value_info(v) for v in graph.inputs],
+            "outputs": [_value_info(v) for v in graph.outputs],
+            "target": {
+                "name": spec.name,
+                "tvm": str(spec.target),
+                "arch": spec.arch,
+                "device": spec.device,
+                "linker": spec.cross_compiler,
+            },
+            "passes": manager.pipeline,
+            "layout": "NHWC" if "convert-to-nhwc" in manager.pipeline else "NCHW",
+            "versions": {"ember": ember.__version__, "tvm": tvm.__version__},
+            "library": None,
         }
-    artifact = Artifact(metadata, executable, sources=device_sources(executable))
-    attach_report(artifact, quant_report)
-    attach_sparsity_report(artifact, sparse_report)
-    artifact.graph = graph
-    artifact.pass_records = manager.records
-    return artifact
+        if tuning_db is not None:
+            metadata["tuning"] = {
+                "database": str(tuning_db),
+                "kernels_from_db": tuned.applied if tuned else 0,
+                "kernels_kept_on_rules": tuned.kept_on_rules if tuned else 0,
+            }
+        artifact = Artifact(metadata, executable, sources=device_sources(executable))
+        attach_report(artifact, quant_report)
+        attach_sparsity_report(artifact, sparse_report)
+        artifact.graph = graph
+        artifact.pass_records = manager.records
+        return artifact

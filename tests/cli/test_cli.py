@@ -159,3 +159,22 @@ def test_run_rejects_missing_bundle_and_bad_inputs(bundle, tmp_path):
     np.save(tmp_path / "small.npy", np.zeros((1, 3, 8, 8), np.float32))
     assert_one_line_error(ember("run", str(bundle), "--input", f"data_0={tmp_path / 'small.npy'}"), "must have shape")
     assert_one_line_error(ember("run", str(bundle), "--input", f"data_0={tmp_path / 'nope.npy'}"), "cannot read")
+
+
+def test_a_lowering_error_names_the_file_and_prints_nothing_else(tmp_path):
+    """An error past import (here a shape computed from an input's values, which no static build takes) names
+    the model file like an import error, and TVM's native warning about the abandoned builder is not printed."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Expand", ["x", "shape"], ["y"], name="grow")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "grow.onnx"))
+    r = ember("compile", str(tmp_path / "grow.onnx"), "-o", str(tmp_path / "out"))
+    assert_one_line_error(r, "grow.onnx", "node 'grow' (expand)", "is not static", "input values")
+    assert not (tmp_path / "out").exists()

@@ -54,21 +54,25 @@ def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> 
             return env.setdefault(id(v), lowering.const(v.const))
         return env[id(v)]
 
-    with bb.function("main", params):
-        with bb.dataflow():
-            for node in graph.nodes:
-                try:
-                    result = RULES[node.op](lowering, node, [arg(v) for v in node.inputs])
-                    results = result if isinstance(result, list) else [result]
-                    for out, expr in zip(node.outputs, results):
-                        env[id(out)] = bb.emit(expr, name_hint=_hint(out.name))
-                except EmberError as e:
-                    raise EmberError(e.message, node=node.name, op=node.op, hint=e.hint) from None
-                except (RuntimeError, ValueError, TypeError, AttributeError) as e:  # tvm_ffi raises RuntimeErrors
-                    msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
-                    raise EmberError(f"TVM rejected the lowering: {msg}", node=node.name, op=node.op) from None
-            outs = bb.emit_output(relax.Tuple([arg(v) for v in graph.outputs]))
-        bb.emit_func_output(outs)
+    try:  # the dataflow scope opens a block on its way out of an error; left open, TVM warns when bb is freed
+        with bb.function("main", params):
+            with bb.dataflow():
+                for node in graph.nodes:
+                    try:
+                        result = RULES[node.op](lowering, node, [arg(v) for v in node.inputs])
+                        results = result if isinstance(result, list) else [result]
+                        for out, expr in zip(node.outputs, results):
+                            env[id(out)] = bb.emit(expr, name_hint=_hint(out.name))
+                    except EmberError as e:
+                        raise EmberError(e.message, node=node.name, op=node.op, hint=e.hint) from None
+                    except (RuntimeError, ValueError, TypeError, AttributeError) as e:  # tvm_ffi raises RuntimeErrors
+                        msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+                        raise EmberError(f"TVM rejected the lowering: {msg}", node=node.name, op=node.op) from None
+                outs = bb.emit_output(relax.Tuple([arg(v) for v in graph.outputs]))
+            bb.emit_func_output(outs)
+    except EmberError:
+        bb._end_block()
+        raise
     return bb.get()
 
 

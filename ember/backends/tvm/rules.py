@@ -49,7 +49,7 @@ def _shape_of(v, node: Node) -> list[int]:
             f"shape {list(v.shape)} of '{v.name}' is not static",
             node=node.name,
             op=node.op,
-            hint="pass --input-shape to fix dynamic dims",
+            hint="pass --input-shape to fix dynamic input dims; a shape computed from input values cannot be built",
         )
     return list(v.shape)
 
