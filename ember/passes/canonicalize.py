@@ -123,7 +123,7 @@ RULES = [
     Rule(P.op("transpose", P.op("transpose", P.any("x"), name="inner", shared=True), name="outer"), _merged_transpose),
     Rule(P.op(UNARY, SQUEEZE, name="u"), _sink_unary),
     Rule(P.op("batch_norm", SQUEEZE, *[P.any()] * 4, name="u"), _sink_unary),
-    Rule(P.op(BINARY, SQUEEZE, P.op("squeeze", P.any("y"), name="sq2"), name="bin"), _sink_binary),
+    Rule(P.op((*BINARY, "qadd"), SQUEEZE, P.op("squeeze", P.any("y"), name="sq2"), name="bin"), _sink_binary),
     Rule(P.op(BINARY, SQUEEZE, P.const("c"), name="bin"), _sink_binary_const(False)),
     Rule(P.op(BINARY, P.const("c"), SQUEEZE, name="bin"), _sink_binary_const(True)),
 ]

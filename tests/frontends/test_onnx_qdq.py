@@ -13,18 +13,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ember import ir
 from ember.frontends.onnx import load
+from ember.models.blocks import tc_resnet8
 from ember.passes import PassManager, parse_pipeline
 from ember.passes.quantize import scheme_for_target
 from ember.passes.quantize.qdq import fuse_qdq
 from tests.passes.quant_models import cnn_onnx, samples
 
 
-def qdq_model(tmp_path, per_channel: bool, model: onnx.ModelProto | None = None) -> str:
+def qdq_model(tmp_path, per_channel: bool, model: onnx.ModelProto | None = None, feeds: list | None = None) -> str:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter(samples(32, seed=2))
+            self.it = iter(feeds or samples(32, seed=2))
 
         def get_next(self):
             return next(self.it, None)
@@ -317,3 +318,26 @@ def test_qdq_residual_add_builds_bit_exact_with_the_interpreter(tmp_path):
     assert artifact.graph.op_counts()["qadd"] == 1 and "add" not in artifact.graph.op_counts()
     for feeds in samples(6, seed=5):
         np.testing.assert_array_equal(artifact.run(feeds)["y"], ir.interpret(artifact.graph, feeds)["y"])
+
+
+def test_quantize_static_1d_convs_fuse_through_their_unit_height(tmp_path):
+    """A QDQ TC-ResNet8 (1-D convs, lifted to 2-D over a unit height at import: the dequantize feeds an unsqueeze,
+    the quantize follows a squeeze) fuses every conv into qconv2d and every residual add into qadd, runs NHWC from
+    its input to its pooling, and matches onnxruntime within one output step, as the 2-D QDQ models do."""
+    rng = np.random.default_rng(5)
+    feeds = [{"mfcc": rng.standard_normal((1, 8, 32)).astype(np.float32)} for _ in range(24)]
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx.save(tc_resnet8(width=0.5, mfcc=8, frames=32), str(tmp_path / "tc.onnx"))
+    quant_pre_process(str(tmp_path / "tc.onnx"), str(tmp_path / "tc_pre.onnx"))  # folds the batch norms, as advised
+    path = qdq_model(tmp_path, True, onnx.load(str(tmp_path / "tc_pre.onnx")), feeds)
+    graph = load(path)
+    assert fuse_qdq(graph, scheme_for_target("aarch64"))
+    ops = graph.op_counts()
+    assert (ops["qconv2d"], ops["qadd"]) == (10, 3) and not {"conv2d", "add"} & set(ops), ops
+    PassManager(parse_pipeline(2) + ["convert-to-nhwc", "canonicalize"], verify_each=True).run(graph)
+    assert graph.op_counts()["transpose"] == 2  # the squeezes sank through the qadds: NHWC from input to pooling
+    step = output_step(graph)
+    for x in feeds[:8]:
+        got, want = ir.interpret(graph, x)["logits"], ort_reference(path, x)
+        assert np.abs(got - want).max() <= step * 1.001, np.abs(got - want).max() / step

@@ -35,6 +35,10 @@ def _weight(v: Value, out_axis: int) -> tuple[np.ndarray, np.ndarray | None] | N
     or of dequantize(constant int8) seen through transposes; None if the weight is not constant."""
     perm = None
     node = v.producer
+    if node is not None and node.op == "unsqueeze":  # a 1-D conv's weight, lifted to a unit height
+        found = _weight(node.inputs[0], out_axis)
+        axes = node.attrs["axes"]
+        return None if found is None else (np.expand_dims(found[0], axes), _expand(found[1], axes))
     if node is not None and node.op == "transpose":
         perm, v, node = node.attrs["perm"], node.inputs[0], node.inputs[0].producer
     if v.is_const:
@@ -55,6 +59,16 @@ def _weight(v: Value, out_axis: int) -> tuple[np.ndarray, np.ndarray | None] | N
         scales.reshape([-1 if i == axis else 1 for i in range(q.ndim)]) if scales.size > 1 else scales
     )
     return w, (q, np.broadcast_to(scales, (q.shape[out_axis],)).astype(np.float32))
+
+
+def _expand(exact, axes):
+    return None if exact is None else (np.expand_dims(exact[0], axes), exact[1])
+
+
+def _unit_height(v: Value) -> tuple[Value, list[int] | None]:
+    """The operand a 1-D layer's unsqueeze to a unit height took, and its axes; else (v, None)."""
+    node = v.producer
+    return (node.inputs[0], node.attrs["axes"]) if node is not None and node.op == "unsqueeze" else (v, None)
 
 
 def _bias(v: Value | None) -> tuple[bool, np.ndarray | None]:
@@ -78,8 +92,8 @@ def _epilogue(graph: Graph, y: Value) -> tuple[list[Node], Node | None]:
         user = y.users[0]
         if user.op == "quantize":
             return chain, user
-        if user.op not in ("add", "relu", "clip") or (user.op == "add" and chain):
-            break  # a bias add comes first, if at all
+        if user.op not in ("add", "relu", "clip", "squeeze") or (user.op == "add" and chain):
+            break  # a bias add comes first, if at all; a squeeze drops a 1-D layer's unit height
         chain.append(user)
         y = user.output
     return chain, None
@@ -105,7 +119,8 @@ def _integer_weights(w: np.ndarray, exact, scheme: Scheme) -> tuple[np.ndarray, 
 
 
 def _fuse_one(graph: Graph, node: Node, scheme: Scheme) -> bool:
-    dx = node.inputs[0].producer
+    x, lifted = _unit_height(node.inputs[0]) if node.op == "conv2d" else (node.inputs[0], None)
+    dx = x.producer
     if dx is None or dx.op != "dequantize" or len(dx.attrs["scale"]) != 1 or dx.inputs[0].dtype not in ("i8", "u8"):
         return False
     is_conv = node.op == "conv2d"
@@ -118,6 +133,9 @@ def _fuse_one(graph: Graph, node: Node, scheme: Scheme) -> bool:
     chain, q = _epilogue(graph, node.output)
     bias_value = node.inputs[2] if len(node.inputs) > 2 else None
     adds = [n for n in chain if n.op == "add"]
+    squeezes = [n.attrs["axes"] for n in chain if n.op == "squeeze"]
+    if squeezes and (lifted is None or squeezes != [lifted]):
+        return False
     if adds:
         if bias_value is not None or node.op == "conv2d":
             return False
@@ -132,16 +150,21 @@ def _fuse_one(graph: Graph, node: Node, scheme: Scheme) -> bool:
         return False
     x_params, out_params = _qparams(dx), _qparams(q)
     wq, w_scales = _integer_weights(w, exact, scheme)
-    args = [dx.inputs[0], graph.add_constant(np.ascontiguousarray(wq, np.int8), f"{node.name}.weight.int8")]
+    xq = dx.inputs[0]
+    if lifted is not None:
+        xq = graph.add_node("unsqueeze", [xq], {"axes": lifted}, name=f"{node.name}.x.int8", before=q).output
+    args = [xq, graph.add_constant(np.ascontiguousarray(wq, np.int8), f"{node.name}.weight.int8")]
     if b is not None:
         args.append(graph.add_constant(quantize_bias(b, x_params.scale, w_scales), f"{node.name}.bias.int32"))
     multiplier, shift = requant_params(x_params.scale, w_scales, out_params.scale)
-    out_min, out_max = _clamp([n for n in chain if n.op != "add"], out_params)
+    out_min, out_max = _clamp([n for n in chain if n.op in ("relu", "clip")], out_params)
     attrs = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "group", "layout")} if is_conv else {}
     attrs.update(x_zero_point=x_params.zero_point, multiplier=multiplier, shift=shift, out_min=out_min)
     attrs.update(out_zero_point=out_params.zero_point, out_dtype=out_params.dtype, out_max=out_max)
     op = "qconv2d" if is_conv else "qdense"
     y = graph.add_node(op, args, attrs, name=f"{node.name}.int8", before=q).output
+    if squeezes:
+        y = graph.add_node("squeeze", [y], {"axes": squeezes[0]}, name=f"{node.name}.int8.squeeze", before=q).output
     graph.replace_all_uses(q.output, y)
     return True
 
