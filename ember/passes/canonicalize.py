@@ -59,7 +59,8 @@ def _ops_tagged(*tags: str) -> tuple[str, ...]:
     return tuple(name for name, schema in all_schemas().items() if set(tags) <= schema.tags)
 
 
-UNARY, BINARY = _ops_tagged("elementwise", "unary"), _ops_tagged("elementwise", "binary")
+UNARY, BINARY = _ops_tagged("elementwise", "unary"), _ops_tagged("elementwise", "binary")  # convert_layout's too
+SAME_SHAPE_BINARY = (*BINARY, "qadd")  # qadd: an elementwise add of two tensors of one shape, in any layout
 SQUEEZE = P.op("squeeze", P.any("x"), name="sq")
 
 
@@ -123,7 +124,7 @@ RULES = [
     Rule(P.op("transpose", P.op("transpose", P.any("x"), name="inner", shared=True), name="outer"), _merged_transpose),
     Rule(P.op(UNARY, SQUEEZE, name="u"), _sink_unary),
     Rule(P.op("batch_norm", SQUEEZE, *[P.any()] * 4, name="u"), _sink_unary),
-    Rule(P.op((*BINARY, "qadd"), SQUEEZE, P.op("squeeze", P.any("y"), name="sq2"), name="bin"), _sink_binary),
+    Rule(P.op(SAME_SHAPE_BINARY, SQUEEZE, P.op("squeeze", P.any("y"), name="sq2"), name="bin"), _sink_binary),
     Rule(P.op(BINARY, SQUEEZE, P.const("c"), name="bin"), _sink_binary_const(False)),
     Rule(P.op(BINARY, P.const("c"), SQUEEZE, name="bin"), _sink_binary_const(True)),
 ]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from ember.ir.graph import Graph, Node
-from ember.ir.ops import all_schemas
 from ember.ir.ops.nn import OIHW_TO_HWIO, TO_NCHW, TO_NHWC
-from ember.passes.canonicalize import canonicalize
+from ember.passes.canonicalize import BINARY, SAME_SHAPE_BINARY, UNARY, canonicalize
 from ember.passes.manager import register
 from ember.passes.pattern import P, Rule, rewrite
 
@@ -56,15 +55,6 @@ CONVERT = [
     ),
     Rule(P.op(("max_pool2d", "avg_pool2d"), P.any("x"), name="n", where=_nchw_4d), _convert),
 ]
-
-
-def _ops_tagged(*tags: str) -> tuple[str, ...]:
-    return tuple(name for name, schema in all_schemas().items() if set(tags) <= schema.tags)
-
-
-UNARY = _ops_tagged("elementwise", "unary")
-BINARY = _ops_tagged("elementwise", "binary")
-SAME_SHAPE_BINARY = (*BINARY, "qadd")  # qadd: an elementwise add of two tensors of one shape, in any layout
 
 
 def _perm(m, name: str = "t") -> tuple[int, ...]:

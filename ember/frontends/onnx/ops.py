@@ -193,13 +193,13 @@ def _auto_pads(at: dict, x, kernel, strides, dilations) -> list[int]:
     return begin + end
 
 
-LIFTED = {"kernel_shape": 1, "strides": 1, "dilations": 1, "output_shape": 1, "output_padding": 0}  # the unit height's
+# A 1-D layer's attributes gain the unit height's value in front
+LIFTED = {"kernel_shape": 1, "strides": 1, "dilations": 1, "output_shape": 1, "output_padding": 0}
 
 
 def _spatial(m, n, x) -> tuple[dict, Value]:
     """The node's attributes and input as a 2-D (NCHW) layer takes them: a 1-D layer (rank-3 input) runs as
-    a 2-D one over a unit height, as onnxruntime's MLAS runs it, so every conv/pool kernel, pass and
-    quantization rule serves it."""
+    a 2-D one over a unit height, so every conv/pool kernel, pass and quantization rule serves it."""
     at = dict(n.attrs)
     if x.rank == 4:
         return at, x
