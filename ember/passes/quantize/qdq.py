@@ -65,7 +65,7 @@ def _expand(exact, axes):
     return None if exact is None else (np.expand_dims(exact[0], axes), exact[1])
 
 
-def _unit_height(v: Value) -> tuple[Value, list[int] | None]:
+def _lifted_operand(v: Value) -> tuple[Value, list[int] | None]:
     """The operand a 1-D layer's unsqueeze to a unit height took, and its axes; else (v, None)."""
     node = v.producer
     return (node.inputs[0], node.attrs["axes"]) if node is not None and node.op == "unsqueeze" else (v, None)
@@ -119,7 +119,7 @@ def _integer_weights(w: np.ndarray, exact, scheme: Scheme) -> tuple[np.ndarray, 
 
 
 def _fuse_one(graph: Graph, node: Node, scheme: Scheme) -> bool:
-    x, lifted = _unit_height(node.inputs[0]) if node.op == "conv2d" else (node.inputs[0], None)
+    x, lifted = _lifted_operand(node.inputs[0]) if node.op == "conv2d" else (node.inputs[0], None)
     dx = x.producer
     if dx is None or dx.op != "dequantize" or len(dx.attrs["scale"]) != 1 or dx.inputs[0].dtype not in ("i8", "u8"):
         return False

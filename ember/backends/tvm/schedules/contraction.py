@@ -140,7 +140,8 @@ def vectorize_by_registers(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> Non
     if n <= 1 or sch.get(loop).kind == tirx.ForKind.VECTORIZED:
         return
     width = register_width(n, lanes)
-    if width == n or (n // width) & (n // width - 1) == 0 and width == lanes:
+    whole_registers_pow2 = width == lanes and (n // width) & (n // width - 1) == 0  # LLVM splits those itself
+    if width == n or whole_registers_pow2:
         sch.vectorize(loop)
         return
     registers, loop = sch.split(loop, factors=[None, width])
