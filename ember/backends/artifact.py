@@ -128,7 +128,7 @@ class Artifact:
             raise EmberError(f"input '{name}' must be {spec['dtype']}, got {arr.dtype}")
         if len(arr.shape) != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, arr.shape)):
             raise EmberError(f"input '{name}' must have shape {shape}, got {list(arr.shape)}")
-        return np.ascontiguousarray(arr)
+        return np.asarray(arr, order="C")  # not ascontiguousarray, which makes a 0-d input 1-d
 
     def host_vm(self):
         """The TVM VirtualMachine running this artifact on the host CPU (made once)."""

@@ -32,7 +32,17 @@ _RENAMES = {
     "sign": "Sign",
     "sin": "Sin",
     "cos": "Cos",
+    "tan": "Tan",
+    "atan": "Atan",
+    "asin": "Asin",
+    "acos": "Acos",
+    "sinh": "Sinh",
+    "cosh": "Cosh",
+    "asinh": "Asinh",
+    "acosh": "Acosh",
+    "atanh": "Atanh",
     "not": "Not",
+    "isnan": "IsNaN",
     "identity": "Identity",
     "softplus": "Softplus",
     "hard_swish": "HardSwish",
@@ -66,6 +76,7 @@ _RENAMES = {
     "transpose": "Transpose",
     "concat": "Concat",
     "gather": "Gather",
+    "gather_elements": "GatherElements",
     "shape": "Shape",
     "flatten": "Flatten",
     "reshape": "Reshape",
@@ -111,7 +122,7 @@ class _Exporter:
             return gs.Variable.empty()
         if id(v) not in self.tensors:
             if v.is_const:
-                self.tensors[id(v)] = gs.Constant(v.name, np.ascontiguousarray(v.const))
+                self.tensors[id(v)] = gs.Constant(v.name, np.asarray(v.const, order="C"))  # 0-d stays 0-d
             else:
                 shape = [d if isinstance(d, int) else (None if d == "?" else d) for d in v.shape]
                 self.tensors[id(v)] = gs.Variable(v.name, dtypes.to_numpy(v.dtype), shape)
@@ -171,8 +182,14 @@ def _export_node(e: _Exporter, n: Node) -> None:
         lo = e.const(np.asarray(a["min"], dt), n.name) if np.isfinite(a["min"]) else gs.Variable.empty()
         hi = e.const(np.asarray(a["max"], dt), n.name) if np.isfinite(a["max"]) else gs.Variable.empty()
         e.add("Clip", [ins[0], lo, hi], outs, n.name)
-    elif n.op == "mod":
-        e.add("Mod", ins, outs, n.name, fmod=1)
+    elif n.op == "topk":
+        k = e.const(np.asarray([a["k"]], np.int64), n.name)
+        e.add("TopK", [ins[0], k], outs, n.name, axis=a["axis"], largest=a["largest"])
+    elif n.op == "cumsum":
+        axis = e.const(np.asarray(a["axis"], np.int64), n.name)
+        e.add("CumSum", [ins[0], axis], outs, n.name, exclusive=a["exclusive"], reverse=a["reverse"])
+    elif n.op in ("mod", "floor_mod"):
+        e.add("Mod", ins, outs, n.name, fmod=int(n.op == "mod"))
     elif n.op == "cast":
         e.add("Cast", ins, outs, n.name, to=int(onnx.helper.np_dtype_to_tensor_dtype(dtypes.to_numpy(a["to"]))))
     elif n.op in ("conv2d", "conv2d_transpose"):

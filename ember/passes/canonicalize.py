@@ -130,9 +130,28 @@ RULES = [
 ]
 
 
-@register("canonicalize", "remove no-ops, merge reshape and transpose chains, then CSE and DCE")
+def _drop_empty_concat_operands(graph: Graph) -> bool:
+    """concat(a, empty, b) -> concat(a, b), and concat(a, empty) -> a: an operand with no elements along the
+    axis adds nothing (as a partial rotary embedding's unrotated part), and no kernel can loop over it."""
+    changed = False
+    for node in [n for n in graph.nodes if n.op == "concat" and len(n.inputs) > 1]:
+        axis = norm_axis(node.attrs["axis"], node.output.rank)
+        kept = [v for v in node.inputs if v.shape[axis] != 0]
+        if len(kept) in (0, len(node.inputs)):
+            continue
+        new = kept[0]
+        if len(kept) > 1:
+            new = graph.add_node("concat", kept, {"axis": axis}, node.name, before=node).output
+        if graph.can_replace(node.output, new):
+            graph.replace_all_uses(node.output, new)
+            changed = True
+    return changed
+
+
+@register("canonicalize", "remove no-ops, merge reshape and transpose chains, empty concat operands, then CSE and DCE")
 def canonicalize(graph: Graph) -> bool:
     changed = rewrite(graph, RULES)
+    changed |= _drop_empty_concat_operands(graph)
     changed |= eliminate_common_subexpressions(graph)
     changed |= eliminate_dead_code(graph)
     return changed

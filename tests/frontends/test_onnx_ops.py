@@ -104,6 +104,19 @@ def opset_variant(op_case: str):
             13,
         ),
         "argmax-sum": ([H("ArgMax", ["x"], ["y"], axis=2, keepdims=0), H("Sum", ["x", "x", "x"], ["z"])], {}, 13),
+        "cumsum-11": (
+            [
+                H("CumSum", ["x", "a0"], ["c"], reverse=1, exclusive=1),
+                H("CumSum", ["c", "a1"], ["y"]),
+            ],
+            {"a0": np.int64(-1), "a1": np.int32(1)},
+            11,
+        ),
+        "topk-11": (
+            [H("TopK", ["x", "k"], ["v", "i"], axis=1, largest=0), H("Cast", ["i"], ["ic"], to=1)],
+            {"k": i64(3)},
+            11,
+        ),
         "constantofshape-range": (
             [
                 H("ConstantOfShape", ["sh"], ["c"], value=helper.make_tensor("v", 1, [1], [2.5])),
@@ -120,6 +133,8 @@ def opset_variant(op_case: str):
     outputs = [(o, None) for n in nodes[-1:] for o in n.output]
     if op_case == "argmax-sum":
         outputs = [("y", None, TensorProto.INT64), ("z", None)]
+    if op_case == "topk-11":
+        outputs = [("v", None), ("ic", None)]
     return make_model(nodes, [("x", [3, 4, 8])], outputs, inits, opset=opset)
 
 
@@ -154,6 +169,8 @@ OPSET_CASES = [
     "leaky-elu",
     "expand-tile",
     "argmax-sum",
+    "cumsum-11",
+    "topk-11",
     "constantofshape-range",
 ]
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax
 
 import ember.backends.tvm.quant_rules  # noqa: F401  (registers the integer ops' rules)
-from ember.backends.tvm import attention_rules, concat_rules, shape_rules, sparse  # noqa: F401  (register their rules)
+from ember.backends.tvm import attention_rules, concat_rules, reduce_rules, shape_rules, sparse  # noqa: F401
 from ember.backends.tvm.rules import RULES, Lowering
 from ember.errors import EmberError
 from ember.ir import dtypes
@@ -59,7 +60,7 @@ def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> 
             with bb.dataflow():
                 for node in graph.nodes:
                     try:
-                        result = RULES[node.op](lowering, node, [arg(v) for v in node.inputs])
+                        result = _empty(lowering, node) or RULES[node.op](lowering, node, [arg(v) for v in node.inputs])
                         results = result if isinstance(result, list) else [result]
                         for out, expr in zip(node.outputs, results):
                             env[id(out)] = bb.emit(expr, name_hint=_hint(out.name))
@@ -74,6 +75,13 @@ def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> 
         bb._end_block()
         raise
     return bb.get()
+
+
+def _empty(lowering, node) -> list | None:
+    """A node whose results all hold no elements (a zero-length slice): constants; no kernel loops zero times."""
+    if not all(o.is_static and 0 in o.shape for o in node.outputs):
+        return None
+    return [lowering.const(np.zeros(o.shape, dtypes.to_numpy(o.dtype))) for o in node.outputs]
 
 
 def _hint(name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -74,16 +75,24 @@ _UNARY = {
     "sign": R.sign,
     "sin": R.sin,
     "cos": R.cos,
+    "tan": R.tan,
+    "atan": R.atan,
+    "asin": R.asin,
+    "acos": R.acos,
+    "asinh": R.asinh,
+    "acosh": R.acosh,
+    "atanh": R.atanh,
     "not": R.logical_not,
+    "isnan": R.isnan,
     "silu": R.nn.silu,
 }
 _BINARY = {
     "add": R.add,
     "sub": R.subtract,
     "mul": R.multiply,
-    "pow": R.power,
     "max": R.maximum,
     "min": R.minimum,
+    "floor_mod": R.floor_mod,
     "equal": R.equal,
     "less": R.less,
     "greater": R.greater,
@@ -110,6 +119,22 @@ def _div(L, n, a):
         return R.divide(a[0], a[1])
     q = R.divide(R.astype(a[0], "float64"), R.astype(a[1], "float64"))
     return R.astype(R.trunc(q), dtypes.to_tvm(n.output.dtype))
+
+
+@rule("sinh", "cosh")
+def _sinh_cosh(L, n, a):
+    """(e^x -/+ e^-x) / 2: LLVM's code generator has no sinh or cosh intrinsic."""
+    up, down = R.exp(a[0]), R.exp(R.negative(a[0]))
+    both = R.subtract(up, down) if n.op == "sinh" else R.add(up, down)
+    return R.multiply(both, L.scalar(0.5, n.output.dtype))
+
+
+@rule("pow")
+def _pow(L, n, a):
+    if dtypes.is_float(n.inputs[0].dtype):
+        return R.power(a[0], a[1])
+    p = R.power(R.astype(a[0], "float64"), R.astype(a[1], "float64"))  # TVM's power takes floats only
+    return R.astype(R.round(p), dtypes.to_tvm(n.output.dtype))
 
 
 @rule("mod")
@@ -147,6 +172,10 @@ def _gelu(L, n, a):
 
 
 def _clip(L, x, lo: float, hi: float, dtype: str):
+    if dtypes.is_float(dtype) and (math.isinf(lo) or math.isinf(hi)):  # R.clip's bounds are finite: keep -inf
+        if math.isinf(lo) and math.isinf(hi):
+            return x
+        return R.minimum(x, L.scalar(hi, dtype)) if math.isinf(lo) else R.maximum(x, L.scalar(lo, dtype))
     info = np.finfo(dtypes.to_numpy(dtype)) if dtypes.is_float(dtype) else np.iinfo(dtypes.to_numpy(dtype))
     lo, hi = max(lo, float(info.min)), min(hi, float(info.max))
     return R.clip(x, lo, hi)
@@ -275,12 +304,6 @@ def _pool(L, n, a):
     return R.nn.avg_pool2d(a[0], count_include_pad=bool(at["count_include_pad"]), **kw)
 
 
-@rule("global_avg_pool", "global_max_pool")
-def _global_pool(L, n, a):
-    axes = list(range(2, n.inputs[0].rank))
-    return (R.mean if n.op == "global_avg_pool" else R.max)(a[0], axis=axes, keepdims=True)
-
-
 @rule("batch_norm")
 def _batch_norm(L, n, a):
     x, scale, bias, mean, var = n.inputs
@@ -292,9 +315,9 @@ def _batch_norm(L, n, a):
         mul = L.const(inv.reshape(shape).astype(scale.const.dtype))
         return R.add(R.multiply(a[0], mul), L.const(shift.reshape(shape).astype(scale.const.dtype)))
     dt = x.dtype
-    inv = R.divide(a[1], R.sqrt(R.add(a[4], L.scalar(eps, dt))))
-    y = R.multiply(R.subtract(a[0], R.reshape(a[3], shape)), R.reshape(inv, shape))
-    return R.add(y, R.reshape(a[2], shape))
+    scale, bias, mean, var = (R.reshape(v, shape) for v in a[1:])  # reshaped where each one's type is known
+    inv = R.divide(scale, R.sqrt(R.add(var, L.scalar(eps, dt))))
+    return R.add(R.multiply(R.subtract(a[0], mean), inv), bias)
 
 
 @rule("lrn")
@@ -332,18 +355,3 @@ def _dense(L, n, a):
     wt = L.const(np.ascontiguousarray(w.const.T)) if w.is_const else R.permute_dims(a[1], [1, 0])
     y = R.matmul(a[0], wt)
     return y if len(a) < 3 or a[2] is None else R.add(y, a[2])
-
-
-_REDUCE = {"reduce_mean": R.mean, "reduce_sum": R.sum, "reduce_max": R.max, "reduce_min": R.min, "reduce_prod": R.prod}
-
-
-@rule(*_REDUCE)
-def _reduce(L, n, a):
-    axes = list(n.attrs["axes"]) or None
-    return _REDUCE[n.op](a[0], axis=axes, keepdims=bool(n.attrs["keepdims"]))
-
-
-@rule("argmax", "argmin")
-def _arg(L, n, a):
-    fn = R.argmax if n.op == "argmax" else R.argmin
-    return fn(a[0], axis=n.attrs["axis"], keepdims=bool(n.attrs["keepdims"]))

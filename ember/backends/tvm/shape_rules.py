@@ -40,6 +40,15 @@ def _split(L, n, a):
     return [relax.TupleGetItem(parts, i) for i in range(len(n.outputs))]
 
 
+@rule("topk")
+def _topk(L, n, a):
+    at = n.attrs
+    both = L.bb.emit(
+        R.topk(a[0], at["k"], axis=at["axis"], ret_type="both", largest=bool(at["largest"]), dtype="int64")
+    )
+    return [relax.TupleGetItem(both, i) for i in range(2)]
+
+
 @rule("slice")
 def _slice(L, n, a):
     from ember.ir.ops.tensor import slice_params
@@ -73,7 +82,16 @@ def _gather(L, n, a):
         return R.take(a[0], L.const(norm), axis=axis)
     dim = L.scalar(x.shape[axis], idx.dtype)
     fixed = R.where(R.less(a[1], L.scalar(0, idx.dtype)), R.add(a[1], dim), a[1])
-    return R.take(a[0], fixed, axis=axis)
+    return R.take(a[0], fixed, axis=axis, mode="clip")  # an index out of range reads the edge, never past it
+
+
+@rule("gather_elements")
+def _gather_elements(L, n, a):
+    x, idx = n.inputs
+    axis = n.attrs["axis"] % x.rank
+    dim = L.scalar(x.shape[axis], idx.dtype)
+    fixed = R.where(R.less(a[1], L.scalar(0, idx.dtype)), R.add(a[1], dim), a[1])
+    return R.gather_elements(a[0], fixed, axis=axis)
 
 
 @rule("shape")
@@ -91,6 +109,8 @@ def _range(L, n, a):
 
 @rule("tile")
 def _tile(L, n, a):
+    if not n.inputs[1].is_const:
+        raise EmberError("tile repeats must be constants to lower", node=n.name, op=n.op)
     return R.tile(a[0], [int(i) for i in n.inputs[1].const.reshape(-1)])
 
 

@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 
 from ember.errors import EmberError
 from ember.frontends.onnx.checks import check_graph
+from ember.frontends.onnx.functions import expand_functions
 from ember.frontends.onnx.importer import MAX_NODES, Importer, apply_input_shapes, input_dims, read_model
 from ember.frontends.onnx.ops import ONNX_OPS, op_key
 from ember.ir import dtypes
@@ -68,6 +69,7 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str, external: dict) -> 
         raise EmberError(f"model has {len(proto.graph.node)} nodes; the limit is {MAX_NODES}", file=file)
     opsets = {o.domain or "": o.version for o in proto.opset_import}
     check_graph(proto, file)
+    proto = expand_functions(proto, lambda n: n.op_type in ONNX_OPS)  # default-domain nodes only
     try:
         graph = gs.import_onnx(proto)
     except Exception as e:
@@ -86,6 +88,7 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str, external: dict) -> 
         if isinstance(t, gs.Constant):
             continue
         m.values[t.name] = m.graph.add_input(t.name, input_dims(t), _dtype_of(t))
+    read = {t.name for t in graph.outputs} | {t.name for n in graph.nodes for t in n.inputs}
     for node in graph.nodes:
         m.node = node
         try:
@@ -96,6 +99,7 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str, external: dict) -> 
             ) from None
         for t, v in zip(node.outputs, outs):
             m.values[t.name] = v
+        _check_unmade_outputs(node, outs, read, file)
     m.node = None
     outputs = []
     for t in graph.outputs:
@@ -108,3 +112,17 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str, external: dict) -> 
     m.graph.outputs = outputs
     m.graph.drop_unused_constants()
     return m.graph
+
+
+def _check_unmade_outputs(node: gs.Node, outs: list, read: set[str], file) -> None:
+    """An optional output Ember does not compute (LayerNormalization's Mean, say) must have no reader: no node
+    and no graph output among `read`, the names read."""
+    for i, t in enumerate(node.outputs[len(outs) :], start=len(outs)):
+        if t.name and t.name in read:
+            raise EmberError(
+                f"Ember does not compute output {i} ('{t.name}') of {node.op}",
+                file=file,
+                node=node.name or node.outputs[0].name,
+                op=node.op,
+                hint="export the model without using that output",
+            )

@@ -64,7 +64,17 @@ for _onnx, _ember in {
     "Sign": "sign",
     "Sin": "sin",
     "Cos": "cos",
+    "Tan": "tan",
+    "Atan": "atan",
+    "Asin": "asin",
+    "Acos": "acos",
+    "Sinh": "sinh",
+    "Cosh": "cosh",
+    "Asinh": "asinh",
+    "Acosh": "acosh",
+    "Atanh": "atanh",
     "Not": "not",
+    "IsNaN": "isnan",
     "Identity": "identity",
     "Softplus": "softplus",
     "HardSwish": "hard_swish",
@@ -92,6 +102,7 @@ ONNX_OPS["Elu"] = _simple("elu", alpha="alpha")
 ONNX_OPS["Gelu"] = _simple("gelu", approximate="approximate")
 ONNX_OPS["LRN"] = _simple("lrn", size="size", alpha="alpha", beta="beta", bias="bias")
 ONNX_OPS["Gather"] = _simple("gather", axis="axis")
+ONNX_OPS["GatherElements"] = _simple("gather_elements", axis="axis")
 ONNX_OPS["Flatten"] = _simple("flatten", axis="axis")
 ONNX_OPS["Expand"] = _simple("expand")
 ONNX_OPS["Tile"] = _simple("tile")
@@ -103,6 +114,9 @@ ONNX_OPS["Concat"] = _simple("concat", axis="axis")
 @onnx_op("Pow")
 def _pow(m, n):
     x, y = m.ins(n)
+    if dtypes.is_float(y.dtype) and not dtypes.is_float(x.dtype):  # an integer base, a real exponent: as C++ does
+        p = m.emit1("pow", [m.emit1("cast", [x], {"to": y.dtype}), y])
+        return m.emit("cast", [p], {"to": x.dtype}, _outs(n))
     if y.dtype != x.dtype:
         y = m.emit1("cast", [y], {"to": x.dtype})
     return m.emit("pow", [x, y], {}, _outs(n))
@@ -125,15 +139,21 @@ def _variadic(m, n):
 
 @onnx_op("Mod")
 def _mod(m, n):
-    if not n.attrs.get("fmod", 0) and dtypes.is_float(m.inp(n, 0).dtype):
+    fmod = n.attrs.get("fmod", 0)
+    if not fmod and dtypes.is_float(m.inp(n, 0).dtype):
         raise EmberError("Mod with fmod=0 on floats is undefined in ONNX")
-    return m.emit("mod", m.ins(n), {}, _outs(n))
+    return m.emit("mod" if fmod else "floor_mod", m.ins(n), {}, _outs(n))
 
 
 @onnx_op("Cast")
 def _cast(m, n):
     to = dtypes.from_numpy(onnx.helper.tensor_dtype_to_np_dtype(n.attrs["to"]))
     return m.emit("cast", m.ins(n), {"to": to}, _outs(n))
+
+
+@onnx_op("CastLike")
+def _cast_like(m, n):
+    return m.emit("cast", [m.inp(n, 0)], {"to": m.inp(n, 1).dtype}, _outs(n))
 
 
 @onnx_op("Clip")
@@ -151,6 +171,9 @@ def _clip(m, n):
 def _dropout(m, n):
     if len(n.outputs) > 1 and n.outputs[1].outputs:
         raise EmberError("the Dropout mask output is used; only inference-mode Dropout is supported")
+    training = m.const(n, 2, "Dropout training_mode")
+    if training is not None and bool(training):
+        raise EmberError("training-mode Dropout is random; export the model in eval mode")
     return m.emit("identity", [m.inp(n, 0)], {}, _outs(n, 1))
 
 
@@ -257,7 +280,7 @@ def _conv_transpose(m, n):
         pads = [0, 0, 0, 0]
         for i in range(2):
             total = strides[i] * (x4.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
-            lo = total // 2 if mode != "SAME_UPPER" else total - total // 2
+            lo = total // 2 if mode == "SAME_UPPER" else total - total // 2
             pads[i], pads[i + 2] = lo, total - lo
     attrs = {
         "strides": strides,
@@ -288,36 +311,6 @@ def _pool(m, n):
     if n.op == "AveragePool":
         attrs["count_include_pad"] = at.get("count_include_pad", 0)
     return _emit_spatial(m, n, "max_pool2d" if n.op == "MaxPool" else "avg_pool2d", [x4], attrs, x4 is not x)
-
-
-@onnx_op("PRelu")
-def _prelu(m, n):
-    x, slope = m.ins(n)
-    if m.opset < 7 and slope.rank == 1 and slope.shape[0] != 1:  # before broadcasting: one slope per channel
-        per_channel = np.array([-1] + [1] * (x.rank - 2), np.int64)
-        slope = m.emit1("reshape", [slope, m.graph.add_constant(per_channel, "shape")])
-    negative = m.emit1("less", [x, m.scalar(0.0, x)])
-    return m.emit("where", [negative, m.emit1("mul", [x, slope]), x], {}, _outs(n))
-
-
-@onnx_op("Selu")
-def _selu(m, n):
-    x = m.inp(n, 0)
-    elu = m.emit1("elu", [x], {"alpha": n.attrs.get("alpha", 1.67326319217681884765625)})
-    return m.emit("mul", [elu, m.scalar(n.attrs.get("gamma", 1.05070102214813232421875), x)], {}, _outs(n))
-
-
-@onnx_op("InstanceNormalization")
-def _instance_norm(m, n):
-    """(x - mean) / sqrt(var + epsilon) * scale + bias, the moments per sample and channel over the spatial axes."""
-    x, scale, bias = m.ins(n)
-    axes = list(range(2, x.rank))
-    per_channel = m.graph.add_constant(np.array([-1] + [1] * len(axes), np.int64), "shape")
-    centred = m.emit1("sub", [x, m.emit1("reduce_mean", [x], {"axes": axes, "keepdims": 1})])
-    var = m.emit1("reduce_mean", [m.emit1("mul", [centred, centred])], {"axes": axes, "keepdims": 1})
-    std = m.emit1("sqrt", [m.emit1("add", [var, m.scalar(n.attrs.get("epsilon", 1e-5), x)])])
-    scaled = m.emit1("mul", [m.emit1("div", [centred, std]), m.emit1("reshape", [scale, per_channel])])
-    return m.emit("add", [scaled, m.emit1("reshape", [bias, per_channel])], {}, _outs(n))
 
 
 @onnx_op("BatchNormalization")
@@ -482,12 +475,33 @@ def _reduce(m, n):
         "ReduceMin": "reduce_min",
         "ReduceProd": "reduce_prod",
     }[n.op]
+    x, axes = m.inp(n, 0), reduce_axes(m, n)
+    if axes is None:
+        return m.emit("identity", [x], {}, _outs(n))
+    return m.emit(op, [x], {"axes": axes, "keepdims": n.attrs.get("keepdims", 1)}, _outs(n))
+
+
+def reduce_axes(m: Importer, n: gs.Node) -> list[int] | None:
+    """A Reduce op's axes ([]: all of them), or None when it reduces nothing (noop_with_empty_axes)."""
     axes_as_input = m.opset >= 18 or (n.op == "ReduceSum" and m.opset >= 13)
     axes = m.ints(n, 1, f"{n.op} axes") if axes_as_input else n.attrs.get("axes")
-    x = m.inp(n, 0)
     if not axes and n.attrs.get("noop_with_empty_axes", 0):
-        return m.emit("identity", [x], {}, _outs(n))
-    return m.emit(op, [x], {"axes": axes or [], "keepdims": n.attrs.get("keepdims", 1)}, _outs(n))
+        return None
+    return list(axes or [])
+
+
+@onnx_op("CumSum")
+def _cumsum(m, n):
+    axis = m.ints(n, 1, "CumSum axis")
+    attrs = {"axis": axis[0], "exclusive": n.attrs.get("exclusive", 0), "reverse": n.attrs.get("reverse", 0)}
+    return m.emit("cumsum", [m.inp(n, 0)], attrs, _outs(n))
+
+
+@onnx_op("TopK")
+def _topk(m, n):
+    k = m.ints(n, 1, "TopK k") if m.opset >= 10 else [n.attrs["k"]]
+    attrs = {"k": k[0], "axis": n.attrs.get("axis", -1), "largest": n.attrs.get("largest", 1)}
+    return m.emit("topk", [m.inp(n, 0)], attrs, _outs(n))
 
 
 @onnx_op("ArgMax", "ArgMin")
@@ -498,4 +512,4 @@ def _arg(m, n):
     return m.emit(n.op.lower(), [m.inp(n, 0)], attrs, _outs(n))
 
 
-from ember.frontends.onnx import quant_ops  # noqa: E402, F401  (registers the quantization ops)
+from ember.frontends.onnx import composite_ops, quant_ops  # noqa: E402, F401  (register their ops)

@@ -52,11 +52,21 @@ for _aten, _ember in {
     "sign": "sign",
     "sin": "sin",
     "cos": "cos",
+    "tan": "tan",
+    "atan": "atan",
+    "asin": "asin",
+    "acos": "acos",
+    "sinh": "sinh",
+    "cosh": "cosh",
+    "asinh": "asinh",
+    "acosh": "acosh",
+    "atanh": "atanh",
     "silu": "silu",
     "hardswish": "hard_swish",
 }.items():
     ATEN_OPS[f"aten.{_aten}.default"] = _unary(_ember)
 ATEN_OPS["aten.hardsigmoid.default"] = _unary("hard_sigmoid", alpha=1 / 6, beta=0.5)
+ATEN_OPS["aten.isnan.default"] = lambda m, a: m.emit1("isnan", [a["self"]])
 ATEN_OPS["aten.logical_not.default"] = lambda m, a: m.emit1("not", [m.cast(a["self"], "bool")])
 
 
@@ -343,6 +353,23 @@ def _select(m, a):
     x = a["self"]
     index = m.graph.add_constant(np.asarray(a["index"], dtype=np.int64), "index")
     return m.emit1("gather", [x, index], {"axis": a["dim"] % x.rank})
+
+
+@aten("cumsum.default")
+def _cumsum(m, a):
+    x = m.cast(a["self"], m.out_dtype())
+    return m.emit1("cumsum", [x], {"axis": a["dim"] % x.rank})
+
+
+@aten("topk.default")
+def _topk(m, a):
+    attrs = {"k": a["k"], "axis": a["dim"], "largest": int(a["largest"])}
+    return m.emit("topk", [a["self"]], attrs)
+
+
+@aten("gather.default")
+def _gather(m, a):
+    return m.emit1("gather_elements", [a["self"], a["index"]], {"axis": a["dim"] % a["self"].rank})
 
 
 @aten("slice.Tensor", "slice_copy.Tensor")

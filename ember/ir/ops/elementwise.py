@@ -48,7 +48,17 @@ UNARY = {
     "sign": (lambda x, a: np.sign(x), "sign of x", {}),
     "sin": (lambda x, a: np.sin(x), "sine", {}),
     "cos": (lambda x, a: np.cos(x), "cosine", {}),
+    "tan": (lambda x, a: np.tan(x), "tangent", {}),
+    "atan": (lambda x, a: np.arctan(x), "arctangent", {}),
+    "asin": (lambda x, a: np.arcsin(x), "arcsine", {}),
+    "acos": (lambda x, a: np.arccos(x), "arccosine", {}),
+    "sinh": (lambda x, a: np.sinh(x), "hyperbolic sine", {}),
+    "cosh": (lambda x, a: np.cosh(x), "hyperbolic cosine", {}),
+    "asinh": (lambda x, a: np.arcsinh(x), "inverse hyperbolic sine", {}),
+    "acosh": (lambda x, a: np.arccosh(x), "inverse hyperbolic cosine", {}),
+    "atanh": (lambda x, a: np.arctanh(x), "inverse hyperbolic tangent", {}),
     "not": (lambda x, a: np.logical_not(x), "logical not", {}),
+    "isnan": (lambda x, a: np.isnan(x), "x is NaN", {}),
     "identity": (lambda x, a: x, "x", {}),
     "softplus": (lambda x, a: np.log1p(np.exp(x)).astype(x.dtype), "log(1 + e^x)", {}),
     "silu": (lambda x, a: (x * _sigmoid(x)).astype(x.dtype), "x * sigmoid(x)", {}),
@@ -97,7 +107,8 @@ BINARY = {
     "pow": (lambda a, b: np.power(a, b).astype(a.dtype), "a ^ b"),
     "max": (np.maximum, "elementwise maximum"),
     "min": (np.minimum, "elementwise minimum"),
-    "mod": (np.fmod, "remainder with the sign of a"),
+    "mod": (np.fmod, "remainder with the sign of a (C's fmod)"),
+    "floor_mod": (np.mod, "remainder with the sign of b (Python's %)"),
     "equal": (np.equal, "a == b"),
     "less": (np.less, "a < b"),
     "greater": (np.greater, "a > b"),
@@ -112,7 +123,7 @@ BINARY = {
 def _register_unary(name: str, fn, doc: str, attrs: dict) -> None:
     def infer(ins, a, _name=name):
         (x,) = ins
-        return x.shape, ("bool" if _name == "not" else x.dtype)
+        return x.shape, ("bool" if _name in ("not", "isnan") else x.dtype)
 
     schema = op(name, "x", doc, tags=("elementwise", "unary"), **attrs)(infer)
     reference(schema)(lambda x, a, _fn=fn: np.asarray(_fn(x, a)))

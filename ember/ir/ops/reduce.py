@@ -1,10 +1,11 @@
-"""Reductions over axes: mean, sum, max, min, prod, argmax, argmin."""
+"""Reductions over axes: mean, sum, max, min, prod, argmax, argmin; the running sum, cumsum; and topk."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ember.ir.ops.registry import op, reference
+from ember.errors import EmberError
+from ember.ir.ops.registry import Attr, op, reference
 from ember.ir.ops.shapes import norm_axis
 
 REDUCTIONS = {
@@ -51,3 +52,52 @@ argmax = op("argmax", "x", "index of the largest entry along `axis`", tags=("red
 argmin = op("argmin", "x", "index of the smallest entry along `axis`", tags=("reduce",), axis=0, keepdims=1)(_arg_infer)
 reference(argmax)(lambda x, a: np.argmax(x, axis=a["axis"], keepdims=bool(a["keepdims"])).astype(np.int64))
 reference(argmin)(lambda x, a: np.argmin(x, axis=a["axis"], keepdims=bool(a["keepdims"])).astype(np.int64))
+
+
+@op(
+    "cumsum",
+    "x",
+    "running sum along `axis`; `exclusive` leaves out each entry, `reverse` runs from the end",
+    axis=0,
+    exclusive=0,
+    reverse=0,
+)
+def cumsum(ins, a):
+    x = ins[0]
+    norm_axis(a["axis"], x.rank)
+    return x.shape, x.dtype
+
+
+@reference(cumsum)
+def _cumsum(x, a):
+    ax = a["axis"] % x.ndim
+    y = np.flip(x, ax) if a["reverse"] else x
+    total = np.cumsum(y, axis=ax, dtype=x.dtype)
+    if a["exclusive"]:
+        total = total - y
+    return np.ascontiguousarray(np.flip(total, ax) if a["reverse"] else total)
+
+
+@op(
+    "topk",
+    "x",
+    "the `k` largest (or smallest) entries along `axis`, sorted, and their i64 indices (lower first among equals)",
+    k=Attr("int"),
+    axis=-1,
+    largest=1,
+)
+def topk(ins, a):
+    x = ins[0]
+    ax = norm_axis(a["axis"], x.rank)
+    if isinstance(x.shape[ax], int) and not 0 <= a["k"] <= x.shape[ax]:
+        raise EmberError(f"k={a['k']} must lie in [0, {x.shape[ax]}], the size of axis {ax}")
+    shape = tuple(a["k"] if i == ax else d for i, d in enumerate(x.shape))
+    return [(shape, x.dtype), (shape, "i64")]
+
+
+@reference(topk)
+def _topk(x, a):
+    ax = a["axis"] % x.ndim
+    key = (-x if x.dtype.kind == "f" else ~x) if a["largest"] else x  # ~ reverses integer order, overflow-free
+    order = np.take(np.argsort(key, axis=ax, kind="stable"), np.arange(a["k"]), axis=ax)
+    return [np.take_along_axis(x, order, axis=ax), order.astype(np.int64)]

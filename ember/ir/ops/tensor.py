@@ -64,11 +64,18 @@ def _reshape(x, s, a):
 @op("flatten", "x", "collapse to 2-D: dims before `axis` and dims from it", axis=1)
 def flatten(ins, a):
     x = ins[0]
-    ax = norm_axis(a["axis"], x.rank + 1) if x.rank else 0
+    ax = _flatten_axis(a["axis"], x.rank)
     return (prod(x.shape[:ax]), prod(x.shape[ax:])), x.dtype
 
 
-reference(flatten)(lambda x, a: x.reshape(int(np.prod(x.shape[: a["axis"] % (x.ndim + 1)])), -1))
+def _flatten_axis(axis: int, rank: int) -> int:
+    """Flatten's axis lies in [-rank, rank]; a negative one counts from the end (-1 keeps the last dim apart)."""
+    if not -rank <= axis <= rank:
+        raise EmberError(f"axis {axis} is out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
+reference(flatten)(lambda x, a: x.reshape(int(np.prod(x.shape[: _flatten_axis(a["axis"], x.ndim)])), -1))
 
 
 @op("transpose", "x", "permute axes", perm=Attr("ints"))
@@ -195,6 +202,23 @@ def gather(ins, a):
 
 
 reference(gather)(lambda x, i, a: np.take(x, np.where(i < 0, i + x.shape[a["axis"]], i), axis=a["axis"]))
+
+
+@op("gather_elements", "x indices", "x's entry at each index along `axis`, elsewhere at the index's place", axis=0)
+def gather_elements(ins, a):
+    x, idx = ins
+    norm_axis(a["axis"], x.rank)  # in range
+    if idx.dtype not in ("i32", "i64"):
+        raise EmberError(f"indices must be i32 or i64, got {idx.dtype}")
+    if idx.rank != x.rank:
+        raise EmberError(f"indices must have x's rank {x.rank}, got rank {idx.rank}")
+    return idx.shape, x.dtype
+
+
+@reference(gather_elements)
+def _gather_elements(x, i, a):
+    ax = a["axis"] % x.ndim
+    return np.take_along_axis(x, np.where(i < 0, i + x.shape[ax], i), axis=ax)
 
 
 @op("shape", "x", "the shape of x as i64 (dims start..end)", start=0, end=2**31 - 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import tvm
-from tvm import relax
+from tvm import relax, s_tir, tirx
 from tvm.ir import IRModule
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
@@ -58,11 +58,23 @@ def mark_constant_arguments(mod: IRModule, _ctx: tvm.transform.PassContext) -> I
     return mod
 
 
+@tvm.transform.module_pass(opt_level=0, name="MarkHandWrittenKernels")
+def mark_hand_written(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """The kernels TOPI writes as loops already (cumsum's scan, topk's sort) have no root block: give them one,
+    which the layout-rewrite split needs, and mark them scheduled, so the rules leave them be."""
+    for gv, func in mod.functions.items():
+        if isinstance(func, tirx.PrimFunc) and getattr(getattr(func.body, "block", None), "name_hint", "") != "root":
+            root = s_tir.SBlockRealize([], True, s_tir.SBlock([], [], [], "root", func.body))
+            mod.update_func(gv, func.with_body(root).with_attr("tirx.is_scheduled", True))
+    return mod
+
+
 def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
     """Scheduling after fusion: constant weights are marked layout-free so rules may repack them, and the
     repacking the rules add is split into functions of the constants alone and folded at compile time."""
     return [
         mark_constant_arguments,
+        mark_hand_written,
         dlight.ApplyDefaultSchedule(*cpu_rules(target)),
         relax.transform.SplitLayoutRewritePreproc(),
         relax.transform.FoldConstant(),
