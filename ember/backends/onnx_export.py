@@ -43,6 +43,10 @@ _RENAMES = {
     "atanh": "Atanh",
     "not": "Not",
     "isnan": "IsNaN",
+    "bitwise_not": "BitwiseNot",
+    "bitwise_and": "BitwiseAnd",
+    "bitwise_or": "BitwiseOr",
+    "bitwise_xor": "BitwiseXor",
     "identity": "Identity",
     "softplus": "Softplus",
     "hard_swish": "HardSwish",
@@ -185,6 +189,8 @@ def _export_node(e: _Exporter, n: Node) -> None:
     elif n.op == "topk":
         k = e.const(np.asarray([a["k"]], np.int64), n.name)
         e.add("TopK", [ins[0], k], outs, n.name, axis=a["axis"], largest=a["largest"])
+    elif n.op in ("left_shift", "right_shift"):
+        e.add("BitShift", ins, outs, n.name, direction="LEFT" if n.op == "left_shift" else "RIGHT")
     elif n.op == "cumsum":
         axis = e.const(np.asarray(a["axis"], np.int64), n.name)
         e.add("CumSum", [ins[0], axis], outs, n.name, exclusive=a["exclusive"], reverse=a["reverse"])

@@ -117,6 +117,15 @@ def opset_variant(op_case: str):
             {"k": i64(3)},
             11,
         ),
+        "onehot-11": (
+            [
+                H("ArgMax", ["x"], ["am"], axis=2, keepdims=0),
+                H("Sub", ["am", "four"], ["idx"]),
+                H("OneHot", ["idx", "depth", "vals"], ["y"], axis=1),
+            ],
+            {"four": np.int64(4), "depth": np.int64(3), "vals": np.array([-1.0, 2.5], np.float32)},
+            11,
+        ),
         "constantofshape-range": (
             [
                 H("ConstantOfShape", ["sh"], ["c"], value=helper.make_tensor("v", 1, [1], [2.5])),
@@ -171,6 +180,7 @@ OPSET_CASES = [
     "argmax-sum",
     "cumsum-11",
     "topk-11",
+    "onehot-11",
     "constantofshape-range",
 ]
 

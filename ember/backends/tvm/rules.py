@@ -84,6 +84,7 @@ _UNARY = {
     "atanh": R.atanh,
     "not": R.logical_not,
     "isnan": R.isnan,
+    "bitwise_not": R.bitwise_not,
     "silu": R.nn.silu,
 }
 _BINARY = {
@@ -93,6 +94,9 @@ _BINARY = {
     "max": R.maximum,
     "min": R.minimum,
     "floor_mod": R.floor_mod,
+    "bitwise_and": R.bitwise_and,
+    "bitwise_or": R.bitwise_or,
+    "bitwise_xor": R.bitwise_xor,
     "equal": R.equal,
     "less": R.less,
     "greater": R.greater,
@@ -127,6 +131,21 @@ def _sinh_cosh(L, n, a):
     up, down = R.exp(a[0]), R.exp(R.negative(a[0]))
     both = R.subtract(up, down) if n.op == "sinh" else R.add(up, down)
     return R.multiply(both, L.scalar(0.5, n.output.dtype))
+
+
+@rule("left_shift", "right_shift")
+def _shift(L, n, a):
+    """a shifted by b, as numpy and ONNX define a shift by a negative count or one at least the width (what LLVM
+    leaves undefined): every bit shifted out (0, or -1 for a negative signed a shifted right)."""
+    dt, bits = n.output.dtype, np.iinfo(dtypes.to_numpy(n.output.dtype)).bits
+    inside = R.logical_and(R.greater_equal(a[1], L.scalar(0, dt)), R.less(a[1], L.scalar(bits, dt)))
+    count = R.clip(a[1], 0, bits - 1)
+    if n.op == "left_shift":
+        return R.where(inside, R.left_shift(a[0], count), L.scalar(0, dt))
+    beyond = (
+        R.where(R.less(a[0], L.scalar(0, dt)), L.scalar(-1, dt), L.scalar(0, dt)) if dt[0] == "i" else L.scalar(0, dt)
+    )
+    return R.where(inside, R.right_shift(a[0], count), beyond)
 
 
 @rule("pow")

@@ -4,7 +4,7 @@ resizes and the shape-producing ops. Split from rules.py, which keeps the Loweri
 from __future__ import annotations
 
 import numpy as np
-from tvm import relax
+from tvm import relax, tirx
 from tvm.relax import op as R
 
 from ember.backends.tvm.rules import _shape, _shape_of, rule
@@ -35,6 +35,8 @@ def _transpose(L, n, a):
 
 @rule("split")
 def _split(L, n, a):
+    if len(n.outputs) == 1:  # R.split into one part gives a tensor, not a tuple
+        return [a[0]]
     cuts = np.cumsum(n.attrs["sizes"])[:-1].tolist()
     parts = L.bb.emit(R.split(a[0], [int(c) for c in cuts] or 1, axis=n.attrs["axis"]))
     return [relax.TupleGetItem(parts, i) for i in range(len(n.outputs))]
@@ -80,18 +82,30 @@ def _gather(L, n, a):
     if idx.is_const:
         norm = np.where(idx.const < 0, idx.const + x.shape[axis], idx.const).astype(np.int64)
         return R.take(a[0], L.const(norm), axis=axis)
-    dim = L.scalar(x.shape[axis], idx.dtype)
-    fixed = R.where(R.less(a[1], L.scalar(0, idx.dtype)), R.add(a[1], dim), a[1])
-    return R.take(a[0], fixed, axis=axis, mode="clip")  # an index out of range reads the edge, never past it
+    return R.take(a[0], _in_range(L, a[1], x.shape[axis], idx.dtype), axis=axis)
 
 
 @rule("gather_elements")
 def _gather_elements(L, n, a):
     x, idx = n.inputs
     axis = n.attrs["axis"] % x.rank
-    dim = L.scalar(x.shape[axis], idx.dtype)
-    fixed = R.where(R.less(a[1], L.scalar(0, idx.dtype)), R.add(a[1], dim), a[1])
-    return R.gather_elements(a[0], fixed, axis=axis)
+    return R.gather_elements(a[0], _in_range(L, a[1], x.shape[axis], idx.dtype), axis=axis)
+
+
+@rule("one_hot")
+def _one_hot(L, n, a):
+    at, idx = n.attrs, n.inputs[0]
+    wrapped = R.where(R.less(a[0], L.scalar(0, idx.dtype)), R.add(a[0], L.scalar(at["depth"], idx.dtype)), a[0])
+    dt = dtypes.to_tvm(at["dtype"])
+    on, off = (tirx.const(at[k], dt) for k in ("on", "off"))
+    return R.one_hot(wrapped, on, off, at["depth"], axis=at["axis"])
+
+
+def _in_range(L, index, size: int, dtype: str):
+    """Run-time indices into an axis of `size`: negative ones count from the end, and an index out of range
+    reads the edge, never past it (ONNX leaves it undefined; TVM would read out of bounds)."""
+    wrapped = R.where(R.less(index, L.scalar(0, dtype)), R.add(index, L.scalar(size, dtype)), index)
+    return R.clip(wrapped, 0, size - 1)
 
 
 @rule("shape")

@@ -106,7 +106,12 @@ def _reduce_composite(m, n):
             return m.emit("add", [m.emit1("log", [total]), top], {}, _outs(n))
         y = m.emit1("add", [m.emit1("log", [total]), top])
         return m.emit("squeeze", [y], {"axes": sorted({a % x.rank for a in axes or range(x.rank)})}, _outs(n))
-    terms = x if n.op == "ReduceLogSum" else m.emit1("abs", [x]) if n.op == "ReduceL1" else m.emit1("mul", [x, x])
+    if n.op == "ReduceLogSum":
+        terms = x
+    elif n.op == "ReduceL1":
+        terms = m.emit1("abs", [x])
+    else:  # ReduceL2, ReduceSumSquare
+        terms = m.emit1("mul", [x, x])
     total = m.emit1("reduce_sum", [terms], {"axes": axes, "keepdims": keep})
     finish = {"ReduceL2": "sqrt", "ReduceLogSum": "log"}.get(n.op, "identity")
     return m.emit(finish, [total], {}, _outs(n))

@@ -26,10 +26,12 @@ def expand_functions(proto: onnx.ModelProto, known: Callable[[NodeProto], bool])
             proto = _copy(proto)
         types = _value_types(proto)
         nodes: list[NodeProto] = []
+        expanded = False
         for i, node in enumerate(proto.graph.node):
             body = _body(node, opset, types, f"{node.name or node.output[0]}/{i}/") if i in todo else None
             nodes.extend(body if body is not None else [node])
-        if len(nodes) == len(proto.graph.node) and all(a is b for a, b in zip(nodes, proto.graph.node)):
+            expanded |= body is not None
+        if not expanded:
             break
         del proto.graph.node[:]
         proto.graph.node.extend(nodes)

@@ -75,6 +75,10 @@ for _onnx, _ember in {
     "Atanh": "atanh",
     "Not": "not",
     "IsNaN": "isnan",
+    "BitwiseNot": "bitwise_not",
+    "BitwiseAnd": "bitwise_and",
+    "BitwiseOr": "bitwise_or",
+    "BitwiseXor": "bitwise_xor",
     "Identity": "identity",
     "Softplus": "softplus",
     "HardSwish": "hard_swish",
@@ -149,6 +153,13 @@ def _mod(m, n):
 def _cast(m, n):
     to = dtypes.from_numpy(onnx.helper.tensor_dtype_to_np_dtype(n.attrs["to"]))
     return m.emit("cast", m.ins(n), {"to": to}, _outs(n))
+
+
+@onnx_op("BitShift")
+def _bit_shift(m, n):
+    direction = n.attrs["direction"]
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    return m.emit("left_shift" if direction == "LEFT" else "right_shift", m.ins(n), {}, _outs(n))
 
 
 @onnx_op("CastLike")
@@ -504,6 +515,39 @@ def _topk(m, n):
     return m.emit("topk", [m.inp(n, 0)], attrs, _outs(n))
 
 
+@onnx_op("OneHot")
+def _one_hot(m, n):
+    depth = m.const(n, 1, "OneHot depth")
+    values = np.asarray(m.const(n, 2, "OneHot values")).reshape(-1)
+    attrs = {
+        "depth": int(np.asarray(depth).reshape(-1)[0]),
+        "axis": n.attrs.get("axis", -1),
+        "off": float(values[0]),
+        "on": float(values[1]),
+        "dtype": dtypes.from_numpy(values.dtype),
+    }
+    indices = m.inp(n, 0)
+    if indices.dtype not in ("i32", "i64"):
+        indices = m.emit1("cast", [indices], {"to": "i64"})
+    return m.emit("one_hot", [indices], attrs, _outs(n))
+
+
+@onnx_op("Hardmax")
+def _hardmax(m, n):
+    """1 at each row's first maximum along axis, else 0 (before opset 13 the input is flattened to 2-D there)."""
+    x = m.inp(n, 0)
+    axis = norm_axis(n.attrs.get("axis", 1 if m.opset < 13 else -1), x.rank)
+    flat = m.opset < 13 and axis != x.rank - 1
+    y = m.emit1("flatten", [x], {"axis": axis}) if flat else x
+    a = 1 if flat else axis
+    top = m.emit1("argmax", [y], {"axis": a, "keepdims": 0})
+    attrs = {"depth": y.shape[a], "axis": a, "on": 1.0, "off": 0.0, "dtype": x.dtype}
+    if not flat:
+        return m.emit("one_hot", [top], attrs, _outs(n))
+    shape = m.graph.add_constant(np.array(x.shape, dtype=np.int64), "shape")
+    return m.emit("reshape", [m.emit1("one_hot", [top], attrs), shape], {}, _outs(n))
+
+
 @onnx_op("ArgMax", "ArgMin")
 def _arg(m, n):
     if n.attrs.get("select_last_index", 0):
@@ -512,4 +556,4 @@ def _arg(m, n):
     return m.emit(n.op.lower(), [m.inp(n, 0)], attrs, _outs(n))
 
 
-from ember.frontends.onnx import composite_ops, quant_ops  # noqa: E402, F401  (register their ops)
+from ember.frontends.onnx import composite_ops, quant_ops, recurrent_ops  # noqa: E402, F401  (register their ops)

@@ -355,6 +355,18 @@ def _select(m, a):
     return m.emit1("gather", [x, index], {"axis": a["dim"] % x.rank})
 
 
+@aten("flip.default")
+def _flip(m, a):
+    """Each flipped dim read backwards: a slice of step -1 (a bidirectional RNN's reverse pass)."""
+    x = a["self"]
+    for d in a["dims"]:
+        bounds = [
+            m.int_array([v], name) for v, name in ((-1, "starts"), (-(2**63), "ends"), (d, "axes"), (-1, "steps"))
+        ]
+        x = m.emit1("slice", [x, *bounds])
+    return x
+
+
 @aten("cumsum.default")
 def _cumsum(m, a):
     x = m.cast(a["self"], m.out_dtype())

@@ -59,6 +59,7 @@ UNARY = {
     "atanh": (lambda x, a: np.arctanh(x), "inverse hyperbolic tangent", {}),
     "not": (lambda x, a: np.logical_not(x), "logical not", {}),
     "isnan": (lambda x, a: np.isnan(x), "x is NaN", {}),
+    "bitwise_not": (lambda x, a: np.invert(x), "~x, bit by bit (integers)", {}),
     "identity": (lambda x, a: x, "x", {}),
     "softplus": (lambda x, a: np.log1p(np.exp(x)).astype(x.dtype), "log(1 + e^x)", {}),
     "silu": (lambda x, a: (x * _sigmoid(x)).astype(x.dtype), "x * sigmoid(x)", {}),
@@ -117,6 +118,11 @@ BINARY = {
     "and": (np.logical_and, "logical and"),
     "or": (np.logical_or, "logical or"),
     "xor": (np.logical_xor, "logical xor"),
+    "bitwise_and": (np.bitwise_and, "a & b (integers)"),
+    "bitwise_or": (np.bitwise_or, "a | b (integers)"),
+    "bitwise_xor": (np.bitwise_xor, "a ^ b (integers)"),
+    "left_shift": (np.left_shift, "a << b (integers)"),
+    "right_shift": (np.right_shift, "a >> b (integers; arithmetic for signed a)"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ember.errors import EmberError
+from ember.ir import dtypes
 from ember.ir.ops.registry import Attr, op, reference
 from ember.ir.ops.shapes import UNKNOWN, fmt, norm_axis, prod
 
@@ -219,6 +220,32 @@ def gather_elements(ins, a):
 def _gather_elements(x, i, a):
     ax = a["axis"] % x.ndim
     return np.take_along_axis(x, np.where(i < 0, i + x.shape[ax], i), axis=ax)
+
+
+@op(
+    "one_hot",
+    "indices",
+    "`on` where an axis position equals the index (negative ones count from the end), else `off`",
+    depth=Attr("int"),
+    axis=-1,
+    on=1.0,
+    off=0.0,
+    dtype=Attr("dtype", "f32"),
+)
+def one_hot(ins, a):
+    i = ins[0]
+    if i.dtype not in ("i32", "i64"):
+        raise EmberError(f"indices must be i32 or i64, got {i.dtype}")
+    ax = norm_axis(a["axis"], i.rank + 1)
+    return (*i.shape[:ax], a["depth"], *i.shape[ax:]), a["dtype"]
+
+
+@reference(one_hot)
+def _one_hot(i, a):
+    depth = a["depth"]
+    hot = np.arange(depth) == np.where(i < 0, i + depth, i)[..., None]
+    y = np.where(hot, a["on"], a["off"]).astype(dtypes.to_numpy(a["dtype"]))
+    return np.ascontiguousarray(np.moveaxis(y, -1, a["axis"] % (i.ndim + 1)))
 
 
 @op("shape", "x", "the shape of x as i64 (dims start..end)", start=0, end=2**31 - 1)
