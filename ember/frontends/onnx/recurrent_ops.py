@@ -87,25 +87,35 @@ def _activations(n, directions: int) -> list[list[tuple[str, dict]]]:
     return [out[i * per : (i + 1) * per] for i in range(directions)]
 
 
-def _projected(layer: _Layer, d: int) -> tuple[Value, Value]:
-    """Every step's input times W^T plus both biases, [T, B, G*H], and R^T, [H, G*H], for direction d."""
-    m = layer.m
+def _projected(layer: _Layer, d: int) -> tuple[Value, list]:
+    """For direction d: every step's input times W^T plus the biases, [T, B, G*H], and what each step's
+    recurrence reads: R^T, [H, G*H]; for a GRU, R^T split at its candidate gate and R's bias in thirds (or None),
+    since a GRU adds that bias inside the reset gate."""
+    m, hid = layer.m, layer.hidden
     w_t = m.emit1("transpose", [layer.pick(layer.w, d)], {"perm": [1, 0]})
     r_t = m.emit1("transpose", [layer.pick(layer.r, d)], {"perm": [1, 0]})
     xw = m.emit1("matmul", [layer.x, w_t])
     b = m.inp(layer.n, 3)
+    wb = rb = None
     if b is not None:
-        wb, rb = m.emit("split", [layer.pick(b, d)], {"axis": 0, "sizes": [GATES[layer.op] * layer.hidden] * 2})
-        xw = m.emit1("add", [xw, wb if layer.op == "GRU" else m.emit1("add", [wb, rb])])
-    return xw, r_t
+        wb, rb = m.emit("split", [layer.pick(b, d)], {"axis": 0, "sizes": [GATES[layer.op] * hid] * 2})
+    if layer.op != "GRU":
+        return _plus(m, xw, None if b is None else m.emit1("add", [wb, rb])), [r_t]
+    rz_t, rh_t = m.emit("split", [r_t], {"axis": 1, "sizes": [2 * hid, hid]})
+    thirds = None if rb is None else m.emit("split", [rb], {"axis": 0, "sizes": [hid] * 3})
+    return _plus(m, xw, wb), [rz_t, rh_t, thirds]
 
 
-def _step(layer: _Layer, d: int, xw_t: Value, r_t: Value, h: Value, c: Value | None, peep) -> tuple[Value, Value]:
+def _plus(m: Importer, v: Value, bias: Value | None) -> Value:
+    return v if bias is None else m.emit1("add", [v, bias])
+
+
+def _step(layer: _Layer, d: int, xw_t: Value, rec: list, h: Value, c: Value | None, peep) -> tuple[Value, Value]:
     """One step's hidden state (and LSTM cell state) from the projected input xw_t, [B, G*H]."""
     m, hid = layer.m, layer.hidden
     if layer.op == "GRU":
-        return _gru_step(layer, d, xw_t, r_t, h), None
-    gates = m.emit1("add", [xw_t, m.emit1("matmul", [h, r_t])])
+        return _gru_step(layer, d, xw_t, *rec, h), None
+    gates = m.emit1("add", [xw_t, m.emit1("matmul", [h, rec[0]])])
     if layer.op == "RNN":
         return layer.act(0, d, gates), None
     i, o, f, g = _columns(m, gates, hid, 4)
@@ -115,17 +125,15 @@ def _step(layer: _Layer, d: int, xw_t: Value, r_t: Value, h: Value, c: Value | N
     i, f, g = layer.act(0, d, i), layer.act(0, d, f), layer.act(1, d, g)
     c = m.emit1("add", [m.emit1("mul", [f, c]), m.emit1("mul", [i, g])])
     if peep is not None:
-        o = m.emit1("add", [o, m.emit1("mul", [peep[1], c])])
+        o = m.emit1("add", [o, m.emit1("mul", [po, c])])
     return m.emit1("mul", [layer.act(0, d, o), layer.act(2, d, c, clipped=False)]), c
 
 
-def _gru_step(layer: _Layer, d: int, xw_t: Value, r_t: Value, h: Value) -> Value:
-    """GRU's step: xw_t holds W's bias only; R's recurrence bias is added here, inside the reset gate when
+def _gru_step(layer: _Layer, d: int, xw_t: Value, rz_t: Value, rh_t: Value, rb: list | None, h: Value) -> Value:
+    """GRU's step: xw_t holds W's bias only; R's bias (rb, in thirds) is added here, inside the reset gate when
     linear_before_reset."""
     m, hid = layer.m, layer.hidden
-    rz_t, rh_t = m.emit("split", [r_t], {"axis": 1, "sizes": [2 * hid, hid]})
     xz, xr, xh = _columns(m, xw_t, hid, 3)
-    rb = _recurrence_bias(layer, d)
     hz, hr = _columns(m, m.emit1("matmul", [h, rz_t]), hid, 2)
     if rb is not None:
         hz, hr = m.emit1("add", [hz, rb[0]]), m.emit1("add", [hr, rb[1]])
@@ -149,21 +157,12 @@ def _columns(m: Importer, v: Value, width: int, count: int) -> list[Value]:
     return [m.emit1("slice", [v, const(k * width), const((k + 1) * width), const(1)]) for k in range(count)]
 
 
-def _recurrence_bias(layer: _Layer, d: int) -> list[Value] | None:
-    b = layer.m.inp(layer.n, 3)
-    if b is None:
-        return None
-    hid = layer.hidden
-    rb = layer.m.emit("split", [layer.pick(b, d)], {"axis": 0, "sizes": [3 * hid, 3 * hid]})[1]
-    return layer.m.emit("split", [rb], {"axis": 0, "sizes": [hid] * 3})
-
-
 @onnx_op("RNN", "GRU", "LSTM")
 def _recurrent(m, n):
     layer = _Layer(m, n)
     ys, hs, cs = [], [], []
     for d, reverse in enumerate(layer.directions):
-        xw, r_t = _projected(layer, d)
+        xw, rec = _projected(layer, d)
         h = layer.initial(5, d)
         c = layer.initial(6, d) if n.op == "LSTM" else None
         p = layer.pick(m.inp(n, 7), d) if n.op == "LSTM" else None
@@ -172,7 +171,7 @@ def _recurrent(m, n):
         per_step = m.emit("split", [xw], {"axis": 0, "sizes": [1] * layer.steps})  # one kernel, not one a step
         for t in reversed(range(layer.steps)) if reverse else range(layer.steps):
             xw_t = m.emit1("squeeze", [per_step[t]], {"axes": [0]})
-            h, c = _step(layer, d, xw_t, r_t, h, c, peep)
+            h, c = _step(layer, d, xw_t, rec, h, c, peep)
             outs[t] = m.emit1("unsqueeze", [h], {"axes": [0]})
         ys.append(m.emit1("concat", outs, {"axis": 0}) if len(outs) > 1 else outs[0])
         hs.append(m.emit1("unsqueeze", [h], {"axes": [0]}))
