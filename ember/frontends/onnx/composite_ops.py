@@ -9,6 +9,7 @@ from ember.errors import EmberError
 from ember.frontends.onnx.importer import Importer
 from ember.frontends.onnx.ops import _outs, onnx_op, reduce_axes
 from ember.ir.graph import Value
+from ember.ir.ops.shapes import norm_axis
 
 
 def _shape_const(m: Importer, dims) -> Value:
@@ -210,3 +211,20 @@ def _trilu(m, n):
     tri = np.triu if n.attrs.get("upper", 1) else np.tril
     mask = m.graph.add_constant(tri(np.ones((rows, cols), bool), k[0] if k else 0), "mask")
     return m.emit("where", [mask, x, m.scalar(0, x)], {}, _outs(n))
+
+
+@onnx_op("Hardmax")
+def _hardmax(m, n):
+    """1 at each row's first maximum along axis, else 0 (before opset 13 the input is flattened to 2-D there)."""
+    x = m.inp(n, 0)
+    _static(n, x, 1)  # the one-hot depth is a dim of x
+    axis = norm_axis(n.attrs.get("axis", 1 if m.opset < 13 else -1), x.rank)
+    flat = m.opset < 13 and axis != x.rank - 1
+    y = m.emit1("flatten", [x], {"axis": axis}) if flat else x
+    a = 1 if flat else axis
+    top = m.emit1("argmax", [y], {"axis": a, "keepdims": 0})
+    attrs = {"depth": y.shape[a], "axis": a, "on": 1.0, "off": 0.0, "dtype": x.dtype}
+    if not flat:
+        return m.emit("one_hot", [top], attrs, _outs(n))
+    shape = m.graph.add_constant(np.array(x.shape, dtype=np.int64), "shape")
+    return m.emit("reshape", [m.emit1("one_hot", [top], attrs), shape], {}, _outs(n))

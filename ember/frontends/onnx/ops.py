@@ -532,22 +532,6 @@ def _one_hot(m, n):
     return m.emit("one_hot", [indices], attrs, _outs(n))
 
 
-@onnx_op("Hardmax")
-def _hardmax(m, n):
-    """1 at each row's first maximum along axis, else 0 (before opset 13 the input is flattened to 2-D there)."""
-    x = m.inp(n, 0)
-    axis = norm_axis(n.attrs.get("axis", 1 if m.opset < 13 else -1), x.rank)
-    flat = m.opset < 13 and axis != x.rank - 1
-    y = m.emit1("flatten", [x], {"axis": axis}) if flat else x
-    a = 1 if flat else axis
-    top = m.emit1("argmax", [y], {"axis": a, "keepdims": 0})
-    attrs = {"depth": y.shape[a], "axis": a, "on": 1.0, "off": 0.0, "dtype": x.dtype}
-    if not flat:
-        return m.emit("one_hot", [top], attrs, _outs(n))
-    shape = m.graph.add_constant(np.array(x.shape, dtype=np.int64), "shape")
-    return m.emit("reshape", [m.emit1("one_hot", [top], attrs), shape], {}, _outs(n))
-
-
 @onnx_op("ArgMax", "ArgMin")
 def _arg(m, n):
     if n.attrs.get("select_last_index", 0):
