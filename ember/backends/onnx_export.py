@@ -189,6 +189,15 @@ def _export_node(e: _Exporter, n: Node) -> None:
     elif n.op == "topk":
         k = e.const(np.asarray([a["k"]], np.int64), n.name)
         e.add("TopK", [ins[0], k], outs, n.name, axis=a["axis"], largest=a["largest"])
+    elif n.op in ("gather_nd", "scatter_elements", "scatter_nd"):
+        onnx_op = {"gather_nd": "GatherND", "scatter_elements": "ScatterElements", "scatter_nd": "ScatterND"}[n.op]
+        e.add(onnx_op, ins, outs, n.name, **a)
+    elif n.op == "one_hot":
+        depth = e.const(np.asarray(a["depth"], np.int64), n.name)
+        values = e.const(np.asarray([a["off"], a["on"]], dtypes.to_numpy(a["dtype"])), n.name)
+        e.add("OneHot", [ins[0], depth, values], outs, n.name, axis=a["axis"])
+    elif n.op == "einsum":
+        e.add("Einsum", ins, outs, n.name, equation=a["equation"])
     elif n.op in ("left_shift", "right_shift"):
         e.add("BitShift", ins, outs, n.name, direction="LEFT" if n.op == "left_shift" else "RIGHT")
     elif n.op == "cumsum":

@@ -105,6 +105,17 @@ RULES = [
         lambda m, b: m["x"],
     ),
     Rule(P.op("cast", P.any("x"), where=_same_shape), lambda m, b: m["x"]),
+    Rule(P.op("expand", P.any("x"), P.any(), where=_same_known_shape), lambda m, b: m["x"]),
+    # a where whose condition is constant and uniform picks one operand (the ONNX Attention function's
+    # fully-masked-row guard, when there is no mask)
+    Rule(
+        P.op("where", P.const(where=_all(True)), P.any("x"), P.any(), where=lambda n: _same_shape(n, 1)),
+        lambda m, b: m["x"],
+    ),
+    Rule(
+        P.op("where", P.const(where=_all(False)), P.any(), P.any("y"), where=lambda n: _same_shape(n, 2)),
+        lambda m, b: m["y"],
+    ),
     _neutral("add", 0.0),
     _neutral("add", 0.0, const_first=True),
     _neutral("sub", 0.0),

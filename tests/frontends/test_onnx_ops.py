@@ -126,6 +126,14 @@ def opset_variant(op_case: str):
             {"four": np.int64(4), "depth": np.int64(3), "vals": np.array([-1.0, 2.5], np.float32)},
             11,
         ),
+        "einsum-12": (
+            [
+                H("Einsum", ["x", "x"], ["g"], equation="bij,bkj->bik"),
+                H("Einsum", ["g", "x"], ["y"], equation="...ij,...jk"),
+            ],
+            {},
+            12,
+        ),
         "constantofshape-range": (
             [
                 H("ConstantOfShape", ["sh"], ["c"], value=helper.make_tensor("v", 1, [1], [2.5])),
@@ -181,6 +189,7 @@ OPSET_CASES = [
     "cumsum-11",
     "topk-11",
     "onehot-11",
+    "einsum-12",
     "constantofshape-range",
 ]
 

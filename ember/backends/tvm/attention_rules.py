@@ -45,7 +45,8 @@ def _attention(L, n, a):
         q3 = topi.reshape(qt, [batch, sq, d])
         k3 = topi.reshape(kt, [batch, sk, d])
         v3 = topi.reshape(vt, [batch, sk, dv])
-        s = topi.multiply(topi.nn.batch_matmul(q3, k3), n.attrs["scale"])
+        qk = topi.nn.batch_matmul(q3, k3)
+        s = topi.multiply(qk, tirx.const(n.attrs["scale"], qk.dtype))  # a bare float made fp16 scores fp32
         if bias:
             s4 = topi.add(topi.reshape(s, [*lead[0], sq, sk]), bias[0])
             s = topi.reshape(s4, [batch, sq, sk])

@@ -125,6 +125,11 @@ def _div(L, n, a):
     return R.astype(R.trunc(q), dtypes.to_tvm(n.output.dtype))
 
 
+@rule("einsum")
+def _einsum(L, n, a):
+    return R.einsum(list(a), n.attrs["equation"].replace(" ", ""))
+
+
 @rule("sinh", "cosh")
 def _sinh_cosh(L, n, a):
     """(e^x -/+ e^-x) / 2: LLVM's code generator has no sinh or cosh intrinsic."""

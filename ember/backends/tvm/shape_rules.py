@@ -101,6 +101,28 @@ def _one_hot(L, n, a):
     return R.one_hot(wrapped, on, off, at["depth"], axis=at["axis"])
 
 
+SCATTER_REDUCTIONS = {"none": "update", "add": "add", "mul": "mul", "max": "max", "min": "min"}
+
+
+@rule("scatter_elements")
+def _scatter_elements(L, n, a):
+    x, idx = n.inputs[:2]
+    axis = n.attrs["axis"] % x.rank
+    fixed = _in_range(L, a[1], x.shape[axis], idx.dtype)
+    return R.scatter_elements(a[0], fixed, a[2], axis=axis, reduction=SCATTER_REDUCTIONS[n.attrs["reduction"]])
+
+
+@rule("scatter_nd", "gather_nd")
+def _index_tuples(L, n, a):
+    x, idx = n.inputs[:2]
+    batch = n.attrs.get("batch_dims", 0)
+    dims = L.const(np.array(x.shape[batch : batch + idx.shape[-1]], dtypes.to_numpy(idx.dtype)))
+    fixed = R.where(R.less(a[1], L.scalar(0, idx.dtype)), R.add(a[1], dims), a[1])
+    if n.op == "gather_nd":
+        return R.gather_nd(a[0], fixed, batch_dims=batch)
+    return R.scatter_nd(a[0], fixed, a[2], reduction=SCATTER_REDUCTIONS[n.attrs["reduction"]])
+
+
 def _in_range(L, index, size: int, dtype: str):
     """Run-time indices into an axis of `size`: negative ones count from the end, and an index out of range
     reads the edge, never past it (ONNX leaves it undefined; TVM would read out of bounds)."""

@@ -107,6 +107,9 @@ ONNX_OPS["Gelu"] = _simple("gelu", approximate="approximate")
 ONNX_OPS["LRN"] = _simple("lrn", size="size", alpha="alpha", beta="beta", bias="bias")
 ONNX_OPS["Gather"] = _simple("gather", axis="axis")
 ONNX_OPS["GatherElements"] = _simple("gather_elements", axis="axis")
+ONNX_OPS["GatherND"] = _simple("gather_nd", batch_dims="batch_dims")
+ONNX_OPS["ScatterElements"] = ONNX_OPS["Scatter"] = _simple("scatter_elements", axis="axis", reduction="reduction")
+ONNX_OPS["ScatterND"] = _simple("scatter_nd", reduction="reduction")
 ONNX_OPS["Flatten"] = _simple("flatten", axis="axis")
 ONNX_OPS["Expand"] = _simple("expand")
 ONNX_OPS["Tile"] = _simple("tile")
@@ -160,6 +163,13 @@ def _bit_shift(m, n):
     direction = n.attrs["direction"]
     direction = direction.decode() if isinstance(direction, bytes) else direction
     return m.emit("left_shift" if direction == "LEFT" else "right_shift", m.ins(n), {}, _outs(n))
+
+
+@onnx_op("Einsum")
+def _einsum(m, n):
+    equation = n.attrs["equation"]
+    equation = equation.decode() if isinstance(equation, bytes) else equation
+    return m.emit("einsum", m.ins(n), {"equation": equation}, _outs(n))
 
 
 @onnx_op("CastLike")

@@ -6,7 +6,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ember.errors import EmberError
-from ember.ir.ops.registry import op, reference
+from ember.ir.ops.registry import Attr, op, reference
 from ember.ir.ops.shapes import UNKNOWN, fmt, norm_axis, pool_out
 
 _CONV_ATTRS = dict(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1)
@@ -358,3 +358,49 @@ def dense(ins, a):
 def _dense(x, w, b, a):
     y = np.matmul(x, w.T)
     return (y if b is None else y + b.reshape(-1)).astype(x.dtype)
+
+
+@op(
+    "einsum",
+    "xs*",
+    "Einstein summation over the operands by numpy's `equation` (with ... and the implicit output)",
+    tags=("matmul",),
+    equation=Attr("str"),
+)
+def einsum(ins, a):
+    if not ins:
+        raise EmberError("needs at least one operand")
+    lhs, arrow, rhs = a["equation"].replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ins):
+        raise EmberError(f"equation '{a['equation']}' has {len(terms)} operands, got {len(ins)}")
+    ell = max((x.rank - len(t) + 3 for t, x in zip(terms, ins) if "..." in t), default=0)
+    sizes: dict[str, object] = {}
+    for term, x in zip(terms, ins):
+        for label, d in zip(_einsum_labels(term, x.rank, ell), x.shape):
+            old = sizes.get(label)
+            if isinstance(old, int) and isinstance(d, int) and 1 not in (old, d) and old != d:
+                raise EmberError(f"'{label}' is {old} in one operand and {d} in another")
+            sizes[label] = d if old is None or old == 1 else old
+    if arrow:
+        out = _einsum_labels(rhs, len(rhs.replace("...", "")) + (ell if "..." in rhs else 0), ell)
+    else:
+        letters = [c for t in terms for c in t.replace("...", "")]
+        out = [f"...{i}" for i in range(ell)] + sorted(c for c in set(letters) if letters.count(c) == 1)
+    return tuple(sizes[label] for label in out), ins[0].dtype
+
+
+def _einsum_labels(term: str, rank: int, ell: int) -> list[str]:
+    """term's label per axis of a rank-`rank` operand, its ... dims named ...0 to ...ell-1, right-aligned."""
+    if "..." not in term:
+        if len(term) != rank:
+            raise EmberError(f"einsum term '{term}' has {len(term)} labels for a rank-{rank} operand")
+        return list(term)
+    head, tail = term.split("...")
+    n = rank - len(head) - len(tail)
+    if n < 0:
+        raise EmberError(f"einsum term '{term}' has more labels than its operand's rank {rank}")
+    return [*head, *(f"...{ell - n + i}" for i in range(n)), *tail]
+
+
+reference(einsum)(lambda *xs_a: np.asarray(np.einsum(xs_a[-1]["equation"], *xs_a[:-1])))
