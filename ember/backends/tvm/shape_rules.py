@@ -95,7 +95,7 @@ def _gather_elements(L, n, a):
 @rule("one_hot")
 def _one_hot(L, n, a):
     at, idx = n.attrs, n.inputs[0]
-    wrapped = R.where(R.less(a[0], L.scalar(0, idx.dtype)), R.add(a[0], L.scalar(at["depth"], idx.dtype)), a[0])
+    wrapped = _from_end(L, a[0], L.scalar(at["depth"], idx.dtype), idx.dtype)  # out of range stays all off
     dt = dtypes.to_tvm(at["dtype"])
     on, off = (tirx.const(at[k], dt) for k in ("on", "off"))
     return R.one_hot(wrapped, on, off, at["depth"], axis=at["axis"])
@@ -117,7 +117,7 @@ def _index_tuples(L, n, a):
     x, idx = n.inputs[:2]
     batch = n.attrs.get("batch_dims", 0)
     dims = L.const(np.array(x.shape[batch : batch + idx.shape[-1]], dtypes.to_numpy(idx.dtype)))
-    fixed = R.where(R.less(a[1], L.scalar(0, idx.dtype)), R.add(a[1], dims), a[1])
+    fixed = _from_end(L, a[1], dims, idx.dtype)
     if n.op == "gather_nd":
         return R.gather_nd(a[0], fixed, batch_dims=batch)
     return R.scatter_nd(a[0], fixed, a[2], reduction=SCATTER_REDUCTIONS[n.attrs["reduction"]])
@@ -126,8 +126,13 @@ def _index_tuples(L, n, a):
 def _in_range(L, index, size: int, dtype: str):
     """Run-time indices into an axis of `size`: negative ones count from the end, and an index out of range
     reads the edge, never past it (ONNX leaves it undefined; TVM would read out of bounds)."""
-    wrapped = R.where(R.less(index, L.scalar(0, dtype)), R.add(index, L.scalar(size, dtype)), index)
-    return R.clip(wrapped, 0, size - 1)
+    return R.clip(_from_end(L, index, L.scalar(size, dtype), dtype), 0, size - 1)
+
+
+def _from_end(L, index, size, dtype: str):
+    """Run-time indices with the negative ones counted from the end of an axis of `size` (a scalar, or one size
+    per index position)."""
+    return R.where(R.less(index, L.scalar(0, dtype)), R.add(index, size), index)
 
 
 @rule("shape")

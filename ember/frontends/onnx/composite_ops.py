@@ -6,14 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ember.errors import EmberError
-from ember.frontends.onnx.importer import Importer
 from ember.frontends.onnx.ops import _outs, onnx_op, reduce_axes
 from ember.ir.graph import Value
 from ember.ir.ops.shapes import norm_axis
-
-
-def _shape_const(m: Importer, dims) -> Value:
-    return m.graph.add_constant(np.array(dims, np.int64), "shape")
 
 
 def _static(n, x: Value, min_rank: int = 0, max_rank: int | None = None) -> tuple[int, ...]:
@@ -30,7 +25,7 @@ def _static(n, x: Value, min_rank: int = 0, max_rank: int | None = None) -> tupl
 def _prelu(m, n):
     x, slope = m.ins(n)
     if m.opset < 7 and slope.rank == 1 and slope.shape[0] != 1:  # before broadcasting: one slope per channel
-        slope = m.emit1("reshape", [slope, _shape_const(m, [-1] + [1] * (x.rank - 2))])
+        slope = m.emit1("reshape", [slope, m.int_array([-1] + [1] * (x.rank - 2))])
     negative = m.emit1("less", [x, m.scalar(0.0, x)])
     return m.emit("where", [negative, m.emit1("mul", [x, slope]), x], {}, _outs(n))
 
@@ -91,7 +86,7 @@ def _is_inf(m, n):
 @onnx_op("Size")
 def _size(m, n):
     shape = _static(n, m.inp(n, 0))
-    return [m.graph.add_constant(np.array(np.prod(shape, dtype=np.int64)), m._cname(n.outputs[0].name))]
+    return [m.int_array(np.prod(shape, dtype=np.int64), m._cname(n.outputs[0].name))]
 
 
 @onnx_op("ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp")
@@ -142,7 +137,7 @@ def _normalized(m, x: Value, axes: list[int], epsilon: float, centred: bool = Tr
 def _instance_norm(m, n):
     """The moments per sample and channel over the spatial axes, then scale and bias per channel."""
     x, scale, bias = m.ins(n)
-    per_channel = _shape_const(m, [-1] + [1] * (x.rank - 2))
+    per_channel = m.int_array([-1] + [1] * (x.rank - 2))
     y = _normalized(m, x, list(range(2, x.rank)), n.attrs.get("epsilon", 1e-5))
     scaled = m.emit1("mul", [y, m.emit1("reshape", [scale, per_channel])])
     return m.emit("add", [scaled, m.emit1("reshape", [bias, per_channel])], {}, _outs(n))
@@ -156,15 +151,15 @@ def _group_norm(m, n):
     shape, groups = _static(n, x, 2), n.attrs["num_groups"]
     if shape[1] % groups:
         raise EmberError(f"{shape[1]} channels do not split into {groups} groups")
-    grouped = m.emit1("reshape", [x, _shape_const(m, [shape[0], groups, -1])])
+    grouped = m.emit1("reshape", [x, m.int_array([shape[0], groups, -1])])
     y = _normalized(m, grouped, [2], n.attrs.get("epsilon", 1e-5))
     if scale.shape[0] == groups and groups != shape[1]:  # opset 18's per-group scale and bias
-        per_group = _shape_const(m, [groups, 1])
+        per_group = m.int_array([groups, 1])
         y = m.emit1("mul", [y, m.emit1("reshape", [scale, per_group])])
         y = m.emit1("add", [y, m.emit1("reshape", [bias, per_group])])
-        return m.emit("reshape", [y, _shape_const(m, shape)], {}, _outs(n))
-    per_channel = _shape_const(m, [-1] + [1] * (x.rank - 2))
-    y = m.emit1("mul", [m.emit1("reshape", [y, _shape_const(m, shape)]), m.emit1("reshape", [scale, per_channel])])
+        return m.emit("reshape", [y, m.int_array(shape)], {}, _outs(n))
+    per_channel = m.int_array([-1] + [1] * (x.rank - 2))
+    y = m.emit1("mul", [m.emit1("reshape", [y, m.int_array(shape)]), m.emit1("reshape", [scale, per_channel])])
     return m.emit("add", [y, m.emit1("reshape", [bias, per_channel])], {}, _outs(n))
 
 
@@ -187,8 +182,8 @@ def _depth_to_space(m, n):
         split, perm = [N, b, b, C // (b * b), H, W], [0, 3, 4, 1, 5, 2]
     else:
         split, perm = [N, C // (b * b), b, b, H, W], [0, 1, 4, 2, 5, 3]
-    blocks = m.emit1("transpose", [m.emit1("reshape", [x, _shape_const(m, split)])], {"perm": perm})
-    return m.emit("reshape", [blocks, _shape_const(m, [N, C // (b * b), H * b, W * b])], {}, _outs(n))
+    blocks = m.emit1("transpose", [m.emit1("reshape", [x, m.int_array(split)])], {"perm": perm})
+    return m.emit("reshape", [blocks, m.int_array([N, C // (b * b), H * b, W * b])], {}, _outs(n))
 
 
 @onnx_op("SpaceToDepth")
@@ -196,10 +191,10 @@ def _space_to_depth(m, n):
     """[N, C, H, W] -> [N, C*b^2, H/b, W/b], the inverse of DepthToSpace in the same mode."""
     x, b = m.inp(n, 0), n.attrs["blocksize"]
     N, C, H, W = _static(n, x, 4, 4)
-    blocks = m.emit1("reshape", [x, _shape_const(m, [N, C, H // b, b, W // b, b])])
+    blocks = m.emit1("reshape", [x, m.int_array([N, C, H // b, b, W // b, b])])
     perm = [0, 3, 5, 1, 2, 4] if n.attrs.get("mode", "DCR") == "DCR" else [0, 1, 3, 5, 2, 4]
     moved = m.emit1("transpose", [blocks], {"perm": perm})
-    return m.emit("reshape", [moved, _shape_const(m, [N, C * b * b, H // b, W // b])], {}, _outs(n))
+    return m.emit("reshape", [moved, m.int_array([N, C * b * b, H // b, W // b])], {}, _outs(n))
 
 
 @onnx_op("Trilu")
@@ -226,5 +221,5 @@ def _hardmax(m, n):
     attrs = {"depth": y.shape[a], "axis": a, "on": 1.0, "off": 0.0, "dtype": x.dtype}
     if not flat:
         return m.emit("one_hot", [top], attrs, _outs(n))
-    shape = m.graph.add_constant(np.array(x.shape, dtype=np.int64), "shape")
+    shape = m.int_array(x.shape)
     return m.emit("reshape", [m.emit1("one_hot", [top], attrs), shape], {}, _outs(n))

@@ -179,6 +179,10 @@ class Importer:
     ) -> Value:
         return self.emit(op, inputs, attrs, [name] if name else None)[0]
 
+    def int_array(self, values, name: str = "shape") -> Value:
+        """An i64 constant (a shape, axes, bounds): the torch importer's helper of the same name."""
+        return self.graph.add_constant(np.asarray(values, dtype=np.int64), name)
+
     def scalar(self, value: float, like: Value) -> Value:
         return self.graph.add_constant(np.asarray(value, dtype=dtypes.to_numpy(like.dtype)), "scalar")
 

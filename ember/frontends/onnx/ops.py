@@ -354,7 +354,7 @@ def _softmax(m, n):
     # Before opset 13 the op flattened to 2-D at `axis` first.
     flat = m.emit1("flatten", [x], {"axis": axis})
     y = m.emit1(op, [flat], {"axis": 1})
-    shape = m.graph.add_constant(np.array(x.shape, dtype=np.int64), "shape")
+    shape = m.int_array(x.shape)
     return m.emit("reshape", [y, shape], {}, _outs(n))
 
 
@@ -378,7 +378,7 @@ def _gemm(m, n):
     bias_ok = c is not None and beta == 1.0 and c.rank >= 1 and c.shape[-1] == b.shape[0] and c.shape[:-1] in ((), (1,))
     if bias_ok:
         if c.rank == 2:
-            c = m.emit1("reshape", [c, m.graph.add_constant(np.array([-1], np.int64), "shape")])
+            c = m.emit1("reshape", [c, m.int_array([-1])])
         return [m.emit1("dense", [a, b, c], name=name)]
     y = m.emit1("dense", [a, b], name=None if c is not None else name)
     if c is None:

@@ -51,7 +51,7 @@ class _Layer:
         """Direction d's slice of a per-direction operand (W, R, B, initial states, peepholes)."""
         if v is None:
             return None
-        return self.m.emit1("gather", [v, self.m.graph.add_constant(np.array(d, np.int64), "direction")])
+        return self.m.emit1("gather", [v, self.m.int_array(d, "direction")])
 
     def initial(self, i: int, d: int) -> Value:
         """Direction d's initial hidden (i=5) or cell (i=6) state: the operand, or zeros."""
@@ -153,8 +153,8 @@ def _gru_step(layer: _Layer, d: int, xw_t: Value, rz_t: Value, rh_t: Value, rb: 
 def _columns(m: Importer, v: Value, width: int, count: int) -> list[Value]:
     """v's `count` column blocks of `width`, [B, width] each, as slices: each fuses into the step's elementwise
     kernel that reads it, where a split would be a kernel of its own every step."""
-    const = lambda k: m.graph.add_constant(np.array([k], np.int64), "bound")  # noqa: E731
-    return [m.emit1("slice", [v, const(k * width), const((k + 1) * width), const(1)]) for k in range(count)]
+    bounds = [[m.int_array([k * width], "starts"), m.int_array([(k + 1) * width], "ends")] for k in range(count)]
+    return [m.emit1("slice", [v, *b, m.int_array([1], "axes")]) for b in bounds]
 
 
 @onnx_op("RNN", "GRU", "LSTM")
