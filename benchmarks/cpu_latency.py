@@ -3,7 +3,9 @@
     python benchmarks/cpu_latency.py [--threads 2] [--runs 40] [--block 5]
                                      [--models squeezenet,resnet50,mobilenet_v2,bert] [--tune-trials N [--tune-dir DIR]]
 
-`--models` also takes tc_resnet8 (keyword spotting on 40 MFCC x 101 frames, 1-D convs; not in the default set).
+`--models` also takes models outside the default set: tc_resnet8 (keyword spotting on 40 MFCC x 101 frames, 1-D
+convs), kws_lstm (keyword spotting with an LSTM over 49 frames of 10 MFCCs) and yolov8n (YOLOv8n's backbone at
+320x320: SiLU after every conv).
 
 Each engine runs in its own process (two runtimes' thread pools in one process slow each other down on
 a small machine), on the same seeded inputs. The processes stay up and take turns, `--block` runs at a
@@ -44,10 +46,12 @@ MODELS = ("squeezenet", "resnet50", "mobilenet_v2", "bert")
 
 def build_model(name: str) -> onnx.ModelProto:
     from ember.models import random_light_model
-    from ember.models.blocks import bert_layer, mobilenet_v2, tc_resnet8
+    from ember.models.blocks import bert_layer, kws_lstm, mobilenet_v2, tc_resnet8
+    from ember.models.yolo import yolov8n_backbone
 
-    if name == "tc_resnet8":  # keyword spotting, 1-D convs (not in the default set)
-        return tc_resnet8()
+    extra = {"tc_resnet8": tc_resnet8, "kws_lstm": kws_lstm, "yolov8n": yolov8n_backbone}  # not in the default set
+    if name in extra:
+        return extra[name]()
     if name == "mobilenet_v2":
         return mobilenet_v2()
     if name == "bert":
@@ -150,12 +154,17 @@ def measure_model(path: str, name: str, tmp: str, args) -> list[str]:
         engines["tuned"] = str(db)
     ms, compile_s, orders = in_both_orders(path, engines, args)
     ort_ms = ms["onnxruntime"]
-    row = [name, f"{ms['ember']:.1f}", f"{ms['ember'] / ort_ms:.2f}x", orders, f"{compile_s:.1f}"]
+    row = [name, _ms(ms["ember"]), f"{ms['ember'] / ort_ms:.2f}x", orders, f"{compile_s:.1f}"]
     if args.tune_trials:
-        row += [f"{ms['tuned']:.1f}", f"{ms['tuned'] / ort_ms:.2f}x", f"{tuning_s:.0f}" if tuning_s else "reused"]
+        row += [_ms(ms["tuned"]), f"{ms['tuned'] / ort_ms:.2f}x", f"{tuning_s:.0f}" if tuning_s else "reused"]
     tvm_runs = max(3, args.runs // 8)
     tvm_ms = take_turns({"tvm": start_worker(path, "tvm", args.threads)[0]}, tvm_runs, tvm_runs)["tvm"]
-    return [*row, f"{tvm_ms:.1f}", f"{tvm_ms / ort_ms:.1f}x", f"{ort_ms:.1f}"]
+    return [*row, _ms(tvm_ms), f"{tvm_ms / ort_ms:.1f}x", _ms(ort_ms)]
+
+
+def _ms(ms: float) -> str:
+    """Three significant digits, down to microseconds (a keyword spotter takes a tenth of a millisecond)."""
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
 
 
 def main() -> None:

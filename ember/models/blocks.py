@@ -158,7 +158,7 @@ def transformer_block(rng: Seed = 42) -> onnx.ModelProto:
     return make_model(nodes, [("x", [1, s, d])], [("y", None), ("first_half", None)], inits, opset=13)
 
 
-class _Exporter:
+class Exporter:
     """Appends nodes named the way torch.onnx names them ('/scope/Op' writing '/scope/Op_output_0'), weights
     as seeded random initializers and small literals as Constant nodes."""
 
@@ -169,12 +169,16 @@ class _Exporter:
         self.taken: dict[str, int] = {}
 
     def op(self, op_type: str, inputs: list[str], scope: str, out: str | None = None, **attrs) -> str:
+        return self.op_n(op_type, inputs, scope, [out] if out else 1, **attrs)[0]
+
+    def op_n(self, op_type: str, inputs: list[str], scope: str, outs: list[str] | int, **attrs) -> list[str]:
+        """A node with several outputs: the names `outs`, or that many named as torch.onnx names them."""
         name = f"/{scope}/{op_type}"
         self.taken[name] = self.taken.get(name, -1) + 1
         name = f"{name}_{self.taken[name]}" if self.taken[name] else name
-        out = out or f"{name}_output_0"
-        self.nodes.append(H(op_type, inputs, [out], name=name, **attrs))
-        return out
+        outs = outs if isinstance(outs, list) else [f"{name}_output_{i}" for i in range(outs)]
+        self.nodes.append(H(op_type, inputs, outs, name=name, **attrs))
+        return outs
 
     def literal(self, value, scope: str) -> str:
         return self.op("Constant", [], scope, value=numpy_helper.from_array(np.asarray(value)))
@@ -200,9 +204,11 @@ MOBILENET_V2_STAGES = (
 )
 
 
-def _conv_bn(
-    e: _Exporter, x: str, scope: str, cin: int, cout: int, k: int, stride: int, groups: int, relu6: bool
+def conv_bn(
+    e: Exporter, x: str, scope: str, cin: int, cout: int, k: int, stride: int, groups: int, act: str | None
 ) -> str:
+    """Conv + BatchNormalization, then `act`: "relu6" (Clip, reading the model's relu6_min/relu6_max), "silu"
+    (Sigmoid and Mul, as torch.onnx writes nn.SiLU) or None."""
     w = e.weight(f"{scope}.conv.weight", cout, cin // groups, k, k, fan_in=cin // groups * k * k)
     y = e.op(
         "Conv", [x, w], f"{scope}/conv", group=groups, kernel_shape=[k, k], pads=[k // 2] * 4, strides=[stride] * 2
@@ -210,28 +216,30 @@ def _conv_bn(
     scale, shift = e.vector(f"{scope}.bn.weight", cout, 0.5, 1.5), e.vector(f"{scope}.bn.bias", cout)
     mean, var = e.vector(f"{scope}.bn.running_mean", cout), e.vector(f"{scope}.bn.running_var", cout, 0.5, 1.5)
     y = e.op("BatchNormalization", [y, scale, shift, mean, var], f"{scope}/bn", epsilon=1e-5, momentum=0.9)
-    return e.op("Clip", [y, "relu6_min", "relu6_max"], f"{scope}/relu6") if relu6 else y
+    if act == "relu6":
+        return e.op("Clip", [y, "relu6_min", "relu6_max"], f"{scope}/relu6")
+    return e.op("Mul", [y, e.op("Sigmoid", [y], f"{scope}/act")], f"{scope}/act") if act == "silu" else y
 
 
 def mobilenet_v2(size: int = 224, classes: int = 1000, rng: Seed = 0) -> onnx.ModelProto:
     """MobileNetV2 (width 1.0) as torch.onnx writes it in eval mode without folding: Conv + BatchNormalization
     + Clip(0, 6) units, inverted residuals (expand 1x1, depthwise 3x3, linear project 1x1, Add when the shape
     holds), global average pooling, Flatten and a Gemm classifier."""
-    e = _Exporter(rng)
+    e = Exporter(rng)
     e.inits |= {"relu6_min": np.float32(0), "relu6_max": np.float32(6)}
-    x = _conv_bn(e, "input", "features.0", 3, 32, 3, 2, 1, True)
+    x = conv_bn(e, "input", "features.0", 3, 32, 3, 2, 1, "relu6")
     cin, index = 32, 1
     for t, c, n, s in MOBILENET_V2_STAGES:
         for i in range(n):
             scope, hidden, block_in = f"features.{index}", cin * t, x
             if t != 1:
-                x = _conv_bn(e, x, f"{scope}.expand", cin, hidden, 1, 1, 1, True)
-            x = _conv_bn(e, x, f"{scope}.dw", hidden, hidden, 3, s if i == 0 else 1, hidden, True)
-            x = _conv_bn(e, x, f"{scope}.project", hidden, c, 1, 1, 1, False)
+                x = conv_bn(e, x, f"{scope}.expand", cin, hidden, 1, 1, 1, "relu6")
+            x = conv_bn(e, x, f"{scope}.dw", hidden, hidden, 3, s if i == 0 else 1, hidden, "relu6")
+            x = conv_bn(e, x, f"{scope}.project", hidden, c, 1, 1, 1, None)
             if i > 0:
                 x = e.op("Add", [block_in, x], scope)
             cin, index = c, index + 1
-    x = _conv_bn(e, x, f"features.{index}", cin, 1280, 1, 1, 1, True)
+    x = conv_bn(e, x, f"features.{index}", cin, 1280, 1, 1, 1, "relu6")
     x = e.op("GlobalAveragePool", [x], "pool")
     x = e.op("Flatten", [x], "flatten", axis=1)
     w, b = e.weight("classifier.weight", classes, 1280, fan_in=1280), e.vector("classifier.bias", classes)
@@ -239,7 +247,7 @@ def mobilenet_v2(size: int = 224, classes: int = 1000, rng: Seed = 0) -> onnx.Mo
     return make_model(e.nodes, [("input", [1, 3, size, size])], [("logits", [1, classes])], e.inits, 13, "mobilenet_v2")
 
 
-def _conv1d_bn(e: _Exporter, x: str, scope: str, cin: int, cout: int, k: int, stride: int, relu: bool) -> str:
+def _conv1d_bn(e: Exporter, x: str, scope: str, cin: int, cout: int, k: int, stride: int, relu: bool) -> str:
     w = e.weight(f"{scope}.conv.weight", cout, cin, k, fan_in=cin * k)
     y = e.op("Conv", [x, w], f"{scope}/conv", kernel_shape=[k], pads=[k // 2] * 2, strides=[stride])
     scale, shift = e.vector(f"{scope}.bn.weight", cout, 0.5, 1.5), e.vector(f"{scope}.bn.bias", cout)
@@ -253,7 +261,7 @@ def tc_resnet8(width: float = 1.5, mfcc: int = 40, frames: int = 101, classes: i
     MFCC frames (the coefficients are the channels), three residual blocks of two 9-tap convs with stride 2
     and a 1x1 conv shortcut, global average pooling and a Gemm classifier; Conv + BatchNormalization + Relu
     as torch.onnx writes them."""
-    e = _Exporter(rng)
+    e = Exporter(rng)
     channels = [int(c * width) for c in (16, 24, 32, 48)]
     x = _conv1d_bn(e, "mfcc", "conv0", mfcc, channels[0], 3, 1, True)
     for i, (cin, cout) in enumerate(zip(channels, channels[1:]), start=1):
@@ -267,7 +275,27 @@ def tc_resnet8(width: float = 1.5, mfcc: int = 40, frames: int = 101, classes: i
     return make_model(e.nodes, [("mfcc", [1, mfcc, frames])], [("logits", [1, classes])], e.inits, 13, "tc_resnet8")
 
 
-def _layer_norm(e: _Exporter, x: str, scope: str, hidden: int, fused: bool, out: str | None = None) -> str:
+def kws_lstm(frames: int = 49, mfcc: int = 10, hidden: int = 64, classes: int = 12, rng: Seed = 0):
+    """An LSTM keyword spotter (the "Hello Edge" LSTM-S shape): MFCC frames -> LSTM -> last hidden -> classes,
+    time-major as exporters write it (onnxruntime has no batch-major LSTM)."""
+    gen = np.random.default_rng(rng)
+    inits = {
+        "W": gen.standard_normal((1, 4 * hidden, mfcc)).astype(np.float32) * 0.2,
+        "R": gen.standard_normal((1, 4 * hidden, hidden)).astype(np.float32) * 0.2,
+        "B": gen.standard_normal((1, 8 * hidden)).astype(np.float32) * 0.1,
+        "fc": gen.standard_normal((hidden, classes)).astype(np.float32) * 0.2,
+        "shape": i64(1, hidden),
+    }
+    nodes = [
+        H("Transpose", ["mfcc"], ["frames"], perm=[1, 0, 2]),
+        H("LSTM", ["frames", "W", "R", "B"], ["", "h"], hidden_size=hidden),
+        H("Reshape", ["h", "shape"], ["last"]),
+        H("MatMul", ["last", "fc"], ["logits"]),
+    ]
+    return make_model(nodes, [("mfcc", [1, frames, mfcc])], [("logits", [1, classes])], inits, 14, "kws_lstm")
+
+
+def _layer_norm(e: Exporter, x: str, scope: str, hidden: int, fused: bool, out: str | None = None) -> str:
     g, b = e.vector(f"{scope}.weight", hidden, 0.5, 1.5), e.vector(f"{scope}.bias", hidden)
     if fused:
         return e.op("LayerNormalization", [x, g, b], scope, out, axis=-1, epsilon=1e-12)
@@ -277,13 +305,13 @@ def _layer_norm(e: _Exporter, x: str, scope: str, hidden: int, fused: bool, out:
     return e.op("Add", [e.op("Mul", [e.op("Div", [dev, std], scope), g], scope), b], scope, out)
 
 
-def _linear(e: _Exporter, x: str, scope: str, cin: int, cout: int) -> str:
+def _linear(e: Exporter, x: str, scope: str, cin: int, cout: int) -> str:
     """torch.nn.Linear on a 3-d input: MatMul by the transposed weight, then Add(bias, product)."""
     w = e.weight(f"{scope}.weight_t", cin, cout, fan_in=cin)
     return e.op("Add", [e.vector(f"{scope}.bias", cout), e.op("MatMul", [x, w], scope)], scope)
 
 
-def _reshape_keeping_batch_seq(e: _Exporter, x: str, scope: str, tail: tuple[int, ...]) -> str:
+def _reshape_keeping_batch_seq(e: Exporter, x: str, scope: str, tail: tuple[int, ...]) -> str:
     """x.view(x.size(0), x.size(1), *tail): the shape computed with Shape/Gather/Unsqueeze/Concat."""
     dims = []
     for axis in (0, 1):
@@ -293,14 +321,14 @@ def _reshape_keeping_batch_seq(e: _Exporter, x: str, scope: str, tail: tuple[int
     return e.op("Reshape", [x, e.op("Concat", dims, scope, axis=0)], scope)
 
 
-def _heads(e: _Exporter, x: str, scope: str, hidden: int, heads: int) -> str:
+def _heads(e: Exporter, x: str, scope: str, hidden: int, heads: int) -> str:
     """BertSelfAttention.transpose_for_scores: (b, s, hidden) -> (b, heads, s, hidden / heads)."""
     return e.op(
         "Transpose", [_reshape_keeping_batch_seq(e, x, scope, (heads, hidden // heads))], scope, perm=[0, 2, 1, 3]
     )
 
 
-def _self_attention(e: _Exporter, x: str, mask: str, scope: str, hidden: int, heads: int) -> str:
+def _self_attention(e: Exporter, x: str, mask: str, scope: str, hidden: int, heads: int) -> str:
     q, k, v = (
         _heads(e, _linear(e, x, f"{scope}/{p}", hidden, hidden), f"{scope}/{p}", hidden, heads)
         for p in ("query", "key", "value")
@@ -312,7 +340,7 @@ def _self_attention(e: _Exporter, x: str, mask: str, scope: str, hidden: int, he
     return _reshape_keeping_batch_seq(e, ctx, scope, (hidden,))
 
 
-def _gelu(e: _Exporter, x: str, scope: str) -> str:
+def _gelu(e: Exporter, x: str, scope: str) -> str:
     """erf-GELU as torch.onnx writes F.gelu: x * (1 + erf(x / sqrt 2)) * 0.5."""
     erf = e.op("Erf", [e.op("Div", [x, e.literal(np.float32(np.sqrt(2)), scope)], scope)], scope)
     y = e.op("Mul", [x, e.op("Add", [erf, e.literal(np.float32(1), scope)], scope)], scope)
@@ -325,7 +353,7 @@ def bert_layer(
     """One BERT-base encoder layer with its extended attention mask, as torch.onnx writes a Hugging Face
     BertLayer: opset 17 with LayerNormalization, or opset 13 with LayerNorm spelled out
     (ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add)."""
-    e = _Exporter(rng)
+    e = Exporter(rng)
     mask = e.op("Unsqueeze", ["attention_mask", e.literal(i64(1), "mask")], "mask")
     mask = e.op("Cast", [e.op("Unsqueeze", [mask, e.literal(i64(2), "mask")], "mask")], "mask", to=TensorProto.FLOAT)
     mask = e.op("Sub", [e.literal(np.float32(1), "mask"), mask], "mask")

@@ -217,7 +217,7 @@ def test_elementwise_op_before_a_stencil_keeps_its_own_nest():
     model = make_model(nodes, [("x", [1, 8, 16, 16])], [("y", None)], {"s": np.array([1, 1, 2, 2], "float32")}, 13)
     art = ember.compile(model, "host")
     (text,) = [t for name, t in kernel_texts(art.graph).items() if "resize" in name]
-    assert text.count("T.exp(") == 1
+    assert text.count("T.Let(") == 1  # exp's vector form (ember.backends.tvm.fast_math) binds its argument once
     feeds = random_feeds(model)
     assert_close(art.run(feeds), ort_run(model, feeds))
 

@@ -14,6 +14,7 @@ from tvm.target import Target
 
 from ember.backends.tvm.calls import is_call_tir
 from ember.backends.tvm.concat_rules import concat_in_place
+from ember.backends.tvm.fast_math import vector_math
 from ember.backends.tvm.schedules.attention import Attention
 from ember.backends.tvm.schedules.common import vector_bits
 from ember.backends.tvm.schedules.conv2d import Conv2D
@@ -70,11 +71,13 @@ def mark_hand_written(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModul
 
 
 def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
-    """Scheduling after fusion: constant weights are marked layout-free so rules may repack them, and the
-    repacking the rules add is split into functions of the constants alone and folded at compile time."""
+    """Scheduling after fusion: constant weights are marked layout-free so rules may repack them, transcendental
+    functions take their vector forms, and the repacking the rules add is split into functions of the constants
+    alone and folded at compile time."""
     return [
         mark_constant_arguments,
         mark_hand_written,
+        vector_math,
         dlight.ApplyDefaultSchedule(*cpu_rules(target)),
         relax.transform.SplitLayoutRewritePreproc(),
         relax.transform.FoldConstant(),
