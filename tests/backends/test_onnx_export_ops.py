@@ -1,4 +1,4 @@
-"""Ember's index, scan, bitwise and trigonometric ops export back to ONNX that onnxruntime runs to the
+"""Ember's index, scan, bitwise, trigonometric and lstm ops export back to ONNX that onnxruntime runs to the
 interpreter's result, exactly (integers) or to float32 rounding."""
 
 from __future__ import annotations
@@ -48,3 +48,16 @@ def test_new_ops_export_to_onnx_that_onnxruntime_runs_the_same():
     for (name, w), g in zip(want.items(), got):
         assert g.dtype == w.dtype and g.shape == w.shape, name
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_lstm_exports_as_its_steps_that_onnxruntime_runs_the_same():
+    graph = parse_graph(
+        """graph @g(%xw: f32[5,2,12], %r: f32[3,12], %h: f32[2,3]) -> (%y) {
+          %y = lstm(%xw, %r, %h) {reverse=1} : f32[5,2,3]
+          return %y
+        }"""
+    )
+    rng = np.random.default_rng(1)
+    feeds = {v.name: rng.standard_normal(v.shape).astype(np.float32) for v in graph.inputs}
+    (got,) = ort_run(export_onnx(graph), feeds)
+    np.testing.assert_allclose(got, interpret(graph, feeds)["y"], rtol=1e-5, atol=1e-6)

@@ -1,9 +1,12 @@
-"""ONNX RNN, GRU and LSTM, unrolled over their sequence: each against onnxruntime through the interpreter and a
-host build, with the options the onnx package's own cases leave out (peepholes, initial states, clip,
-linear_before_reset, parameterized activations), and a keyword-spotting LSTM as a whole model. (Batch-major
-layouts and the plain forms are in the onnx package's cases: tests/frontends/test_onnx_node_cases.py.)"""
+"""ONNX RNN, GRU and LSTM: each against onnxruntime through the interpreter and a host build, with the options
+the onnx package's own cases leave out (peepholes, initial states, clip, linear_before_reset, parameterized
+activations), and a keyword-spotting LSTM as a whole model. Plain LSTMs become Ember's `lstm` op (one kernel);
+the rest unroll over their sequence. (Batch-major layouts and the plain forms are in the onnx package's cases:
+tests/frontends/test_onnx_node_cases.py.)"""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import onnx
@@ -12,7 +15,9 @@ from onnx import TensorProto, helper
 
 import ember
 from ember import ir
+from ember.backends.tvm.build import count_kernels
 from ember.frontends.onnx import load
+from ember.models.blocks import kws_lstm
 from tests.conftest import assert_close, ort_run
 
 H = helper.make_node
@@ -89,36 +94,58 @@ def test_gru_with_hard_sigmoid_gates_and_clip(linear_before_reset):
     _check(model, {"X": rng.standard_normal((steps, batch, inp)).astype(np.float32)})
 
 
-def keyword_lstm(rng: np.random.Generator, frames: int = 49, mfcc: int = 10, hidden: int = 64, classes: int = 12):
-    """An LSTM keyword spotter (the "Hello Edge" LSTM-S shape): MFCC frames -> LSTM -> last hidden -> classes,
-    time-major as exporters write it (onnxruntime has no batch-major LSTM)."""
-    w = {
-        "W": rng.standard_normal((1, 4 * hidden, mfcc)).astype(np.float32) * 0.2,
-        "R": rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32) * 0.2,
-        "B": rng.standard_normal((1, 8 * hidden)).astype(np.float32) * 0.1,
-        "fc": rng.standard_normal((hidden, classes)).astype(np.float32) * 0.2,
-        "shape": np.array([1, hidden], np.int64),
-    }
-    nodes = [
-        H("Transpose", ["x"], ["frames"], perm=[1, 0, 2]),
-        H("LSTM", ["frames", "W", "R", "B"], ["", "h"], hidden_size=hidden),
-        H("Reshape", ["h", "shape"], ["last"]),
-        H("MatMul", ["last", "fc"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "kws_lstm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, frames, mfcc])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
-        [onnx.numpy_helper.from_array(v, k) for k, v in w.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-
-
-def test_keyword_spotting_lstm_matches_onnxruntime():
+def test_keyword_spotting_lstm_matches_onnxruntime_as_one_lstm_kernel():
+    """Unrolled, its 49 steps were 145 kernels of about a microsecond each (1.9x onnxruntime's time)."""
     rng = np.random.default_rng(2)
-    model = keyword_lstm(rng)
-    _check(model, {"x": rng.standard_normal((1, 49, 10)).astype(np.float32)})
+    model = kws_lstm(rng=rng)
+    _check(model, {"mfcc": rng.standard_normal((1, 49, 10)).astype(np.float32)})
+    art = ember.compile(model, "host")
+    assert [n.op for n in art.graph.nodes].count("lstm") == 1
+    assert count_kernels(art.executable) <= 4  # projection, lstm, the last step, classifier
+
+
+def _plain_lstm(direction: str, outputs: list[str], **attrs):
+    rng = np.random.default_rng(4)
+    d, hid, inp, batch, steps = 2 if direction == "bidirectional" else 1, 8, 5, 3, 6
+    w = {
+        "W": rng.standard_normal((d, 4 * hid, inp)).astype(np.float32) * 0.5,
+        "R": rng.standard_normal((d, 4 * hid, hid)).astype(np.float32) * 0.5,
+        "B": rng.standard_normal((d, 8 * hid)).astype(np.float32) * 0.3,
+    }
+    node = H("LSTM", ["X", "W", "R", "B", "", "h0", "c0"], outputs, hidden_size=hid, direction=direction, **attrs)
+    shapes = {"X": [steps, batch, inp], "h0": [d, batch, hid], "c0": [d, batch, hid]}
+    feeds = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    return _model(node, shapes, w, [o for o in outputs if o]), feeds
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_plain_lstm_runs_as_the_lstm_op_in_each_direction(direction):
+    model, feeds = _plain_lstm(direction, ["Y", "Y_h"])
+    _check(model, feeds)
+    assert [n.op for n in load(model).nodes].count("lstm") == (2 if direction == "bidirectional" else 1)
+
+
+@pytest.mark.parametrize(
+    "outputs, attrs",
+    [(["Y", "Y_h", "Y_c"], {}), (["Y", ""], {"clip": 2.0}), (["Y"], {"activations": ["Sigmoid", "Tanh", "Relu"]})],
+    ids=["cell-state-read", "clip", "relu-output"],
+)
+def test_lstm_the_op_does_not_cover_unrolls(outputs, attrs):
+    model, feeds = _plain_lstm("forward", outputs, **attrs)
+    _check(model, feeds)
+    assert "lstm" not in [n.op for n in load(model).nodes]
+
+
+def test_fp16_lstm_builds_from_the_ops_decomposition():
+    """The lstm kernel is float32; other dtypes (and GPU targets) lower the op's unrolled decomposition."""
+    model, feeds = _plain_lstm("reverse", ["Y"])
+    graph = load(model)
+    half = ir.parse_graph(ir.print_graph(graph).replace("f32", "f16"))
+    assert "lstm" in [n.op for n in half.nodes]
+    feeds16 = {k: v.astype(np.float16) for k, v in feeds.items()}
+    want = ir.interpret(half, feeds16)["Y"]
+    got = ember.compile(half, "host").run(feeds16)["Y"]
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=5e-3, atol=5e-3)
 
 
 def test_sequence_lengths_shorter_than_the_input_are_refused_at_the_node():
@@ -132,3 +159,10 @@ def test_sequence_lengths_shorter_than_the_input_are_refused_at_the_node():
     model = _model(node, {"X": [5, 2, 3]}, w, ["Y"])
     with pytest.raises(ember.EmberError, match=r"node 'rnn0' \(RNN\): RNN sequence_lens other than the full length 5"):
         load(model)
+
+
+@pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc missing")
+def test_lstm_builds_for_a_cuda_target_from_its_decomposition():
+    model, _ = _plain_lstm("bidirectional", ["Y", "Y_h"])
+    art = ember.compile(model, "nvidia/jetson-orin-nano")
+    assert "lstm" in [n.op for n in art.graph.nodes] and count_kernels(art.executable) > 6  # step by step

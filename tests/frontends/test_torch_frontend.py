@@ -127,21 +127,26 @@ def test_gather_and_inverse_trig_match_eager():
 
 
 class Recurrent(nn.Module):
-    """A batch-first LSTM into a GRU (torch.export unrolls both into matmuls and gate math)."""
+    """A batch-first LSTM into a GRU, and a two-layer bidirectional LSTM whose final cell state is read when
+    `cell` (Ember's lstm op has no cell-state output: that one is decomposed by torch and unrolled)."""
 
-    def __init__(self):
+    def __init__(self, cell: bool = False):
         super().__init__()
         self.lstm, self.gru = nn.LSTM(10, 16, batch_first=True), nn.GRU(16, 8, bidirectional=True)
+        self.deep, self.cell = nn.LSTM(16, 6, num_layers=2, bidirectional=True), cell
 
     def forward(self, x):
         y, _ = self.lstm(x)
         z, h = self.gru(y.transpose(0, 1))
-        return z, h
+        w, (hn, cn) = self.deep(y.transpose(0, 1))
+        return z, h, w, cn if self.cell else hn
 
 
-def test_lstm_and_gru_match_eager():
-    model, x = Recurrent().eval(), torch.randn(2, 6, 10, generator=torch.Generator().manual_seed(9))
+@pytest.mark.parametrize("cell", [False, True], ids=["lstm-op", "cell-state-read"])
+def test_lstm_and_gru_match_eager(cell):
+    model, x = Recurrent(cell).eval(), torch.randn(2, 6, 10, generator=torch.Generator().manual_seed(9))
     graph = load(model, (x,))
+    assert graph.op_counts().get("lstm", 0) == (0 if cell else 5)  # 1 + 2 layers x 2 directions
     assert_close(interpret(graph, x), eager(model, x))
     art = ember.compile(model, "host", example_inputs=(x,))
     assert_close(art.run({art.metadata["inputs"][0]["name"]: x.numpy()}), eager(model, x))

@@ -7,7 +7,14 @@ import tvm
 from tvm import relax
 
 import ember.backends.tvm.quant_rules  # noqa: F401  (registers the integer ops' rules)
-from ember.backends.tvm import attention_rules, concat_rules, reduce_rules, shape_rules, sparse  # noqa: F401
+from ember.backends.tvm import (  # noqa: F401  (rule registration)
+    attention_rules,
+    concat_rules,
+    recurrent_rules,
+    reduce_rules,
+    shape_rules,
+    sparse,
+)
 from ember.backends.tvm.rules import RULES, Lowering
 from ember.errors import EmberError
 from ember.ir import dtypes

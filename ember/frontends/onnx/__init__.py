@@ -88,7 +88,7 @@ def _import(proto: onnx.ModelProto, input_shapes, file: str, external: dict) -> 
         if isinstance(t, gs.Constant):
             continue
         m.values[t.name] = m.graph.add_input(t.name, input_dims(t), _dtype_of(t))
-    read = {t.name for t in graph.outputs} | {t.name for n in graph.nodes for t in n.inputs}
+    read = m.read = {t.name for t in graph.outputs} | {t.name for n in graph.nodes for t in n.inputs}
     for node in graph.nodes:
         m.node = node
         try:

@@ -117,6 +117,7 @@ class Importer:
         self.external = external or {}
         self.graph = Graph()
         self.values: dict[str, Value] = {}
+        self.read: set[str] = set()  # the tensor names some node or graph output reads
         self.node: gs.Node | None = None
 
     # ---- operands -----------------------------------------------------------------------

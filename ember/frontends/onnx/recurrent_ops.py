@@ -157,6 +157,21 @@ def _columns(m: Importer, v: Value, width: int, count: int) -> list[Value]:
     return [m.emit1("slice", [v, *b, m.int_array([1], "axes")]) for b in bounds]
 
 
+DEFAULT_LSTM = [("sigmoid", {}), ("tanh", {}), ("tanh", {})]
+
+
+def _one_op(layer: _Layer, n) -> bool:
+    """Whether the layer runs as Ember's `lstm` op: an LSTM with the default activations, no clip, no peepholes,
+    and no reader of its final cell state (the op's only output is the hidden states)."""
+    plain = n.op == "LSTM" and layer.clip is None and layer.m.inp(n, 7) is None
+    cell_read = len(n.outputs) > 2 and n.outputs[2].name in layer.m.read
+    return plain and not cell_read and all(a == DEFAULT_LSTM for a in layer.activations)
+
+
+def _step_bounds(m: Importer, t: int) -> list[Value]:
+    return [m.int_array([t], "starts"), m.int_array([t + 1], "ends"), m.int_array([0], "axes")]
+
+
 @onnx_op("RNN", "GRU", "LSTM")
 def _recurrent(m, n):
     layer = _Layer(m, n)
@@ -165,6 +180,12 @@ def _recurrent(m, n):
         xw, rec = _projected(layer, d)
         h = layer.initial(5, d)
         c = layer.initial(6, d) if n.op == "LSTM" else None
+        if _one_op(layer, n):
+            y = m.emit1("lstm", [xw, rec[0], h, c], {"reverse": int(reverse)})
+            last = m.emit1("slice", [y, *_step_bounds(m, 0 if reverse else layer.steps - 1)])
+            ys.append(y)
+            hs.append(last)
+            continue
         p = layer.pick(m.inp(n, 7), d) if n.op == "LSTM" else None
         peep = m.emit("split", [p], {"axis": 0, "sizes": [layer.hidden] * 3}) if p is not None else None
         outs = [None] * layer.steps
@@ -177,12 +198,12 @@ def _recurrent(m, n):
         hs.append(m.emit1("unsqueeze", [h], {"axes": [0]}))
         cs.append(m.emit1("unsqueeze", [c], {"axes": [0]}) if c is not None else None)
     y = _stacked(m, [m.emit1("unsqueeze", [v], {"axes": [1]}) for v in ys], 1)  # [T, D, B, H]
-    y_h, y_c = _stacked(m, hs, 0), _stacked(m, cs, 0) if n.op == "LSTM" else None  # [D, B, H]
+    y_h, y_c = _stacked(m, hs, 0), _stacked(m, cs, 0) if n.op == "LSTM" and cs else None  # [D, B, H]
     if layer.batch_major:
         y = m.emit1("transpose", [y], {"perm": [2, 0, 1, 3]})
         y_h = m.emit1("transpose", [y_h], {"perm": [1, 0, 2]})
         y_c = m.emit1("transpose", [y_c], {"perm": [1, 0, 2]}) if y_c is not None else None
-    results = [y, y_h, y_c][: len(n.outputs)]
+    results = [v for v in (y, y_h, y_c) if v is not None][: len(n.outputs)]  # the lstm op has no cell state
     return [m.emit1("identity", [v], name=t.name or None) for v, t in zip(results, n.outputs)]
 
 

@@ -16,6 +16,7 @@ from torch.export import ExportedProgram
 
 from ember.errors import EmberError
 from ember.frontends.torch.program import ATEN_OPS, dim_symbols, import_program, static_sizes
+from ember.frontends.torch.recurrent_ops import keeps_lstm_whole
 from ember.ir.fold import fold_scope
 from ember.ir.graph import Graph
 
@@ -83,9 +84,12 @@ def _line(e: BaseException) -> str:
 
 
 def decompose(ep: ExportedProgram) -> ExportedProgram:
-    """The program in the core ATen op set, except the composites Ember keeps whole."""
+    """The program in the core ATen op set, except the composites Ember keeps whole (LSTMs only where each maps
+    onto Ember's lstm op)."""
     table = torch.export.default_decompositions()
-    for name in KEPT_WHOLE:
+    lstms = [n for n in ep.graph.nodes if n.target is torch.ops.aten.lstm.input]
+    kept = KEPT_WHOLE + (("lstm.input",) if all(keeps_lstm_whole(n) for n in lstms) else ())
+    for name in kept:
         packet, overload = name.split(".")
         table.pop(getattr(getattr(torch.ops.aten, packet), overload), None)
     return ep.run_decompositions(table)

@@ -12,7 +12,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
 
 from ember.errors import EmberError
-from ember.frontends.torch import nn_ops  # noqa: F401  (registers the layer ops)
+from ember.frontends.torch import nn_ops, recurrent_ops  # noqa: F401  (registers the layer ops)
 from ember.frontends.torch.importer import Importer, bind, ember_dtype, module_path, node_name, to_numpy
 from ember.frontends.torch.ops import ATEN_OPS
 from ember.ir.graph import Graph, Value

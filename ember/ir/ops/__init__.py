@@ -1,6 +1,16 @@
 """Ember's ops, one module per family; importing this package registers them all."""
 
-from ember.ir.ops import elementwise, fused, indexing, nn, quant, reduce, sparse, tensor  # noqa: F401  (registration)
+from ember.ir.ops import (  # noqa: F401  (registration)
+    elementwise,
+    fused,
+    indexing,
+    nn,
+    quant,
+    recurrent,
+    reduce,
+    sparse,
+    tensor,
+)
 from ember.ir.ops.registry import REQUIRED, Attr, OpSchema, all_schemas, get_schema, op, reference
 
 __all__ = ["REQUIRED", "Attr", "OpSchema", "all_schemas", "get_schema", "op", "reference"]
