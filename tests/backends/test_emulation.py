@@ -10,7 +10,7 @@ import pytest
 
 import ember
 from ember.models import random_light_model
-from ember.models.blocks import transformer_block
+from ember.models.blocks import kws_lstm, transformer_block
 from tests.cli.test_cli import ember as ember_cli
 from tests.conftest import assert_close, ort_run, random_feeds
 
@@ -21,10 +21,13 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.mark.parametrize(
-    "build", [transformer_block, lambda: random_light_model("squeezenet")], ids=["bert", "squeeze"]
+    "build",
+    [transformer_block, lambda: random_light_model("squeezenet"), kws_lstm],
+    ids=["bert", "squeeze", "kws-lstm"],
 )
 def test_aarch64_bundle_matches_onnxruntime_under_qemu(build, tmp_path):
-    """The transformer computes its Reshape shapes with Shape/Gather/Concat; SqueezeNet runs in NHWC."""
+    """The transformer computes its Reshape shapes with Shape/Gather/Concat; SqueezeNet runs in NHWC; the
+    keyword spotter's lstm kernel and the vector forms of its sigmoid and tanh run on NEON."""
     model = build()
     art = ember.compile(model, "aarch64-linux-gnu")
     art.save(tmp_path / "bundle")
