@@ -275,24 +275,27 @@ def tc_resnet8(width: float = 1.5, mfcc: int = 40, frames: int = 101, classes: i
     return make_model(e.nodes, [("mfcc", [1, mfcc, frames])], [("logits", [1, classes])], e.inits, 13, "tc_resnet8")
 
 
-def kws_lstm(frames: int = 49, mfcc: int = 10, hidden: int = 64, classes: int = 12, rng: Seed = 0):
-    """An LSTM keyword spotter (the "Hello Edge" LSTM-S shape): MFCC frames -> LSTM -> last hidden -> classes,
-    time-major as exporters write it (onnxruntime has no batch-major LSTM)."""
-    gen = np.random.default_rng(rng)
+def kws_rnn(cell: str = "LSTM", frames: int = 49, mfcc: int = 10, hidden: int = 64, classes: int = 12, rng: Seed = 0):
+    """A recurrent keyword spotter (the "Hello Edge" LSTM-S shape; `cell` "GRU" for its GRU variant, with the
+    reset gate after the recurrent matmul, as torch.onnx exports nn.GRU): MFCC frames -> LSTM or GRU -> last
+    hidden -> classes, time-major as exporters write it (onnxruntime has no batch-major LSTM)."""
+    gen, gates = np.random.default_rng(rng), {"LSTM": 4, "GRU": 3}[cell]
     inits = {
-        "W": gen.standard_normal((1, 4 * hidden, mfcc)).astype(np.float32) * 0.2,
-        "R": gen.standard_normal((1, 4 * hidden, hidden)).astype(np.float32) * 0.2,
-        "B": gen.standard_normal((1, 8 * hidden)).astype(np.float32) * 0.1,
+        "W": gen.standard_normal((1, gates * hidden, mfcc)).astype(np.float32) * 0.2,
+        "R": gen.standard_normal((1, gates * hidden, hidden)).astype(np.float32) * 0.2,
+        "B": gen.standard_normal((1, 2 * gates * hidden)).astype(np.float32) * 0.1,
         "fc": gen.standard_normal((hidden, classes)).astype(np.float32) * 0.2,
         "shape": i64(1, hidden),
     }
+    attrs = {"linear_before_reset": 1} if cell == "GRU" else {}
     nodes = [
         H("Transpose", ["mfcc"], ["frames"], perm=[1, 0, 2]),
-        H("LSTM", ["frames", "W", "R", "B"], ["", "h"], hidden_size=hidden),
+        H(cell, ["frames", "W", "R", "B"], ["", "h"], hidden_size=hidden, **attrs),
         H("Reshape", ["h", "shape"], ["last"]),
         H("MatMul", ["last", "fc"], ["logits"]),
     ]
-    return make_model(nodes, [("mfcc", [1, frames, mfcc])], [("logits", [1, classes])], inits, 14, "kws_lstm")
+    name = f"kws_{cell.lower()}"
+    return make_model(nodes, [("mfcc", [1, frames, mfcc])], [("logits", [1, classes])], inits, 14, name)
 
 
 def _layer_norm(e: Exporter, x: str, scope: str, hidden: int, fused: bool, out: str | None = None) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 import ember
 from ember.models import random_light_model
-from ember.models.blocks import kws_lstm, transformer_block
+from ember.models.blocks import kws_rnn, transformer_block
 from tests.cli.test_cli import ember as ember_cli
 from tests.conftest import assert_close, ort_run, random_feeds
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.mark.parametrize(
     "build",
-    [transformer_block, lambda: random_light_model("squeezenet"), kws_lstm],
+    [transformer_block, lambda: random_light_model("squeezenet"), kws_rnn],
     ids=["bert", "squeeze", "kws-lstm"],
 )
 def test_aarch64_bundle_matches_onnxruntime_under_qemu(build, tmp_path):

@@ -1,4 +1,4 @@
-"""Ember's index, scan, bitwise, trigonometric and lstm ops export back to ONNX that onnxruntime runs to the
+"""Ember's index, scan, bitwise, trigonometric and recurrent ops export back to ONNX that onnxruntime runs to the
 interpreter's result, exactly (integers) or to float32 rounding."""
 
 from __future__ import annotations
@@ -50,14 +50,18 @@ def test_new_ops_export_to_onnx_that_onnxruntime_runs_the_same():
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
-def test_lstm_exports_as_its_steps_that_onnxruntime_runs_the_same():
+def test_lstm_and_gru_export_as_their_steps_that_onnxruntime_runs_the_same():
     graph = parse_graph(
-        """graph @g(%xw: f32[5,2,12], %r: f32[3,12], %h: f32[2,3]) -> (%y) {
+        """graph @g(%xw: f32[5,2,12], %r: f32[3,12], %h: f32[2,3], %gx: f32[4,2,9], %gr: f32[3,9], %gb: f32[9]) -> (
+            %y, %g0, %g1) {
           %y = lstm(%xw, %r, %h) {reverse=1} : f32[5,2,3]
-          return %y
+          %g0 = gru(%gx, %gr, %gb, %h) {linear_before_reset=0} : f32[4,2,3]
+          %g1 = gru(%gx, %gr) {linear_before_reset=1, reverse=1} : f32[4,2,3]
+          return %y, %g0, %g1
         }"""
     )
     rng = np.random.default_rng(1)
     feeds = {v.name: rng.standard_normal(v.shape).astype(np.float32) for v in graph.inputs}
-    (got,) = ort_run(export_onnx(graph), feeds)
-    np.testing.assert_allclose(got, interpret(graph, feeds)["y"], rtol=1e-5, atol=1e-6)
+    got = ort_run(export_onnx(graph), feeds)
+    for g, w in zip(got, interpret(graph, feeds).values()):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ import ember
 from ember import ir
 from ember.backends.tvm.build import count_kernels
 from ember.frontends.onnx import load
-from ember.models.blocks import kws_lstm
+from ember.models.blocks import kws_rnn
 from tests.conftest import assert_close, ort_run
 
 H = helper.make_node
@@ -97,32 +97,43 @@ def test_gru_with_hard_sigmoid_gates_and_clip(linear_before_reset):
 def test_keyword_spotting_lstm_matches_onnxruntime_as_one_lstm_kernel():
     """Unrolled, its 49 steps were 145 kernels of about a microsecond each (1.9x onnxruntime's time)."""
     rng = np.random.default_rng(2)
-    model = kws_lstm(rng=rng)
+    model = kws_rnn(rng=rng)
     _check(model, {"mfcc": rng.standard_normal((1, 49, 10)).astype(np.float32)})
     art = ember.compile(model, "host")
     assert [n.op for n in art.graph.nodes].count("lstm") == 1
     assert count_kernels(art.executable) <= 4  # projection, lstm, the last step, classifier
 
 
-def _plain_lstm(direction: str, outputs: list[str], **attrs):
+def _plain_layer(op: str, direction: str, outputs: list[str], **attrs):
+    """An ONNX LSTM or GRU node with biases and initial states, and feeds for it."""
     rng = np.random.default_rng(4)
     d, hid, inp, batch, steps = 2 if direction == "bidirectional" else 1, 8, 5, 3, 6
+    gates = {"LSTM": 4, "GRU": 3}[op]
     w = {
-        "W": rng.standard_normal((d, 4 * hid, inp)).astype(np.float32) * 0.5,
-        "R": rng.standard_normal((d, 4 * hid, hid)).astype(np.float32) * 0.5,
-        "B": rng.standard_normal((d, 8 * hid)).astype(np.float32) * 0.3,
+        "W": rng.standard_normal((d, gates * hid, inp)).astype(np.float32) * 0.5,
+        "R": rng.standard_normal((d, gates * hid, hid)).astype(np.float32) * 0.5,
+        "B": rng.standard_normal((d, 2 * gates * hid)).astype(np.float32) * 0.3,
     }
-    node = H("LSTM", ["X", "W", "R", "B", "", "h0", "c0"], outputs, hidden_size=hid, direction=direction, **attrs)
-    shapes = {"X": [steps, batch, inp], "h0": [d, batch, hid], "c0": [d, batch, hid]}
+    states = ["h0", "c0"] if op == "LSTM" else ["h0"]
+    node = H(op, ["X", "W", "R", "B", "", *states], outputs, hidden_size=hid, direction=direction, **attrs)
+    shapes = {"X": [steps, batch, inp]} | {s: [d, batch, hid] for s in states}
     feeds = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     return _model(node, shapes, w, [o for o in outputs if o]), feeds
 
 
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 def test_plain_lstm_runs_as_the_lstm_op_in_each_direction(direction):
-    model, feeds = _plain_lstm(direction, ["Y", "Y_h"])
+    model, feeds = _plain_layer("LSTM", direction, ["Y", "Y_h"])
     _check(model, feeds)
     assert [n.op for n in load(model).nodes].count("lstm") == (2 if direction == "bidirectional" else 1)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("linear_before_reset", [0, 1])
+def test_plain_gru_runs_as_the_gru_op(direction, linear_before_reset):
+    model, feeds = _plain_layer("GRU", direction, ["Y", "Y_h"], linear_before_reset=linear_before_reset)
+    _check(model, feeds)
+    assert [n.op for n in load(model).nodes].count("gru") == (2 if direction == "bidirectional" else 1)
 
 
 @pytest.mark.parametrize(
@@ -131,21 +142,27 @@ def test_plain_lstm_runs_as_the_lstm_op_in_each_direction(direction):
     ids=["cell-state-read", "clip", "relu-output"],
 )
 def test_lstm_the_op_does_not_cover_unrolls(outputs, attrs):
-    model, feeds = _plain_lstm("forward", outputs, **attrs)
+    model, feeds = _plain_layer("LSTM", "forward", outputs, **attrs)
     _check(model, feeds)
     assert "lstm" not in [n.op for n in load(model).nodes]
 
 
-def test_fp16_lstm_builds_from_the_ops_decomposition():
-    """The lstm kernel is float32; other dtypes (and GPU targets) lower the op's unrolled decomposition."""
-    model, feeds = _plain_lstm("reverse", ["Y"])
-    graph = load(model)
-    half = ir.parse_graph(ir.print_graph(graph).replace("f32", "f16"))
-    assert "lstm" in [n.op for n in half.nodes]
-    feeds16 = {k: v.astype(np.float16) for k, v in feeds.items()}
-    want = ir.interpret(half, feeds16)["Y"]
-    got = ember.compile(half, "host").run(feeds16)["Y"]
-    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=5e-3, atol=5e-3)
+RECURRENT_OPS = """graph @g(%xw: {t}[5,2,12], %r: {t}[3,12], %h: {t}[2,3], %gx: {t}[4,2,9], %gr: {t}[3,9],
+    %gb: {t}[9]) -> (%y, %g) {{
+  %y = lstm(%xw, %r, %h) {{reverse=1}} : {t}[5,2,3]
+  %g = gru(%gx, %gr, %gb, %h) : {t}[4,2,3]
+  return %y, %g
+}}"""
+
+
+def test_fp16_lstm_and_gru_build_from_the_ops_decompositions():
+    """The kernels are float32; other dtypes (and GPU targets) lower the ops' unrolled decompositions."""
+    graph = ir.parse_graph(RECURRENT_OPS.format(t="f16"))
+    rng = np.random.default_rng(6)
+    feeds = {v.name: rng.standard_normal(v.shape).astype(np.float16) for v in graph.inputs}
+    got = ember.compile(graph, "host").run(feeds)
+    for name, want in ir.interpret(graph, feeds).items():
+        np.testing.assert_allclose(got[name].astype(np.float32), want.astype(np.float32), rtol=5e-3, atol=5e-3)
 
 
 def test_sequence_lengths_shorter_than_the_input_are_refused_at_the_node():
@@ -162,7 +179,6 @@ def test_sequence_lengths_shorter_than_the_input_are_refused_at_the_node():
 
 
 @pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc missing")
-def test_lstm_builds_for_a_cuda_target_from_its_decomposition():
-    model, _ = _plain_lstm("bidirectional", ["Y", "Y_h"])
-    art = ember.compile(model, "nvidia/jetson-orin-nano")
-    assert "lstm" in [n.op for n in art.graph.nodes] and count_kernels(art.executable) > 6  # step by step
+def test_lstm_and_gru_build_for_a_cuda_target_from_their_decompositions():
+    art = ember.compile(ir.parse_graph(RECURRENT_OPS.format(t="f32")), "nvidia/jetson-orin-nano")
+    assert count_kernels(art.executable) > 9  # step by step

@@ -127,8 +127,8 @@ def test_gather_and_inverse_trig_match_eager():
 
 
 class Recurrent(nn.Module):
-    """A batch-first LSTM into a GRU, and a two-layer bidirectional LSTM whose final cell state is read when
-    `cell` (Ember's lstm op has no cell-state output: that one is decomposed by torch and unrolled)."""
+    """A batch-first LSTM into a bidirectional GRU, and a two-layer bidirectional LSTM whose final cell state is
+    read when `cell` (Ember's lstm op has no cell-state output: then torch decomposes the LSTMs, unrolled)."""
 
     def __init__(self, cell: bool = False):
         super().__init__()
@@ -147,6 +147,7 @@ def test_lstm_and_gru_match_eager(cell):
     model, x = Recurrent(cell).eval(), torch.randn(2, 6, 10, generator=torch.Generator().manual_seed(9))
     graph = load(model, (x,))
     assert graph.op_counts().get("lstm", 0) == (0 if cell else 5)  # 1 + 2 layers x 2 directions
+    assert graph.op_counts()["gru"] == 2
     assert_close(interpret(graph, x), eager(model, x))
     art = ember.compile(model, "host", example_inputs=(x,))
     assert_close(art.run({art.metadata["inputs"][0]["name"]: x.numpy()}), eager(model, x))

@@ -1,8 +1,8 @@
-"""Lowering of the lstm op. On CPUs, for float32, one hand-written kernel runs every step: per step, the gates
-start from the projected input and accumulate h r over the hidden units, GATE_TILE columns at a time in
-registers, then one vector pass updates c and h (the activations take their vector forms, fast_math). It
-runs on one thread: a step is about a microsecond of work, less than two threads' hand-off costs. Other
-devices and dtypes lower the op's decomposition, step by step."""
+"""Lowering of the lstm and gru ops. On CPUs, for float32, one hand-written kernel runs every step: per step, the
+gates accumulate h r over the hidden units, GATE_TILE columns at a time in registers, then one vector pass
+updates the state (the activations take their vector forms, fast_math). It runs on one thread: a step is about
+a microsecond of work, less than two threads' hand-off costs. Other devices and dtypes lower the op's
+decomposition, step by step."""
 
 from __future__ import annotations
 
@@ -47,34 +47,102 @@ def lstm_kernel(steps: int, batch: int, hidden: int, reverse: bool) -> tvm.tirx.
                         h[b, j] = h0[b, j]
                         c[b, j] = c0[b, j]
                 for s in range(steps):
+                    t = T.if_then_else(reverse, last - s, s)
                     for b in range(batch):
                         for jo in range(gates // tile):
                             for ji in T.vectorized(tile):
-                                acc[ji] = xw[T.if_then_else(reverse, last - s, s), b, jo * tile + ji]
+                                acc[ji] = xw[t, b, jo * tile + ji]
                             for k in range(hidden):
                                 for ji in T.vectorized(tile):
                                     acc[ji] = acc[ji] + r[k, jo * tile + ji] * h[b, k]
                             for ji in T.vectorized(tile):
                                 g[jo * tile + ji] = acc[ji]
-                        for j in T.vectorized(hidden):
+                        for j in T.vectorized(hidden):  # no let-bound names in here: TVM vectorized them wrongly
                             c[b, j] = T.sigmoid(g[2 * hidden + j]) * c[b, j] + T.sigmoid(g[j]) * T.tanh(
                                 g[3 * hidden + j]
                             )
                             h[b, j] = T.sigmoid(g[hidden + j]) * T.tanh(c[b, j])
-                            y[T.if_then_else(reverse, last - s, s), b, j] = h[b, j]
+                            y[t, b, j] = h[b, j]
 
     return lstm
 
 
-@rule("lstm")
-def _lstm(L, n, a):
+def gru_kernel(steps: int, batch: int, hidden: int, reverse: bool, linear_before_reset: bool) -> tvm.tirx.PrimFunc:
+    """y [T, B, H] from xw [T, B, 3H], r [H, 3H], rb [3H] and h0 [B, H] (float32), as the gru op defines them:
+    the z and r columns (and n's, when linear before reset) in one pass over r, else n's after r h."""
+    gates, tile = 3 * hidden, GATE_TILE if hidden % GATE_TILE == 0 else hidden
+    first = gates if linear_before_reset else 2 * hidden  # columns summed before the reset gate is known
+    last = steps - 1
+
+    @T.prim_func(private=True, s_tir=True)
+    def gru(
+        xw: T.Buffer((steps, batch, gates), "float32"),
+        r: T.Buffer((hidden, gates), "float32"),
+        rb: T.Buffer((gates,), "float32"),
+        h0: T.Buffer((batch, hidden), "float32"),
+        y: T.Buffer((steps, batch, hidden), "float32"),
+    ):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
+        with T.sblock("root"):
+            with T.sblock("gru"):
+                T.reads(xw[0:steps, 0:batch, 0:gates], r[0:hidden, 0:gates], rb[0:gates], h0[0:batch, 0:hidden])
+                T.writes(y[0:steps, 0:batch, 0:hidden])
+                h = T.decl_buffer((batch, hidden), "float32", scope="global")
+                rh = T.decl_buffer((hidden,), "float32", scope="global")
+                g = T.decl_buffer((gates,), "float32", scope="global")
+                acc = T.decl_buffer((tile,), "float32", scope="global")
+                for b in range(batch):
+                    for j in T.vectorized(hidden):
+                        h[b, j] = h0[b, j]
+                for s in range(steps):
+                    t = T.if_then_else(reverse, last - s, s)
+                    for b in range(batch):
+                        for jo in range(first // tile):
+                            for ji in T.vectorized(tile):
+                                acc[ji] = rb[jo * tile + ji]
+                            for k in range(hidden):
+                                for ji in T.vectorized(tile):
+                                    acc[ji] = acc[ji] + r[k, jo * tile + ji] * h[b, k]
+                            for ji in T.vectorized(tile):
+                                g[jo * tile + ji] = acc[ji]
+                        if not linear_before_reset:
+                            for j in T.vectorized(hidden):
+                                rh[j] = T.sigmoid(xw[t, b, hidden + j] + g[hidden + j]) * h[b, j]
+                            for jo in range(hidden // tile):
+                                for ji in T.vectorized(tile):
+                                    acc[ji] = rb[2 * hidden + jo * tile + ji]
+                                for k in range(hidden):
+                                    for ji in T.vectorized(tile):
+                                        acc[ji] = acc[ji] + r[k, 2 * hidden + jo * tile + ji] * rh[k]
+                                for ji in T.vectorized(tile):
+                                    g[2 * hidden + jo * tile + ji] = acc[ji]
+                        if linear_before_reset:  # n's sum times the reset gate
+                            for j in T.vectorized(hidden):
+                                g[2 * hidden + j] = g[2 * hidden + j] * T.sigmoid(xw[t, b, hidden + j] + g[hidden + j])
+                        for j in T.vectorized(hidden):
+                            h[b, j] = (T.float32(1) - T.sigmoid(xw[t, b, j] + g[j])) * T.tanh(
+                                xw[t, b, 2 * hidden + j] + g[2 * hidden + j]
+                            ) + T.sigmoid(xw[t, b, j] + g[j]) * h[b, j]
+                            y[t, b, j] = h[b, j]
+
+    return gru
+
+
+@rule("lstm", "gru")
+def _recurrent(L, n, a):
     if L.device != "cpu" or n.output.dtype != "f32":
         return lower_decomposed(L, n, a)
     steps, batch, hidden = _shape_of(n.output, n)
-    zeros = L.const(np.zeros((batch, hidden), np.float32))
-    h0, c0 = (x if x is not None else zeros for x in (a + [None] * 2)[2:4])
-    gv = L.bb.add_func(lstm_kernel(steps, batch, hidden, bool(n.attrs["reverse"])), "lstm")
-    return relax.call_tir(gv, [a[0], a[1], h0, c0], relax.TensorType((steps, batch, hidden), "float32"))
+    state = np.zeros((batch, hidden), np.float32)
+    defaults = [state, state] if n.op == "lstm" else [np.zeros(3 * hidden, np.float32), state]  # h0, c0 / rb, h0
+    operands = [x if x is not None else L.const(d) for x, d in zip((a + [None] * 2)[2:4], defaults)]
+    reverse = bool(n.attrs["reverse"])
+    if n.op == "lstm":
+        kernel = lstm_kernel(steps, batch, hidden, reverse)
+    else:
+        kernel = gru_kernel(steps, batch, hidden, reverse, bool(n.attrs["linear_before_reset"]))
+    gv = L.bb.add_func(kernel, n.op)
+    return relax.call_tir(gv, [a[0], a[1], *operands], relax.TensorType((steps, batch, hidden), "float32"))
 
 
 def lower_decomposed(L, n, args: list) -> relax.Expr:

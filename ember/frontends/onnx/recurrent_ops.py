@@ -87,23 +87,26 @@ def _activations(n, directions: int) -> list[list[tuple[str, dict]]]:
     return [out[i * per : (i + 1) * per] for i in range(directions)]
 
 
-def _projected(layer: _Layer, d: int) -> tuple[Value, list]:
-    """For direction d: every step's input times W^T plus the biases, [T, B, G*H], and what each step's
-    recurrence reads: R^T, [H, G*H]; for a GRU, R^T split at its candidate gate and R's bias in thirds (or None),
-    since a GRU adds that bias inside the reset gate."""
-    m, hid = layer.m, layer.hidden
+def _projected(layer: _Layer, d: int) -> tuple[Value, Value, Value | None]:
+    """For direction d: every step's input times W^T plus the biases, [T, B, G*H], R^T [H, G*H], and for a GRU
+    R's bias [G*H] (or None), kept apart since a GRU adds it inside the reset gate."""
+    m, gates = layer.m, GATES[layer.op] * layer.hidden
     w_t = m.emit1("transpose", [layer.pick(layer.w, d)], {"perm": [1, 0]})
     r_t = m.emit1("transpose", [layer.pick(layer.r, d)], {"perm": [1, 0]})
     xw = m.emit1("matmul", [layer.x, w_t])
     b = m.inp(layer.n, 3)
-    wb = rb = None
-    if b is not None:
-        wb, rb = m.emit("split", [layer.pick(b, d)], {"axis": 0, "sizes": [GATES[layer.op] * hid] * 2})
-    if layer.op != "GRU":
-        return _plus(m, xw, None if b is None else m.emit1("add", [wb, rb])), [r_t]
+    if b is None:
+        return xw, r_t, None
+    wb, rb = m.emit("split", [layer.pick(b, d)], {"axis": 0, "sizes": [gates] * 2})
+    if layer.op == "GRU":
+        return _plus(m, xw, wb), r_t, rb
+    return _plus(m, xw, m.emit1("add", [wb, rb])), r_t, None
+
+
+def _gru_recurrence(m: Importer, r_t: Value, rb: Value | None, hid: int) -> list:
+    """What an unrolled GRU step reads: R^T split at its candidate gate, and R's bias in thirds (or None)."""
     rz_t, rh_t = m.emit("split", [r_t], {"axis": 1, "sizes": [2 * hid, hid]})
-    thirds = None if rb is None else m.emit("split", [rb], {"axis": 0, "sizes": [hid] * 3})
-    return _plus(m, xw, wb), [rz_t, rh_t, thirds]
+    return [rz_t, rh_t, None if rb is None else m.emit("split", [rb], {"axis": 0, "sizes": [hid] * 3})]
 
 
 def _plus(m: Importer, v: Value, bias: Value | None) -> Value:
@@ -157,15 +160,15 @@ def _columns(m: Importer, v: Value, width: int, count: int) -> list[Value]:
     return [m.emit1("slice", [v, *b, m.int_array([1], "axes")]) for b in bounds]
 
 
-DEFAULT_LSTM = [("sigmoid", {}), ("tanh", {}), ("tanh", {})]
+DEFAULT_ACTIVATIONS = {"LSTM": [("sigmoid", {}), ("tanh", {}), ("tanh", {})], "GRU": [("sigmoid", {}), ("tanh", {})]}
 
 
 def _one_op(layer: _Layer, n) -> bool:
-    """Whether the layer runs as Ember's `lstm` op: an LSTM with the default activations, no clip, no peepholes,
-    and no reader of its final cell state (the op's only output is the hidden states)."""
-    plain = n.op == "LSTM" and layer.clip is None and layer.m.inp(n, 7) is None
-    cell_read = len(n.outputs) > 2 and n.outputs[2].name in layer.m.read
-    return plain and not cell_read and all(a == DEFAULT_LSTM for a in layer.activations)
+    """Whether the layer runs as Ember's `lstm` or `gru` op: the default activations, no clip, no peepholes,
+    and no reader of an LSTM's final cell state (the ops' only output is the hidden states)."""
+    plain = n.op in DEFAULT_ACTIVATIONS and layer.clip is None and (n.op == "GRU" or layer.m.inp(n, 7) is None)
+    cell_read = n.op == "LSTM" and len(n.outputs) > 2 and n.outputs[2].name in layer.m.read
+    return plain and not cell_read and all(a == DEFAULT_ACTIVATIONS[n.op] for a in layer.activations)
 
 
 def _step_bounds(m: Importer, t: int) -> list[Value]:
@@ -177,11 +180,15 @@ def _recurrent(m, n):
     layer = _Layer(m, n)
     ys, hs, cs = [], [], []
     for d, reverse in enumerate(layer.directions):
-        xw, rec = _projected(layer, d)
+        xw, r_t, rb = _projected(layer, d)
         h = layer.initial(5, d)
         c = layer.initial(6, d) if n.op == "LSTM" else None
         if _one_op(layer, n):
-            y = m.emit1("lstm", [xw, rec[0], h, c], {"reverse": int(reverse)})
+            if n.op == "LSTM":
+                y = m.emit1("lstm", [xw, r_t, h, c], {"reverse": int(reverse)})
+            else:
+                lbr = n.attrs.get("linear_before_reset", 0)
+                y = m.emit1("gru", [xw, r_t, rb, h], {"reverse": int(reverse), "linear_before_reset": lbr})
             last = m.emit1("slice", [y, *_step_bounds(m, 0 if reverse else layer.steps - 1)])
             ys.append(y)
             hs.append(last)
@@ -190,6 +197,7 @@ def _recurrent(m, n):
         peep = m.emit("split", [p], {"axis": 0, "sizes": [layer.hidden] * 3}) if p is not None else None
         outs = [None] * layer.steps
         per_step = m.emit("split", [xw], {"axis": 0, "sizes": [1] * layer.steps})  # one kernel, not one a step
+        rec = _gru_recurrence(m, r_t, rb, layer.hidden) if n.op == "GRU" else [r_t]
         for t in reversed(range(layer.steps)) if reverse else range(layer.steps):
             xw_t = m.emit1("squeeze", [per_step[t]], {"axes": [0]})
             h, c = _step(layer, d, xw_t, rec, h, c, peep)

@@ -33,6 +33,7 @@ KEPT_WHOLE = (
     "unbind.int",
     "adaptive_avg_pool2d.default",
     "pad.default",
+    "gru.input",
 )
 
 
