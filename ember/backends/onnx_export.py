@@ -117,20 +117,22 @@ _ATTR_RENAMES = {
 class _Exporter:
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.tensors: dict[int, gs.Tensor] = {}
+        # keyed by the Value, not id(): a composite's decomposition makes Values that die after its export,
+        # and a later one's new Values could reuse their ids
+        self.tensors: dict[Value, gs.Tensor] = {}
         self.nodes: list[gs.Node] = []
         self.count = 0
 
     def tensor(self, v) -> gs.Tensor:
         if v is None:
             return gs.Variable.empty()
-        if id(v) not in self.tensors:
+        if v not in self.tensors:
             if v.is_const:
-                self.tensors[id(v)] = gs.Constant(v.name, np.asarray(v.const, order="C"))  # 0-d stays 0-d
+                self.tensors[v] = gs.Constant(v.name, np.asarray(v.const, order="C"))  # 0-d stays 0-d
             else:
                 shape = [d if isinstance(d, int) else (None if d == "?" else d) for d in v.shape]
-                self.tensors[id(v)] = gs.Variable(v.name, dtypes.to_numpy(v.dtype), shape)
-        return self.tensors[id(v)]
+                self.tensors[v] = gs.Variable(v.name, dtypes.to_numpy(v.dtype), shape)
+        return self.tensors[v]
 
     def const(self, array, hint: str) -> gs.Constant:
         self.count += 1

@@ -4,6 +4,7 @@ interpreter's result, exactly (integers) or to float32 rounding."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ember.backends.onnx_export import export_onnx
 from ember.ir.interpreter import interpret
@@ -65,3 +66,12 @@ def test_lstm_and_gru_export_as_their_steps_that_onnxruntime_runs_the_same():
     got = ort_run(export_onnx(graph), feeds)
     for g, w in zip(got, interpret(graph, feeds).values()):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_many_composite_nodes_export_to_a_valid_model():
+    """The exporter cached tensors by id(): a finished composite's temporaries were freed and a later one's
+    reused their ids, so two nodes wrote one name (8 gru nodes: 'y3__slice2' twice)."""
+    ops = "\n".join(f"%y{i} = gru(%x, %r) {{reverse={i % 2}}} : f32[4,2,3]" for i in range(8))
+    outs = ", ".join(f"%y{i}" for i in range(8))
+    graph = parse_graph(f"graph @g(%x: f32[4,2,9], %r: f32[3,9]) -> ({outs}) {{\n{ops}\nreturn {outs}\n}}")
+    onnx.checker.check_model(export_onnx(graph), full_check=True)
