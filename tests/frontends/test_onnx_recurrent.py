@@ -182,3 +182,17 @@ def test_sequence_lengths_shorter_than_the_input_are_refused_at_the_node():
 def test_lstm_and_gru_build_for_a_cuda_target_from_their_decompositions():
     art = ember.compile(ir.parse_graph(RECURRENT_OPS.format(t="f32")), "nvidia/jetson-orin-nano")
     assert count_kernels(art.executable) > 9  # step by step
+
+
+def test_a_kernel_that_fails_to_parse_is_reported_by_its_error_line(monkeypatch):
+    """TVMScript's diagnostics end with the quoted source and a caret line, which the error used to show."""
+    from ember.backends.tvm import recurrent_rules
+
+    def broken(*args):
+        source = " --> rules.py:38:17\n |\n 38 | T.reads()\n | ^^^^"
+        raise ValueError(f"error: ValueError: Duplicate read region declaration\n{source}")
+
+    monkeypatch.setattr(recurrent_rules, "lstm_kernel", broken)
+    model, _ = _plain_layer("LSTM", "forward", ["Y"])
+    with pytest.raises(ember.EmberError, match=r"lowering: ValueError: Duplicate read region declaration$"):
+        ember.compile(model, "host")

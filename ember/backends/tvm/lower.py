@@ -74,7 +74,7 @@ def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> 
                     except EmberError as e:
                         raise EmberError(e.message, node=node.name, op=node.op, hint=e.hint) from None
                     except (RuntimeError, ValueError, TypeError, AttributeError) as e:  # tvm_ffi raises RuntimeErrors
-                        msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+                        msg = _diagnostic(str(e)) or type(e).__name__
                         raise EmberError(f"TVM rejected the lowering: {msg}", node=node.name, op=node.op) from None
                 outs = bb.emit_output(relax.Tuple([arg(v) for v in graph.outputs]))
             bb.emit_func_output(outs)
@@ -82,6 +82,14 @@ def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> 
         bb._end_block()
         raise
     return bb.get()
+
+
+def _diagnostic(text: str) -> str:
+    """The line of a TVM error that says what went wrong: a TVMScript diagnostic's `error:` line (its last lines
+    quote the source and underline it), else the last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    error = [ln.removeprefix("error:").strip() for ln in lines if ln.startswith("error:")]
+    return (error or lines[-1:] or [""])[-1][:200]
 
 
 def _empty(lowering, node) -> list | None:
