@@ -1,8 +1,8 @@
 """ONNX RNN, GRU and LSTM: each against onnxruntime through the interpreter and a host build, with the options
 the onnx package's own cases leave out (peepholes, initial states, clip, linear_before_reset, parameterized
-activations), and a keyword-spotting LSTM as a whole model. Plain LSTMs become Ember's `lstm` op (one kernel);
-the rest unroll over their sequence. (Batch-major layouts and the plain forms are in the onnx package's cases:
-tests/frontends/test_onnx_node_cases.py.)"""
+activations), and a keyword-spotting LSTM as a whole model. Plain LSTMs and GRUs become Ember's `lstm` and `gru`
+ops (one kernel each); the rest unroll over their sequence. (Batch-major layouts and the plain forms are in the
+onnx package's cases: tests/frontends/test_onnx_node_cases.py.)"""
 
 from __future__ import annotations
 

@@ -18,6 +18,19 @@ from ember.ir.decompose import decompose
 GATE_TILE = 32  # gate columns accumulated at once: four AVX2 or eight NEON registers
 
 
+@T.macro
+def _gate_sums(g, acc, r, vec, b, first, cols, tile, hidden):
+    """g[first : first + cols] = vec[b] r[:, first : first + cols], `tile` columns at a time in registers."""
+    for jo in range(cols // tile):
+        for ji in T.vectorized(tile):
+            acc[ji] = T.float32(0)
+        for k in range(hidden):
+            for ji in T.vectorized(tile):
+                acc[ji] = acc[ji] + r[k, first + jo * tile + ji] * vec[b, k]
+        for ji in T.vectorized(tile):
+            g[first + jo * tile + ji] = acc[ji]
+
+
 def lstm_kernel(steps: int, batch: int, hidden: int, reverse: bool) -> tvm.tirx.PrimFunc:
     """y [T, B, H] from xw [T, B, 4H], r [H, 4H], h0 and c0 [B, H] (float32), as the lstm op defines them."""
     gates, tile = 4 * hidden, GATE_TILE if (4 * hidden) % GATE_TILE == 0 else hidden
@@ -49,19 +62,12 @@ def lstm_kernel(steps: int, batch: int, hidden: int, reverse: bool) -> tvm.tirx.
                 for s in range(steps):
                     t = T.if_then_else(reverse, last - s, s)
                     for b in range(batch):
-                        for jo in range(gates // tile):
-                            for ji in T.vectorized(tile):
-                                acc[ji] = xw[t, b, jo * tile + ji]
-                            for k in range(hidden):
-                                for ji in T.vectorized(tile):
-                                    acc[ji] = acc[ji] + r[k, jo * tile + ji] * h[b, k]
-                            for ji in T.vectorized(tile):
-                                g[jo * tile + ji] = acc[ji]
+                        _gate_sums(g, acc, r, h, b, 0, gates, tile, hidden)
                         for j in T.vectorized(hidden):  # no let-bound names in here: TVM vectorized them wrongly
-                            c[b, j] = T.sigmoid(g[2 * hidden + j]) * c[b, j] + T.sigmoid(g[j]) * T.tanh(
-                                g[3 * hidden + j]
-                            )
-                            h[b, j] = T.sigmoid(g[hidden + j]) * T.tanh(c[b, j])
+                            c[b, j] = T.sigmoid(xw[t, b, 2 * hidden + j] + g[2 * hidden + j]) * c[b, j] + T.sigmoid(
+                                xw[t, b, j] + g[j]
+                            ) * T.tanh(xw[t, b, 3 * hidden + j] + g[3 * hidden + j])
+                            h[b, j] = T.sigmoid(xw[t, b, hidden + j] + g[hidden + j]) * T.tanh(c[b, j])
                             y[t, b, j] = h[b, j]
 
     return lstm
@@ -88,7 +94,7 @@ def gru_kernel(steps: int, batch: int, hidden: int, reverse: bool, linear_before
                 T.reads(xw[0:steps, 0:batch, 0:gates], r[0:hidden, 0:gates], rb[0:gates], h0[0:batch, 0:hidden])
                 T.writes(y[0:steps, 0:batch, 0:hidden])
                 h = T.decl_buffer((batch, hidden), "float32", scope="global")
-                rh = T.decl_buffer((hidden,), "float32", scope="global")
+                rh = T.decl_buffer((batch, hidden), "float32", scope="global")
                 g = T.decl_buffer((gates,), "float32", scope="global")
                 acc = T.decl_buffer((tile,), "float32", scope="global")
                 for b in range(batch):
@@ -97,32 +103,21 @@ def gru_kernel(steps: int, batch: int, hidden: int, reverse: bool, linear_before
                 for s in range(steps):
                     t = T.if_then_else(reverse, last - s, s)
                     for b in range(batch):
-                        for jo in range(first // tile):
-                            for ji in T.vectorized(tile):
-                                acc[ji] = rb[jo * tile + ji]
-                            for k in range(hidden):
-                                for ji in T.vectorized(tile):
-                                    acc[ji] = acc[ji] + r[k, jo * tile + ji] * h[b, k]
-                            for ji in T.vectorized(tile):
-                                g[jo * tile + ji] = acc[ji]
-                        if not linear_before_reset:
+                        _gate_sums(g, acc, r, h, b, 0, first, tile, hidden)
+                        if not linear_before_reset:  # n's sum is (r h) Rn
                             for j in T.vectorized(hidden):
-                                rh[j] = T.sigmoid(xw[t, b, hidden + j] + g[hidden + j]) * h[b, j]
-                            for jo in range(hidden // tile):
-                                for ji in T.vectorized(tile):
-                                    acc[ji] = rb[2 * hidden + jo * tile + ji]
-                                for k in range(hidden):
-                                    for ji in T.vectorized(tile):
-                                        acc[ji] = acc[ji] + r[k, 2 * hidden + jo * tile + ji] * rh[k]
-                                for ji in T.vectorized(tile):
-                                    g[2 * hidden + jo * tile + ji] = acc[ji]
-                        if linear_before_reset:  # n's sum times the reset gate
-                            for j in T.vectorized(hidden):
-                                g[2 * hidden + j] = g[2 * hidden + j] * T.sigmoid(xw[t, b, hidden + j] + g[hidden + j])
-                        for j in T.vectorized(hidden):
-                            h[b, j] = (T.float32(1) - T.sigmoid(xw[t, b, j] + g[j])) * T.tanh(
-                                xw[t, b, 2 * hidden + j] + g[2 * hidden + j]
-                            ) + T.sigmoid(xw[t, b, j] + g[j]) * h[b, j]
+                                rh[b, j] = T.sigmoid(xw[t, b, hidden + j] + g[hidden + j] + rb[hidden + j]) * h[b, j]
+                            _gate_sums(g, acc, r, rh, b, 2 * hidden, hidden, tile, hidden)
+                        for j in T.vectorized(hidden):  # n = tanh(xn + r (h Rn + bn)) when linear before reset
+                            h[b, j] = (T.float32(1) - T.sigmoid(xw[t, b, j] + g[j] + rb[j])) * T.tanh(
+                                xw[t, b, 2 * hidden + j]
+                                + T.if_then_else(
+                                    linear_before_reset,
+                                    T.sigmoid(xw[t, b, hidden + j] + g[hidden + j] + rb[hidden + j])
+                                    * (g[2 * hidden + j] + rb[2 * hidden + j]),
+                                    g[2 * hidden + j] + rb[2 * hidden + j],
+                                )
+                            ) + T.sigmoid(xw[t, b, j] + g[j] + rb[j]) * h[b, j]
                             y[t, b, j] = h[b, j]
 
     return gru
