@@ -56,11 +56,7 @@ def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> 
     env: dict[int, relax.Expr] = {id(v): p for v, p in zip(graph.inputs, params)}
 
     def arg(v: Value | None):
-        if v is None:
-            return None
-        if v.is_const:
-            return env.setdefault(id(v), lowering.const(v.const))
-        return env[id(v)]
+        return lowering.operand(env, v)
 
     try:  # the dataflow scope opens a block on its way out of an error; left open, TVM warns when bb is freed
         with bb.function("main", params):

@@ -12,8 +12,7 @@ from tvm import relax
 from tvm.script import tirx as T
 
 from ember.backends.tvm.calls import OPAQUE
-from ember.backends.tvm.rules import RULES, _shape_of, rule
-from ember.ir.decompose import decompose
+from ember.backends.tvm.rules import _shape_of, rule
 
 GATE_TILE = 32  # gate columns accumulated at once: four AVX2 or eight NEON registers
 
@@ -126,7 +125,7 @@ def gru_kernel(steps: int, batch: int, hidden: int, reverse: bool, linear_before
 @rule("lstm", "gru")
 def _recurrent(L, n, a):
     if L.device != "cpu" or n.output.dtype != "f32":
-        return lower_decomposed(L, n, a)
+        return L.decomposed(n, a)
     steps, batch, hidden = _shape_of(n.output, n)
     state = np.zeros((batch, hidden), np.float32)
     defaults = [state, state] if n.op == "lstm" else [np.zeros(3 * hidden, np.float32), state]  # h0, c0 / rb, h0
@@ -138,20 +137,3 @@ def _recurrent(L, n, a):
         kernel = gru_kernel(steps, batch, hidden, reverse, bool(n.attrs["linear_before_reset"]))
     gv = L.bb.add_func(kernel, n.op)
     return relax.call_tir(gv, [a[0], a[1], *operands], relax.TensorType((steps, batch, hidden), "float32"))
-
-
-def lower_decomposed(L, n, args: list) -> relax.Expr:
-    """`n` lowered as the primitive ops of its decomposition, each by its own rule; the last one unbound."""
-    env = {id(v): x for v, x in zip(n.inputs, args) if v is not None}
-    subs = decompose(n)
-    for sub in subs[:-1]:
-        env[id(sub.output)] = L.bb.emit(RULES[sub.op](L, sub, [_arg(L, env, v) for v in sub.inputs]))
-    return RULES[subs[-1].op](L, subs[-1], [_arg(L, env, v) for v in subs[-1].inputs])
-
-
-def _arg(L, env: dict, v):
-    if v is None:
-        return None
-    if id(v) not in env:
-        env[id(v)] = L.const(v.const)
-    return env[id(v)]

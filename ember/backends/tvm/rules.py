@@ -12,7 +12,8 @@ from tvm.relax import op as R
 from ember.backends.tvm import grouped, winograd
 from ember.errors import EmberError
 from ember.ir import dtypes
-from ember.ir.graph import Node
+from ember.ir.decompose import decompose
+from ember.ir.graph import Node, Value
 
 Rule = Callable[["Lowering", Node, list], object]
 RULES: dict[str, Rule] = {}
@@ -32,6 +33,22 @@ class Lowering:
 
     def scalar(self, value: float, dtype: str) -> relax.Constant:
         return relax.const(np.asarray(value, dtype=dtypes.to_numpy(dtype)), dtypes.to_tvm(dtype))
+
+    def operand(self, env: dict[int, relax.Expr], v: Value | None) -> relax.Expr | None:
+        """v's expression: bound in `env` (by id), or a constant, made once."""
+        if v is None:
+            return None
+        if v.is_const and id(v) not in env:
+            env[id(v)] = self.const(v.const)
+        return env[id(v)]
+
+    def decomposed(self, n: Node, args: list) -> relax.Expr:
+        """`n` lowered as the primitive ops of its decomposition, each by its own rule; the last one unbound."""
+        env = {id(v): x for v, x in zip(n.inputs, args) if v is not None}
+        subs = decompose(n)
+        for sub in subs[:-1]:
+            env[id(sub.output)] = self.bb.emit(RULES[sub.op](self, sub, [self.operand(env, v) for v in sub.inputs]))
+        return RULES[subs[-1].op](self, subs[-1], [self.operand(env, v) for v in subs[-1].inputs])
 
 
 def rule(*ops: str):

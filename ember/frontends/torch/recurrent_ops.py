@@ -10,6 +10,7 @@ import operator
 from torch import fx
 
 from ember.errors import EmberError
+from ember.frontends.torch.importer import bind
 from ember.frontends.torch.ops import aten
 from ember.ir.graph import Value
 
@@ -20,10 +21,10 @@ PARAMS = 4  # w_ih, w_hh, b_ih, b_hh per layer and direction (with biases)
 def keeps_lstm_whole(node: fx.Node) -> bool:
     """Whether an aten.lstm.input call maps onto `lstm` ops: its final cell state (output 2) has no reader and
     it has no projection (proj_size, a fifth parameter per layer and direction)."""
-    args = node.args
-    per_direction = len(args[2]) // (args[4] * (2 if args[7] else 1))
+    a = bind(node)
+    per_direction = len(a["params"]) // (a["num_layers"] * (2 if a["bidirectional"] else 1))
     reads_cell = any(u.target is operator.getitem and u.args[1] == 2 and u.users for u in node.users)
-    return per_direction == (PARAMS if args[3] else PARAMS - 2) and not reads_cell
+    return per_direction == (PARAMS if a["has_biases"] else PARAMS - 2) and not reads_cell
 
 
 def _gate_rows(m, w: Value, op: str) -> Value:
