@@ -98,6 +98,8 @@ _REDUCE = {
     "reduce_min": "ReduceMin",
     "reduce_prod": "ReduceProd",
 }
+ONNX_COMPOSITES = ("conv3d", "conv3d_transpose", "max_pool3d", "avg_pool3d")  # composites ONNX has ops for: exported whole
+
 _ATTR_RENAMES = {
     "approximate": "approximate",
     "axis": "axis",
@@ -161,7 +163,8 @@ def _as_nchw(node: Node, emit) -> Value:
 
 
 def _export_node(e: _Exporter, n: Node) -> None:
-    expand = get_schema(n.op).decompose or (_as_nchw if n.attrs.get("layout") == "NHWC" else None)
+    composite = get_schema(n.op).decompose if n.op not in ONNX_COMPOSITES else None
+    expand = composite or (_as_nchw if n.attrs.get("layout") == "NHWC" else None)
     if expand is not None:
         for sub in decompose(n, expand):
             _export_node(e, sub)
@@ -209,7 +212,7 @@ def _export_node(e: _Exporter, n: Node) -> None:
         e.add("Mod", ins, outs, n.name, fmod=int(n.op == "mod"))
     elif n.op == "cast":
         e.add("Cast", ins, outs, n.name, to=int(onnx.helper.np_dtype_to_tensor_dtype(dtypes.to_numpy(a["to"]))))
-    elif n.op in ("conv2d", "conv2d_transpose"):
+    elif n.op in ("conv2d", "conv3d", "conv2d_transpose", "conv3d_transpose"):
         attrs = dict(
             strides=list(a["strides"]),
             pads=list(a["pads"]),
@@ -217,10 +220,11 @@ def _export_node(e: _Exporter, n: Node) -> None:
             group=a["group"],
             kernel_shape=list(n.inputs[1].shape[2:]),
         )
-        if n.op == "conv2d_transpose":
+        transposed = n.op.endswith("_transpose")
+        if transposed:
             attrs["output_padding"] = list(a["output_padding"])
-        e.add("Conv" if n.op == "conv2d" else "ConvTranspose", ins, outs, n.name, **attrs)
-    elif n.op in ("max_pool2d", "avg_pool2d"):
+        e.add("ConvTranspose" if transposed else "Conv", ins, outs, n.name, **attrs)
+    elif n.op in ("max_pool2d", "avg_pool2d", "max_pool3d", "avg_pool3d"):
         attrs = dict(
             kernel_shape=list(a["kernel"]),
             strides=list(a["strides"]),
@@ -228,9 +232,9 @@ def _export_node(e: _Exporter, n: Node) -> None:
             dilations=list(a["dilations"]),
             ceil_mode=a["ceil_mode"],
         )
-        if n.op == "avg_pool2d":
+        if n.op.startswith("avg"):
             attrs["count_include_pad"] = a["count_include_pad"]
-        e.add("MaxPool" if n.op == "max_pool2d" else "AveragePool", ins, outs, n.name, **attrs)
+        e.add("MaxPool" if n.op.startswith("max") else "AveragePool", ins, outs, n.name, **attrs)
     elif n.op == "dense":
         w = n.inputs[1]
         wt = e.const(np.ascontiguousarray(w.const.T), n.name) if w.is_const else e.temp(n.name)

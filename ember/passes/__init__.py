@@ -5,6 +5,7 @@ from ember.passes import (  # noqa: F401  (registration)
     convert_layout,
     cse,
     dce,
+    expand_volumes,
     fold_constants,
     fold_scale,
     fuse_activation,

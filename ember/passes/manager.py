@@ -33,6 +33,7 @@ _O2 = (
     "matmul-to-dense",
     "fold-scale",
     "fuse-bias-add",
+    "expand-volumes",
     "recognize-activations",
     "fuse-layer-norm",
     "fuse-attention",

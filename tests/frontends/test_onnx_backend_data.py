@@ -24,17 +24,9 @@ CASES = sorted(
     for d in (DATA / suite).iterdir()
     if (d / "model.onnx").exists()
 )
-NOT_3D = "only 1-D and 2-D"
 UNSUPPORTED = "unsupported ONNX ops"
 # What Ember refuses, and the words its error says it with.
 REFUSED = {
-    **{f"pytorch-converted/test_{op}3d{v}": NOT_3D for op in ("AvgPool", "MaxPool") for v in ("", "_stride")},
-    "pytorch-converted/test_AvgPool3d_stride1_pad0_gpu_input": NOT_3D,
-    "pytorch-converted/test_MaxPool3d_stride_padding": NOT_3D,
-    **{
-        f"pytorch-converted/test_Conv3d{v}": NOT_3D
-        for v in ("", "_dilated", "_dilated_strided", "_groups", "_no_bias", "_stride", "_stride_padding")
-    },
     **{f"simple/test_sequence_model{i}": UNSUPPORTED for i in range(1, 9)},
     "simple/test_gradient_of_add": UNSUPPORTED,
     "simple/test_gradient_of_add_and_mul": UNSUPPORTED,

@@ -124,6 +124,10 @@ class GraphGen:
         c, length = self.draw(st.integers(1, 6)), self.draw(st.integers(3, 9))
         return self.g.add_input(f"seq{len(self.g.inputs)}", (self.batch, c, length))
 
+    def clip(self) -> Value:
+        c, d, h, w = (self.draw(st.integers(1, 3)), *(self.draw(st.integers(2, 5)) for _ in range(3)))
+        return self.g.add_input(f"clip{len(self.g.inputs)}", (self.batch, c, d, h, w))
+
     def input_of(self, fits: Callable, make: Callable[[], Value]) -> Value:
         x = self.take(fits)
         if x is None:
@@ -164,6 +168,28 @@ class GraphGen:
         w = self.randn((o, c, 1, k), 1 / math.sqrt(c * k))
         y = self.emit("conv2d", self.emit("unsqueeze", x, axes=[2]), w, pads=(0, pad, 0, pad))
         y = self.emit("squeeze", y, axes=[2])
+        self.pool.append(y)
+        if self.chance():
+            y = self.batch_norm(y)
+        self.tail(y, 1)
+
+    def volume(self) -> None:
+        """A 3-D conv (maybe with batch_norm) or pool, which expand-volumes turns into 2-D ones over depth slices."""
+        x = self.input_of(lambda s: len(s) == 5, self.clip)
+        _, c, d, h, w = self.shape(x)
+        pads = tuple(self.draw(st.integers(0, 1)) for _ in range(6))
+        strides, dil = tuple(self.pick([1, 2]) for _ in range(3)), (self.pick([1, 2]), 1, 1)
+        kd = self.pick([k for k in (1, 2) if dil[0] * (k - 1) < d + pads[0] + pads[3]])
+        kernel = (kd, self.pick([1, 2, 3][: h + pads[1] + pads[4]]), self.pick([1, 2][: w + pads[2] + pads[5]]))
+        if self.chance():
+            y = self.emit(self.pick(["max_pool3d", "avg_pool3d"]), x, kernel=kernel, strides=strides, pads=pads,
+                          dilations=(1, 1, 1), ceil_mode=int(self.chance()))  # fmt: skip
+            self.pool.append(y)
+            return
+        g = self.pick([1, c])
+        o = g * self.draw(st.integers(1, max(1, 6 // g)))
+        w_ = self.randn((o, c // g, *kernel), 1 / math.sqrt(c // g * math.prod(kernel)))
+        y = self.emit("conv3d", x, w_, strides=strides, pads=pads, dilations=dil, group=g)
         self.pool.append(y)
         if self.chance():
             y = self.batch_norm(y)
@@ -420,6 +446,7 @@ BLOCKS: list[Callable[[GraphGen], object]] = [
     GraphGen.conv,
     GraphGen.conv,
     GraphGen.conv1d,
+    GraphGen.volume,
     GraphGen.dense,
     GraphGen.dense,
     lambda gen: gen.affine(None),

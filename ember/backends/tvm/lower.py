@@ -19,6 +19,7 @@ from ember.backends.tvm.rules import RULES, Lowering
 from ember.errors import EmberError
 from ember.ir import dtypes
 from ember.ir.graph import Graph, Value
+from ember.ir.ops import get_schema
 
 
 def _struct(v: Value, syms: dict[str, tvm.tirx.Var]) -> relax.TensorType:
@@ -34,10 +35,10 @@ def _struct(v: Value, syms: dict[str, tvm.tirx.Var]) -> relax.TensorType:
 
 
 def unsupported_ops(graph: Graph) -> dict[str, str]:
-    """Ops in `graph` with no lowering rule, each with the first node that uses it."""
+    """Ops in `graph` with neither a lowering rule nor a decomposition, each with the first node that uses it."""
     missing: dict[str, str] = {}
     for n in graph.nodes:
-        if n.op not in RULES:
+        if n.op not in RULES and get_schema(n.op).decompose is None:
             missing.setdefault(n.op, n.name)
     return missing
 
@@ -63,7 +64,8 @@ def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> 
             with bb.dataflow():
                 for node in graph.nodes:
                     try:
-                        result = _empty(lowering, node) or RULES[node.op](lowering, node, [arg(v) for v in node.inputs])
+                        rule = RULES.get(node.op, Lowering.decomposed)  # a composite without a rule of its own
+                        result = _empty(lowering, node) or rule(lowering, node, [arg(v) for v in node.inputs])
                         results = result if isinstance(result, list) else [result]
                         for out, expr in zip(node.outputs, results):
                             env[id(out)] = bb.emit(expr, name_hint=_hint(out.name))

@@ -218,14 +218,15 @@ def _constant_of_shape(m, n):
 
 
 def _auto_pads(at: dict, x, kernel, strides, dilations) -> list[int]:
-    pads = list(at.get("pads", [0, 0, 0, 0]))
+    dims = len(kernel)
+    pads = list(at.get("pads", [0] * 2 * dims))
     mode = at.get("auto_pad", "NOTSET")
     if isinstance(mode, bytes):
         mode = mode.decode()
     if mode in ("NOTSET", "VALID"):
-        return pads if mode == "NOTSET" else [0, 0, 0, 0]
+        return pads if mode == "NOTSET" else [0] * 2 * dims
     begin, end = [], []
-    for i in range(2):
+    for i in range(dims):
         size = x.shape[2 + i]
         if not isinstance(size, int):
             raise EmberError(f"auto_pad={mode} needs a static spatial size", hint="pass --input-shape")
@@ -241,14 +242,16 @@ def _auto_pads(at: dict, x, kernel, strides, dilations) -> list[int]:
 LIFTED = {"kernel_shape": 1, "strides": 1, "dilations": 1, "output_shape": 1, "output_padding": 0}
 
 
-def _spatial(m, n, x) -> tuple[dict, Value]:
+def _spatial(m, n, x, volumes: bool = False) -> tuple[dict, Value]:
     """The node's attributes and input as a 2-D (NCHW) layer takes them: a 1-D layer (rank-3 input) runs as
-    a 2-D one over a unit height, so every conv/pool kernel, pass and quantization rule serves it."""
+    a 2-D one over a unit height, so every conv/pool kernel, pass and quantization rule serves it. With
+    `volumes`, a 3-D layer (rank-5 input) is taken as it is."""
     at = dict(n.attrs)
-    if x.rank == 4:
+    if x.rank == 4 or (volumes and x.rank == 5):
         return at, x
     if x.rank != 3:
-        raise EmberError(f"only 1-D and 2-D {n.op} is supported, got a rank-{x.rank} input")
+        dims = "1-D, 2-D and 3-D" if volumes else "1-D and 2-D"
+        raise EmberError(f"only {dims} {n.op} is supported, got a rank-{x.rank} input")
     for key, unit in LIFTED.items():
         if key in at:
             at[key] = [unit, *at[key]]
@@ -271,10 +274,11 @@ def _emit_spatial(m, n, op: str, inputs: list, attrs: dict, one_d: bool) -> list
 @onnx_op("Conv")
 def _conv(m, n):
     x, w, b = (m.ins(n) + [None])[:3]
-    at, x4 = _spatial(m, n, x)
+    at, x4 = _spatial(m, n, x, volumes=True)
     w = w if x4 is x else _unit_height(m, w)
-    strides = at.get("strides", [1, 1])
-    dil = at.get("dilations", [1, 1])
+    dims = x4.rank - 2
+    strides = at.get("strides", [1] * dims)
+    dil = at.get("dilations", [1] * dims)
     kernel = at.get("kernel_shape", list(w.shape[2:]))
     attrs = {
         "strides": strides,
@@ -282,27 +286,28 @@ def _conv(m, n):
         "group": at.get("group", 1),
         "pads": _auto_pads(at, x4, kernel, strides, dil),
     }
-    return _emit_spatial(m, n, "conv2d", [x4, w, b], attrs, x4 is not x)
+    return _emit_spatial(m, n, "conv3d" if dims == 3 else "conv2d", [x4, w, b], attrs, x4 is not x)
 
 
 @onnx_op("ConvTranspose")
 def _conv_transpose(m, n):
     x, w, b = (m.ins(n) + [None])[:3]
-    at, x4 = _spatial(m, n, x)
+    at, x4 = _spatial(m, n, x, volumes=True)
     w = w if x4 is x else _unit_height(m, w)
-    strides = at.get("strides", [1, 1])
-    dil = at.get("dilations", [1, 1])
-    out_pad = list(at.get("output_padding", [0, 0]))
-    pads = list(at.get("pads", [0, 0, 0, 0]))
+    dims = x4.rank - 2
+    strides = at.get("strides", [1] * dims)
+    dil = at.get("dilations", [1] * dims)
+    out_pad = list(at.get("output_padding", [0] * dims))
+    pads = list(at.get("pads", [0] * 2 * dims))
     mode = at.get("auto_pad", "NOTSET")
     if "output_shape" in at or mode in ("SAME_UPPER", "SAME_LOWER"):
         want = at.get("output_shape") or [d * s for d, s in zip(x4.shape[2:], strides)]
-        want = list(want)[-2:]
-        pads = [0, 0, 0, 0]
-        for i in range(2):
+        want = list(want)[-dims:]
+        pads = [0] * 2 * dims
+        for i in range(dims):
             total = strides[i] * (x4.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
             lo = total // 2 if mode == "SAME_UPPER" else total - total // 2
-            pads[i], pads[i + 2] = lo, total - lo
+            pads[i], pads[i + dims] = lo, total - lo
     attrs = {
         "strides": strides,
         "dilations": dil,
@@ -310,7 +315,8 @@ def _conv_transpose(m, n):
         "pads": pads,
         "output_padding": out_pad,
     }
-    return _emit_spatial(m, n, "conv2d_transpose", [x4, w, b], attrs, x4 is not x)
+    op = "conv3d_transpose" if dims == 3 else "conv2d_transpose"
+    return _emit_spatial(m, n, op, [x4, w, b], attrs, x4 is not x)
 
 
 @onnx_op("MaxPool", "AveragePool")
@@ -318,10 +324,10 @@ def _pool(m, n):
     x = m.inp(n, 0)
     if n.op == "MaxPool" and len(n.outputs) > 1 and n.outputs[1].outputs:
         raise EmberError("the MaxPool indices output is not supported")
-    at, x4 = _spatial(m, n, x)
+    at, x4 = _spatial(m, n, x, volumes=True)
     kernel = at["kernel_shape"]
-    strides = at.get("strides", [1, 1])
-    dil = at.get("dilations", [1, 1])
+    strides = at.get("strides", [1] * len(kernel))
+    dil = at.get("dilations", [1] * len(kernel))
     attrs = {
         "kernel": kernel,
         "strides": strides,
@@ -331,7 +337,8 @@ def _pool(m, n):
     }
     if n.op == "AveragePool":
         attrs["count_include_pad"] = at.get("count_include_pad", 0)
-    return _emit_spatial(m, n, "max_pool2d" if n.op == "MaxPool" else "avg_pool2d", [x4], attrs, x4 is not x)
+    op = ("max_pool" if n.op == "MaxPool" else "avg_pool") + ("3d" if len(kernel) == 3 else "2d")
+    return _emit_spatial(m, n, op, [x4], attrs, x4 is not x)
 
 
 @onnx_op("BatchNormalization")

@@ -12,12 +12,13 @@ from ember.frontends.torch.ops import aten
 from ember.ir.graph import Value
 
 
-def _pairs(v, what: str) -> list[int]:
+def _pairs(v, what: str, dims: int = 2) -> list[int]:
+    """A per-axis parameter of a `dims`-D layer (one value stands for all axes)."""
     vals = [v] if isinstance(v, int) else list(v)
     if len(vals) == 1:
-        vals *= 2
-    if len(vals) != 2:
-        raise EmberError(f"only 2-D {what} is supported, got {len(vals)} spatial dims")
+        vals *= dims
+    if len(vals) != dims:
+        raise EmberError(f"a {dims}-D {what} takes {dims} values per parameter, got {vals}")
     return [int(x) for x in vals]
 
 
@@ -35,8 +36,15 @@ def _as_1d(v, what: str) -> int:
 
 @aten("convolution.default")
 def _convolution(m, a):
-    """2-D convolutions; a 1-D one (rank-3 input) runs as a 2-D one over a unit height, as the ONNX import runs it."""
+    """2-D and 3-D convolutions; a 1-D one (rank-3 input) runs as a 2-D one over a unit height, as the ONNX import
+    runs it."""
     x, w = a["input"], a["weight"]
+    if x.rank == 5:
+        stride, dilation, padding = (_pairs(a[k], "convolution", 3) for k in ("stride", "dilation", "padding"))
+        attrs = {"strides": stride, "dilations": dilation, "pads": padding * 2, "group": a["groups"]}
+        if a["transposed"]:
+            attrs["output_padding"] = _pairs(a["output_padding"], "convolution", 3)
+        return m.emit1("conv3d_transpose" if a["transposed"] else "conv3d", [x, w, a["bias"]], attrs)
     one_d = x.rank == 3
     if one_d:
         x, w = (m.emit1("unsqueeze", [v], {"axes": [2]}) for v in (x, w))
@@ -140,6 +148,34 @@ def _avg_pool(m, a):
         "count_include_pad": int(a["count_include_pad"]),
     }
     return m.emit1("avg_pool2d", [x], attrs)
+
+
+@aten("max_pool3d_with_indices.default", "max_pool3d.default")
+def _max_pool3d(m, a):
+    kernel = _pairs(a["kernel_size"], "pooling", 3)
+    attrs = {
+        "kernel": kernel,
+        "strides": _pairs(a["stride"], "pooling", 3) if a["stride"] else kernel,
+        "dilations": _pairs(a["dilation"], "pooling", 3),
+        "pads": _pairs(a["padding"], "pooling", 3) * 2,
+        "ceil_mode": int(a["ceil_mode"]),
+    }
+    return [m.emit1("max_pool3d", [a["self"]], attrs), None]
+
+
+@aten("avg_pool3d.default")
+def _avg_pool3d(m, a):
+    if a["divisor_override"] is not None:
+        raise EmberError("avg_pool3d with divisor_override is not supported")
+    kernel = _pairs(a["kernel_size"], "pooling", 3)
+    attrs = {
+        "kernel": kernel,
+        "strides": _pairs(a["stride"], "pooling", 3) if a["stride"] else kernel,
+        "pads": _pairs(a["padding"], "pooling", 3) * 2,
+        "ceil_mode": int(a["ceil_mode"]),
+        "count_include_pad": int(a["count_include_pad"]),
+    }
+    return m.emit1("avg_pool3d", [a["self"]], attrs)
 
 
 @aten("_adaptive_avg_pool2d.default", "adaptive_avg_pool2d.default")

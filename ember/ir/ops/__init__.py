@@ -10,6 +10,7 @@ from ember.ir.ops import (  # noqa: F401  (registration)
     reduce,
     sparse,
     tensor,
+    volume,
 )
 from ember.ir.ops.registry import REQUIRED, Attr, OpSchema, all_schemas, get_schema, op, reference
 
