@@ -2,6 +2,7 @@
 
 from ember.passes import (  # noqa: F401  (registration)
     canonicalize,
+    conv_transpose_to_conv,
     convert_layout,
     cse,
     dce,

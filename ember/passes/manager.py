@@ -34,6 +34,7 @@ _O2 = (
     "fold-scale",
     "fuse-bias-add",
     "expand-volumes",
+    "conv-transpose-to-conv",
     "recognize-activations",
     "fuse-layer-norm",
     "fuse-attention",

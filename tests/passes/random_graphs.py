@@ -173,6 +173,21 @@ class GraphGen:
             y = self.batch_norm(y)
         self.tail(y, 1)
 
+    def conv_transpose(self) -> None:
+        """conv2d_transpose with constant weights (groups, strides, pads, output padding), which
+        conv-transpose-to-conv runs as a conv2d over its stride phases."""
+        x = self.input_of(lambda s: len(s) == 4 and s[1] <= 8, self.image)
+        c = self.shape(x)[1]
+        g = self.pick([1, c])
+        strides, kernel = (self.pick([1, 2]), self.pick([1, 2, 3])), (self.pick([1, 2, 3]), self.pick([1, 3]))
+        pads = tuple(self.draw(st.integers(0, kernel[i % 2] - 1)) for i in range(4))
+        out_pad = tuple(self.draw(st.integers(0, s - 1)) for s in strides)
+        o = g * self.draw(st.integers(1, max(1, 6 // g)))
+        w = self.randn((c, o // g, *kernel), 1 / math.sqrt(c // g * math.prod(kernel)))
+        y = self.emit("conv2d_transpose", x, w, strides=strides, pads=pads, output_padding=out_pad, group=g)
+        self.pool.append(y)
+        self.tail(y, 1)
+
     def volume(self) -> None:
         """A 3-D conv (maybe with batch_norm) or pool, which expand-volumes turns into 2-D ones over depth slices."""
         x = self.input_of(lambda s: len(s) == 5, self.clip)
@@ -447,6 +462,7 @@ BLOCKS: list[Callable[[GraphGen], object]] = [
     GraphGen.conv,
     GraphGen.conv1d,
     GraphGen.volume,
+    GraphGen.conv_transpose,
     GraphGen.dense,
     GraphGen.dense,
     lambda gen: gen.affine(None),
