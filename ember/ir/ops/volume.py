@@ -163,7 +163,8 @@ def _avg_pool3d(x, a):
         shape = [1] * 5
         shape[2 + i] = out[i]
         count = count * _window_counts(x.shape[2 + i], a, out[i], i).reshape(shape)
-    return (total / count).astype(x.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (total / count).astype(x.dtype)
 
 
 def _window_counts(size: int, a: dict, out: int, axis: int = 0) -> np.ndarray:
@@ -280,5 +281,6 @@ def _decompose_avg_pool3d(node: Node, emit) -> Value:
     plane = {"kernel": list(a["kernel"][1:]), "ceil_mode": a["ceil_mode"], "count_include_pad": a["count_include_pad"]}
     pooled = emit("avg_pool2d", _images(window, emit), **plane, **_plane_attrs(a))
     stacked = emit("reshape", pooled, np.array([-1, od, *pooled.shape[1:]], np.int64))
-    scale = (1.0 / _window_counts(x.shape[2], a, od)).reshape(1, od, 1, 1, 1).astype(dtypes.to_numpy(x.dtype))
+    with np.errstate(divide="ignore"):  # a window wholly in the pads averages nothing: NaN, as the reference
+        scale = (1.0 / _window_counts(x.shape[2], a, od)).reshape(1, od, 1, 1, 1).astype(dtypes.to_numpy(x.dtype))
     return emit("transpose", emit("mul", stacked, scale), perm=DEPTH_FIRST)
