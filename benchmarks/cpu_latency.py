@@ -5,8 +5,8 @@
 
 `--models` also takes models outside the default set: tc_resnet8 (keyword spotting on 40 MFCC x 101 frames, 1-D
 convs), kws_lstm and kws_gru (keyword spotting with an LSTM or a GRU over 49 frames of 10 MFCCs), yolov8n
-(YOLOv8n's backbone at 320x320: SiLU after every conv) and r3d (an R3D video network, 3-D convs over 8 frames of
-112x112).
+(YOLOv8n's backbone at 320x320: SiLU after every conv), r3d (an R3D video network, 3-D convs over 8 frames of
+112x112) and unet3d (a 3-D U-Net over a 16x64x64 volume: 3-D convs, pools and transposed convs).
 
 Each engine runs in its own process (two runtimes' thread pools in one process slow each other down on
 a small machine), on the same seeded inputs. The processes stay up and take turns, `--block` runs at a
@@ -48,7 +48,7 @@ MODELS = ("squeezenet", "resnet50", "mobilenet_v2", "bert")
 def build_model(name: str) -> onnx.ModelProto:
     from ember.models import random_light_model
     from ember.models.blocks import bert_layer, kws_rnn, mobilenet_v2, tc_resnet8
-    from ember.models.volumetric import r3d_small
+    from ember.models.volumetric import r3d_small, unet3d_small
     from ember.models.yolo import yolov8n_backbone
 
     extra = {  # not in the default set
@@ -57,6 +57,7 @@ def build_model(name: str) -> onnx.ModelProto:
         "kws_gru": lambda: kws_rnn("GRU"),
         "yolov8n": yolov8n_backbone,
         "r3d": r3d_small,
+        "unet3d": unet3d_small,
     }
     if name in extra:
         return extra[name]()
