@@ -98,7 +98,8 @@ _REDUCE = {
     "reduce_min": "ReduceMin",
     "reduce_prod": "ReduceProd",
 }
-ONNX_COMPOSITES = ("conv3d", "conv3d_transpose", "max_pool3d", "avg_pool3d")  # composites ONNX has ops for: exported whole
+# Composites ONNX has an op for: exported whole, not as their decompositions
+ONNX_COMPOSITES = ("conv3d", "conv3d_transpose", "max_pool3d", "avg_pool3d")
 
 _ATTR_RENAMES = {
     "approximate": "approximate",

@@ -177,11 +177,12 @@ class GraphGen:
         """conv2d_transpose with constant weights (groups, strides, pads, output padding), which
         conv-transpose-to-conv runs as a conv2d over its stride phases."""
         x = self.input_of(lambda s: len(s) == 4 and s[1] <= 8, self.image)
-        c = self.shape(x)[1]
+        _, c, h, w = self.shape(x)
         g = self.pick([1, c])
         strides, kernel = (self.pick([1, 2]), self.pick([1, 2, 3])), (self.pick([1, 2, 3]), self.pick([1, 3]))
-        pads = tuple(self.draw(st.integers(0, kernel[i % 2] - 1)) for i in range(4))
         out_pad = tuple(self.draw(st.integers(0, s - 1)) for s in strides)
+        full = [strides[i] * (size - 1) + kernel[i] + out_pad[i] for i, size in enumerate((h, w))]
+        pads = tuple(self.draw(st.integers(0, min(kernel[i % 2] - 1, (full[i % 2] - 1) // 2))) for i in range(4))
         o = g * self.draw(st.integers(1, max(1, 6 // g)))
         w = self.randn((c, o // g, *kernel), 1 / math.sqrt(c // g * math.prod(kernel)))
         y = self.emit("conv2d_transpose", x, w, strides=strides, pads=pads, output_padding=out_pad, group=g)
@@ -191,6 +192,9 @@ class GraphGen:
     def volume(self) -> None:
         """A 3-D conv (maybe with batch_norm) or pool, which expand-volumes turns into 2-D ones over depth slices."""
         x = self.input_of(lambda s: len(s) == 5, self.clip)
+        if not all(isinstance(d, int) for d in x.shape[1:]):  # a symbolic batch moved off axis 0: 3-D ops refuse it
+            x = self.clip()
+            self.pool.append(x)
         _, c, d, h, w = self.shape(x)
         pads = tuple(self.draw(st.integers(0, 1)) for _ in range(6))
         strides, dil = tuple(self.pick([1, 2]) for _ in range(3)), (self.pick([1, 2]), 1, 1)

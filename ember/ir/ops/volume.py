@@ -135,7 +135,8 @@ def _conv3d_transpose(x, w, b, a):
     s, d = a["strides"], a["dilations"]
     for t in np.ndindex(*w.shape[2:]):
         contrib = np.einsum("ngcdhw,gco->ngodhw", xg, wg[(..., *t)]).reshape(n, g * og, *x.shape[2:])
-        y[(..., *(slice(t[i] * d[i], t[i] * d[i] + s[i] * (x.shape[2 + i] - 1) + 1, s[i]) for i in range(3)))] += contrib
+        at = (slice(t[i] * d[i], t[i] * d[i] + s[i] * (x.shape[2 + i] - 1) + 1, s[i]) for i in range(3))
+        y[(..., *at)] += contrib
     p = a["pads"]
     y = y[(..., *(slice(p[i], full[i] - p[i + 3]) for i in range(3)))]
     if b is not None:
