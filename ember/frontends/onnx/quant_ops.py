@@ -10,7 +10,8 @@ import onnx_graphsurgeon as gs
 
 from ember.errors import EmberError
 from ember.frontends.onnx.importer import Importer
-from ember.frontends.onnx.ops import _auto_pads, _outs, onnx_op
+from ember.frontends.onnx.nn_ops import _auto_pads
+from ember.frontends.onnx.ops import _outs, onnx_op
 from ember.ir.ops.quant import OUT_RANGE, requant_params
 
 

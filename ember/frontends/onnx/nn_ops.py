@@ -1,0 +1,187 @@
+"""ONNX op -> Ember op table, neural-network layers: convolution (1-D, 2-D and 3-D, transposed), pooling,
+normalization, softmax and Gemm (registered into ops.ONNX_OPS)."""
+
+from __future__ import annotations
+
+from ember.errors import EmberError
+from ember.frontends.onnx.ops import _outs, onnx_op
+from ember.ir.graph import Value
+from ember.ir.ops.shapes import norm_axis
+
+
+def _auto_pads(at: dict, x, kernel, strides, dilations) -> list[int]:
+    dims = len(kernel)
+    pads = list(at.get("pads", [0] * 2 * dims))
+    mode = at.get("auto_pad", "NOTSET")
+    if isinstance(mode, bytes):
+        mode = mode.decode()
+    if mode in ("NOTSET", "VALID"):
+        return pads if mode == "NOTSET" else [0] * 2 * dims
+    begin, end = [], []
+    for i in range(dims):
+        size = x.shape[2 + i]
+        if not isinstance(size, int):
+            raise EmberError(f"auto_pad={mode} needs a static spatial size", hint="pass --input-shape")
+        out = -(-size // strides[i])
+        total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if mode == "SAME_UPPER" else large)
+        end.append(large if mode == "SAME_UPPER" else small)
+    return begin + end
+
+
+# A 1-D layer's attributes gain the unit height's value in front
+LIFTED = {"kernel_shape": 1, "strides": 1, "dilations": 1, "output_shape": 1, "output_padding": 0}
+
+
+def _spatial(m, n, x, volumes: bool = False) -> tuple[dict, Value]:
+    """The node's attributes and input as a 2-D (NCHW) layer takes them: a 1-D layer (rank-3 input) runs as
+    a 2-D one over a unit height, so every conv/pool kernel, pass and quantization rule serves it. With
+    `volumes`, a 3-D layer (rank-5 input) is taken as it is."""
+    at = dict(n.attrs)
+    if x.rank == 4 or (volumes and x.rank == 5):
+        return at, x
+    if x.rank != 3:
+        dims = "1-D, 2-D and 3-D" if volumes else "1-D and 2-D"
+        raise EmberError(f"only {dims} {n.op} is supported, got a rank-{x.rank} input")
+    for key, unit in LIFTED.items():
+        if key in at:
+            at[key] = [unit, *at[key]]
+    if "pads" in at:
+        at["pads"] = [0, at["pads"][0], 0, at["pads"][1]]
+    return at, _unit_height(m, x)
+
+
+def _unit_height(m, x):
+    return m.emit1("unsqueeze", [x], {"axes": [2]})
+
+
+def _emit_spatial(m, n, op: str, inputs: list, attrs: dict, one_d: bool) -> list:
+    """Emit the 2-D layer; a lifted 1-D one's result loses its unit height again."""
+    if not one_d:
+        return m.emit(op, inputs, attrs, _outs(n, 1))
+    return m.emit("squeeze", [m.emit1(op, inputs, attrs)], {"axes": [2]}, _outs(n, 1))
+
+
+@onnx_op("Conv")
+def _conv(m, n):
+    x, w, b = (m.ins(n) + [None])[:3]
+    at, x4 = _spatial(m, n, x, volumes=True)
+    w = w if x4 is x else _unit_height(m, w)
+    dims = x4.rank - 2
+    strides = at.get("strides", [1] * dims)
+    dil = at.get("dilations", [1] * dims)
+    kernel = at.get("kernel_shape", list(w.shape[2:]))
+    attrs = {
+        "strides": strides,
+        "dilations": dil,
+        "group": at.get("group", 1),
+        "pads": _auto_pads(at, x4, kernel, strides, dil),
+    }
+    return _emit_spatial(m, n, "conv3d" if dims == 3 else "conv2d", [x4, w, b], attrs, x4 is not x)
+
+
+@onnx_op("ConvTranspose")
+def _conv_transpose(m, n):
+    x, w, b = (m.ins(n) + [None])[:3]
+    at, x4 = _spatial(m, n, x, volumes=True)
+    w = w if x4 is x else _unit_height(m, w)
+    dims = x4.rank - 2
+    strides = at.get("strides", [1] * dims)
+    dil = at.get("dilations", [1] * dims)
+    out_pad = list(at.get("output_padding", [0] * dims))
+    pads = list(at.get("pads", [0] * 2 * dims))
+    mode = at.get("auto_pad", "NOTSET")
+    if "output_shape" in at or mode in ("SAME_UPPER", "SAME_LOWER"):
+        want = at.get("output_shape") or [d * s for d, s in zip(x4.shape[2:], strides)]
+        want = list(want)[-dims:]
+        pads = [0] * 2 * dims
+        for i in range(dims):
+            total = strides[i] * (x4.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
+            lo = total // 2 if mode == "SAME_UPPER" else total - total // 2
+            pads[i], pads[i + dims] = lo, total - lo
+    attrs = {
+        "strides": strides,
+        "dilations": dil,
+        "group": at.get("group", 1),
+        "pads": pads,
+        "output_padding": out_pad,
+    }
+    op = "conv3d_transpose" if dims == 3 else "conv2d_transpose"
+    return _emit_spatial(m, n, op, [x4, w, b], attrs, x4 is not x)
+
+
+@onnx_op("MaxPool", "AveragePool")
+def _pool(m, n):
+    x = m.inp(n, 0)
+    if n.op == "MaxPool" and len(n.outputs) > 1 and n.outputs[1].outputs:
+        raise EmberError("the MaxPool indices output is not supported")
+    at, x4 = _spatial(m, n, x, volumes=True)
+    kernel = at["kernel_shape"]
+    strides = at.get("strides", [1] * len(kernel))
+    dil = at.get("dilations", [1] * len(kernel))
+    attrs = {
+        "kernel": kernel,
+        "strides": strides,
+        "dilations": dil,
+        "ceil_mode": at.get("ceil_mode", 0),
+        "pads": _auto_pads(at, x4, kernel, strides, dil),
+    }
+    if n.op == "AveragePool":
+        attrs["count_include_pad"] = at.get("count_include_pad", 0)
+    op = ("max_pool" if n.op == "MaxPool" else "avg_pool") + ("3d" if len(kernel) == 3 else "2d")
+    return _emit_spatial(m, n, op, [x4], attrs, x4 is not x)
+
+
+@onnx_op("BatchNormalization")
+def _batch_norm(m, n):
+    if n.attrs.get("training_mode", 0):
+        raise EmberError("training-mode BatchNormalization is not supported")
+    return m.emit("batch_norm", m.ins(n)[:5], {"epsilon": n.attrs.get("epsilon", 1e-5)}, _outs(n, 1))
+
+
+@onnx_op("Softmax", "LogSoftmax")
+def _softmax(m, n):
+    x = m.inp(n, 0)
+    op = "softmax" if n.op == "Softmax" else "log_softmax"
+    axis = norm_axis(n.attrs.get("axis", 1 if m.opset < 13 else -1), x.rank) if x.rank else 0
+    if m.opset >= 13 or axis == x.rank - 1:
+        return m.emit(op, [x], {"axis": axis}, _outs(n))
+    trailing = [i for i in range(axis, x.rank) if x.shape[i] != 1]
+    if len(trailing) == 1 and all(isinstance(x.shape[i], int) for i in range(axis, x.rank)):
+        return m.emit(op, [x], {"axis": trailing[0]}, _outs(n))  # flattening would only drop 1s
+    # Before opset 13 the op flattened to 2-D at `axis` first.
+    flat = m.emit1("flatten", [x], {"axis": axis})
+    y = m.emit1(op, [flat], {"axis": 1})
+    shape = m.int_array(x.shape)
+    return m.emit("reshape", [y, shape], {}, _outs(n))
+
+
+@onnx_op("LayerNormalization")
+def _layer_norm(m, n):
+    attrs = {"axis": n.attrs.get("axis", -1), "epsilon": n.attrs.get("epsilon", 1e-5)}
+    return m.emit("layer_norm", m.ins(n)[:3], attrs, _outs(n, 1))
+
+
+@onnx_op("Gemm")
+def _gemm(m, n):
+    a, b, c = (m.ins(n) + [None])[:3]
+    if n.attrs.get("transA", 0):
+        a = m.emit1("transpose", [a], {"perm": [1, 0]})
+    if not n.attrs.get("transB", 0):
+        b = m.emit1("transpose", [b], {"perm": [1, 0]})
+    alpha, beta = n.attrs.get("alpha", 1.0), n.attrs.get("beta", 1.0)
+    if alpha != 1.0:
+        b = m.emit1("mul", [b, m.scalar(alpha, b)])
+    name = n.outputs[0].name
+    bias_ok = c is not None and beta == 1.0 and c.rank >= 1 and c.shape[-1] == b.shape[0] and c.shape[:-1] in ((), (1,))
+    if bias_ok:
+        if c.rank == 2:
+            c = m.emit1("reshape", [c, m.int_array([-1])])
+        return [m.emit1("dense", [a, b, c], name=name)]
+    y = m.emit1("dense", [a, b], name=None if c is not None else name)
+    if c is None:
+        return [y]
+    if beta != 1.0:
+        c = m.emit1("mul", [c, m.scalar(beta, c)])
+    return [m.emit1("add", [y, c], name=name)]
