@@ -116,66 +116,36 @@ def _addmm(m, a):
     return m.emit1("add", [y, bias])
 
 
-@aten("max_pool2d_with_indices.default", "max_pool2d.default")
+def _pool_attrs(a, what: str) -> tuple[int, dict]:
+    """A 2-D (NCHW) or 3-D (NCDHW) pool's dimensionality and the attributes max/avg pooling share."""
+    x = a["self"]
+    if x.rank not in (4, 5):
+        raise EmberError(f"only 2-D (NCHW) and 3-D (NCDHW) {what} is supported, got a rank-{x.rank} input")
+    dims = x.rank - 2
+    kernel = _pairs(a["kernel_size"], "pooling", dims)
+    attrs = {
+        "kernel": kernel,
+        "strides": _pairs(a["stride"], "pooling", dims) if a["stride"] else kernel,
+        "pads": _pairs(a["padding"], "pooling", dims) * 2,
+        "ceil_mode": int(a["ceil_mode"]),
+    }
+    return dims, attrs
+
+
+@aten("max_pool2d_with_indices.default", "max_pool2d.default", "max_pool3d_with_indices.default", "max_pool3d.default")
 def _max_pool(m, a):
-    x = a["self"]
-    _rank4(x, "max pooling")
-    kernel = _pairs(a["kernel_size"], "pooling")
-    ph, pw = _pairs(a["padding"], "pooling")
-    attrs = {
-        "kernel": kernel,
-        "strides": _pairs(a["stride"], "pooling") if a["stride"] else kernel,
-        "dilations": _pairs(a["dilation"], "pooling"),
-        "pads": [ph, pw, ph, pw],
-        "ceil_mode": int(a["ceil_mode"]),
-    }
-    return [m.emit1("max_pool2d", [x], attrs), None]
+    dims, attrs = _pool_attrs(a, "max pooling")
+    attrs["dilations"] = _pairs(a["dilation"], "pooling", dims)
+    return [m.emit1(f"max_pool{dims}d", [a["self"]], attrs), None]
 
 
-@aten("avg_pool2d.default")
+@aten("avg_pool2d.default", "avg_pool3d.default")
 def _avg_pool(m, a):
-    x = a["self"]
-    _rank4(x, "average pooling")
+    dims, attrs = _pool_attrs(a, "average pooling")
     if a["divisor_override"] is not None:
-        raise EmberError("avg_pool2d with divisor_override is not supported")
-    kernel = _pairs(a["kernel_size"], "pooling")
-    ph, pw = _pairs(a["padding"], "pooling")
-    attrs = {
-        "kernel": kernel,
-        "strides": _pairs(a["stride"], "pooling") if a["stride"] else kernel,
-        "pads": [ph, pw, ph, pw],
-        "ceil_mode": int(a["ceil_mode"]),
-        "count_include_pad": int(a["count_include_pad"]),
-    }
-    return m.emit1("avg_pool2d", [x], attrs)
-
-
-@aten("max_pool3d_with_indices.default", "max_pool3d.default")
-def _max_pool3d(m, a):
-    kernel = _pairs(a["kernel_size"], "pooling", 3)
-    attrs = {
-        "kernel": kernel,
-        "strides": _pairs(a["stride"], "pooling", 3) if a["stride"] else kernel,
-        "dilations": _pairs(a["dilation"], "pooling", 3),
-        "pads": _pairs(a["padding"], "pooling", 3) * 2,
-        "ceil_mode": int(a["ceil_mode"]),
-    }
-    return [m.emit1("max_pool3d", [a["self"]], attrs), None]
-
-
-@aten("avg_pool3d.default")
-def _avg_pool3d(m, a):
-    if a["divisor_override"] is not None:
-        raise EmberError("avg_pool3d with divisor_override is not supported")
-    kernel = _pairs(a["kernel_size"], "pooling", 3)
-    attrs = {
-        "kernel": kernel,
-        "strides": _pairs(a["stride"], "pooling", 3) if a["stride"] else kernel,
-        "pads": _pairs(a["padding"], "pooling", 3) * 2,
-        "ceil_mode": int(a["ceil_mode"]),
-        "count_include_pad": int(a["count_include_pad"]),
-    }
-    return m.emit1("avg_pool3d", [a["self"]], attrs)
+        raise EmberError(f"avg_pool{dims}d with divisor_override is not supported")
+    attrs["count_include_pad"] = int(a["count_include_pad"])
+    return m.emit1(f"avg_pool{dims}d", [a["self"]], attrs)
 
 
 @aten("_adaptive_avg_pool2d.default", "adaptive_avg_pool2d.default")

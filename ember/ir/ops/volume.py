@@ -1,9 +1,11 @@
-"""3-D (NCDHW) convolution and pooling, as composites of the 2-D ops: the depth taps become a loop over depth
-slices, so each slice runs through the conv2d/pool2d kernels, passes and schedules. A 3x3x3 conv is three
-conv2ds over every output depth's input slice, summed; a 3-D pool reduces its depth window elementwise first,
-then pools the 2-D windows once."""
+"""3-D (NCDHW) convolution, transposed convolution and pooling, as composites of the 2-D ops: the depth taps
+become a loop over depth slices, so each slice runs through the 2-D kernels, passes and schedules. A 3x3x3
+conv is three conv2ds over every output depth's input slices, summed; a 3-D pool reduces its depth window
+elementwise first, then pools the 2-D windows once."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -214,19 +216,23 @@ def _decompose_conv3d(node: Node, emit) -> Value:
     a, od = node.attrs, node.output.shape[2]
     y = None
     for t, xs in enumerate(_depth_slices(x, emit, a, w.shape[2], od, 0.0)):
-        wt = w.const[:, :, t] if w.is_const else emit("squeeze", emit("slice", w, *_index(t, 2)), axes=[2])
         bias = [b] if b is not None and t == 0 else []
-        yt = emit("conv2d", _images(xs, emit), wt, *bias, group=a["group"], **_plane_attrs(a))
+        yt = emit("conv2d", _images(xs, emit), _depth_tap(w, t, emit), *bias, group=a["group"], **_plane_attrs(a))
         y = yt if y is None else emit("add", y, yt)
     return _volume(y, emit, od)
 
 
-def _index(t: int, axis: int) -> list[np.ndarray]:
-    return [np.array([v], np.int64) for v in (t, t + 1, axis)]
-
-
 def _bounds(start: int, end: int, axis: int) -> list[np.ndarray]:
     return [np.array([v], np.int64) for v in (start, end, axis)]
+
+
+def _depth_tap(w: Value, t: int, emit):
+    """The 2-D weights of depth tap `t` of 3-D weights [A, B, kD, kH, kW]."""
+    return w.const[:, :, t] if w.is_const else emit("squeeze", emit("slice", w, *_bounds(t, t + 1, 2)), axes=[2])
+
+
+def _combined(slices: list, op: str, emit) -> Value:
+    return functools.reduce(lambda acc, s: emit(op, acc, s), slices)
 
 
 @decomposition(conv3d_transpose)
@@ -241,8 +247,7 @@ def _decompose_conv3d_transpose(node: Node, emit) -> Value:
     plane = {**_plane_attrs(a), "output_padding": list(a["output_padding"][1:]), "group": a["group"]}
     y = None
     for t in range(w.shape[2]):
-        wt = w.const[:, :, t] if w.is_const else emit("squeeze", emit("slice", w, *_index(t, 2)), axes=[2])
-        z = emit("conv2d_transpose", images, wt, **plane)
+        z = emit("conv2d_transpose", images, _depth_tap(w, t, emit), **plane)
         z = emit("reshape", z, np.array([-1, depth, *z.shape[1:]], np.int64))
         if s > 1:  # s - 1 zero slices after each: [N, D * s, O, H, W]
             spread = emit("pad", emit("unsqueeze", z, axes=[2]), pads=[0, 0, 0, 0, 0, 0, 0, 0, s - 1, 0, 0, 0])
@@ -264,9 +269,7 @@ def _decompose_conv3d_transpose(node: Node, emit) -> Value:
 def _decompose_max_pool3d(node: Node, emit) -> Value:
     x, a, od = node.inputs[0], node.attrs, node.output.shape[2]
     slices = _depth_slices(x, emit, a, a["kernel"][0], od, _lowest(dtypes.to_numpy(x.dtype)))
-    window = slices[0]
-    for s in slices[1:]:
-        window = emit("max", window, s)
+    window = _combined(slices, "max", emit)
     pooled = emit("max_pool2d", _images(window, emit), kernel=list(a["kernel"][1:]), ceil_mode=a["ceil_mode"],
                   **_plane_attrs(a))  # fmt: skip
     return _volume(pooled, emit, od)
@@ -275,10 +278,7 @@ def _decompose_max_pool3d(node: Node, emit) -> Value:
 @decomposition(avg_pool3d)
 def _decompose_avg_pool3d(node: Node, emit) -> Value:
     x, a, od = node.inputs[0], node.attrs, node.output.shape[2]
-    slices = _depth_slices(x, emit, a, a["kernel"][0], od, 0.0)
-    window = slices[0]
-    for s in slices[1:]:
-        window = emit("add", window, s)
+    window = _combined(_depth_slices(x, emit, a, a["kernel"][0], od, 0.0), "add", emit)
     plane = {"kernel": list(a["kernel"][1:]), "ceil_mode": a["ceil_mode"], "count_include_pad": a["count_include_pad"]}
     pooled = emit("avg_pool2d", _images(window, emit), **plane, **_plane_attrs(a))
     stacked = emit("reshape", pooled, np.array([-1, od, *pooled.shape[1:]], np.int64))
