@@ -1,6 +1,7 @@
 """3-D convolution and pooling (ember.ir.ops.volume): ONNX layers through the interpreter (the numpy references),
 the interpreter on their decompositions (expand-volumes), host builds at -O2 (expanded before layout conversion)
-and -O0 (expanded during lowering), and ONNX export, each against onnxruntime; an R3D video network end to end."""
+and, for one case of each op, at -O0 (expanded during lowering), and ONNX export, each against onnxruntime; an
+R3D video network end to end."""
 
 from __future__ import annotations
 
@@ -70,7 +71,12 @@ def _expanded(graph):
     return graph
 
 
-def _check_everywhere(model, op: str) -> None:
+# The case of each op also built at -O0
+LOWERED_WHOLE = {"conv3d": "strided", "conv3d_transpose": "strided", "max_pool3d": "max_padded_ceil",
+                 "avg_pool3d": "avg_including_pads_ceil"}  # fmt: skip
+
+
+def _check_everywhere(model, op: str, case: str) -> None:
     feeds = _feeds()
     want = ort_run(model, feeds)
     graph = load(model)
@@ -80,24 +86,24 @@ def _check_everywhere(model, op: str) -> None:
     assert [n.op_type for n in exported.graph.node] == [model.graph.node[0].op_type]  # whole, not decomposed
     assert_close(ort_run(exported, feeds), want)
     assert_close(ir.interpret(_expanded(load(model)), feeds), want)
-    for passes in (2, 0):
+    for passes in (2, 0) if LOWERED_WHOLE[op] == case else (2,):
         assert_close(ember.compile(model, "host", passes=passes).run(feeds), want)
 
 
 @pytest.mark.parametrize("case", sorted(CONVS))
 def test_conv3d_matches_onnxruntime(case):
-    _check_everywhere(_conv_model(CONVS[case], bias=case != "plain"), "conv3d")
+    _check_everywhere(_conv_model(CONVS[case], bias=case != "plain"), "conv3d", case)
 
 
 @pytest.mark.parametrize("case", sorted(TRANSPOSED))
 def test_conv3d_transpose_matches_onnxruntime(case):
-    _check_everywhere(_conv_model(TRANSPOSED[case], case != "plain", "ConvTranspose"), "conv3d_transpose")
+    _check_everywhere(_conv_model(TRANSPOSED[case], case != "plain", "ConvTranspose"), "conv3d_transpose", case)
 
 
 @pytest.mark.parametrize("case", sorted(POOLS))
 def test_pool3d_matches_onnxruntime(case):
     op, attrs = POOLS[case]
-    _check_everywhere(_pool_model(op, attrs), "max_pool3d" if op == "MaxPool" else "avg_pool3d")
+    _check_everywhere(_pool_model(op, attrs), "max_pool3d" if op == "MaxPool" else "avg_pool3d", case)
 
 
 def test_r3d_runs_as_2d_kernels_with_batch_norms_folded():
