@@ -63,7 +63,7 @@ def _emit_spatial(m, n, op: str, inputs: list, attrs: dict, one_d: bool) -> list
     return m.emit("squeeze", [m.emit1(op, inputs, attrs)], {"axes": [2]}, _outs(n, 1))
 
 
-@onnx_op("Conv")
+@onnx_op("Conv", "ConvTranspose")
 def _conv(m, n):
     x, w, b = (m.ins(n) + [None])[:3]
     at, x4 = _spatial(m, n, x, volumes=True)
@@ -71,44 +71,29 @@ def _conv(m, n):
     dims = x4.rank - 2
     strides = at.get("strides", [1] * dims)
     dil = at.get("dilations", [1] * dims)
-    kernel = at.get("kernel_shape", list(w.shape[2:]))
-    attrs = {
-        "strides": strides,
-        "dilations": dil,
-        "group": at.get("group", 1),
-        "pads": _auto_pads(at, x4, kernel, strides, dil),
-    }
-    return _emit_spatial(m, n, "conv3d" if dims == 3 else "conv2d", [x4, w, b], attrs, x4 is not x)
-
-
-@onnx_op("ConvTranspose")
-def _conv_transpose(m, n):
-    x, w, b = (m.ins(n) + [None])[:3]
-    at, x4 = _spatial(m, n, x, volumes=True)
-    w = w if x4 is x else _unit_height(m, w)
-    dims = x4.rank - 2
-    strides = at.get("strides", [1] * dims)
-    dil = at.get("dilations", [1] * dims)
-    out_pad = list(at.get("output_padding", [0] * dims))
-    pads = list(at.get("pads", [0] * 2 * dims))
-    mode = at.get("auto_pad", "NOTSET")
-    if "output_shape" in at or mode in ("SAME_UPPER", "SAME_LOWER"):
-        want = at.get("output_shape") or [d * s for d, s in zip(x4.shape[2:], strides)]
-        want = list(want)[-dims:]
-        pads = [0] * 2 * dims
-        for i in range(dims):
-            total = strides[i] * (x4.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
-            lo = total // 2 if mode == "SAME_UPPER" else total - total // 2
-            pads[i], pads[i + dims] = lo, total - lo
-    attrs = {
-        "strides": strides,
-        "dilations": dil,
-        "group": at.get("group", 1),
-        "pads": pads,
-        "output_padding": out_pad,
-    }
-    op = "conv3d_transpose" if dims == 3 else "conv2d_transpose"
+    attrs = {"strides": strides, "dilations": dil, "group": at.get("group", 1)}
+    if n.op == "Conv":
+        attrs["pads"] = _auto_pads(at, x4, at.get("kernel_shape", list(w.shape[2:])), strides, dil)
+    else:
+        attrs["output_padding"] = list(at.get("output_padding", [0] * dims))
+        attrs["pads"] = _transposed_pads(at, x4, w, attrs)
+    op = f"conv{dims}d" + ("" if n.op == "Conv" else "_transpose")
     return _emit_spatial(m, n, op, [x4, w, b], attrs, x4 is not x)
+
+
+def _transposed_pads(at: dict, x, w, attrs: dict) -> list[int]:
+    """A ConvTranspose's pads: as given, or split from the output_shape (or auto_pad's input x stride) it asks for."""
+    dims, mode = x.rank - 2, at.get("auto_pad", "NOTSET")
+    if "output_shape" not in at and mode not in ("SAME_UPPER", "SAME_LOWER"):
+        return list(at.get("pads", [0] * 2 * dims))
+    strides, dil, out_pad = attrs["strides"], attrs["dilations"], attrs["output_padding"]
+    want = list(at.get("output_shape") or [d * s for d, s in zip(x.shape[2:], strides)])[-dims:]
+    pads = [0] * 2 * dims
+    for i in range(dims):
+        total = strides[i] * (x.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
+        lo = total // 2 if mode == "SAME_UPPER" else total - total // 2
+        pads[i], pads[i + dims] = lo, total - lo
+    return pads
 
 
 @onnx_op("MaxPool", "AveragePool")
@@ -129,7 +114,7 @@ def _pool(m, n):
     }
     if n.op == "AveragePool":
         attrs["count_include_pad"] = at.get("count_include_pad", 0)
-    op = ("max_pool" if n.op == "MaxPool" else "avg_pool") + ("3d" if len(kernel) == 3 else "2d")
+    op = ("max_pool" if n.op == "MaxPool" else "avg_pool") + f"{x4.rank - 2}d"
     return _emit_spatial(m, n, op, [x4], attrs, x4 is not x)
 
 

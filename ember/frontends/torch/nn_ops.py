@@ -39,26 +39,21 @@ def _convolution(m, a):
     """2-D and 3-D convolutions; a 1-D one (rank-3 input) runs as a 2-D one over a unit height, as the ONNX import
     runs it."""
     x, w = a["input"], a["weight"]
-    if x.rank == 5:
-        stride, dilation, padding = (_pairs(a[k], "convolution", 3) for k in ("stride", "dilation", "padding"))
-        attrs = {"strides": stride, "dilations": dilation, "pads": padding * 2, "group": a["groups"]}
-        if a["transposed"]:
-            attrs["output_padding"] = _pairs(a["output_padding"], "convolution", 3)
-        return m.emit1("conv3d_transpose" if a["transposed"] else "conv3d", [x, w, a["bias"]], attrs)
+    keys = ("stride", "dilation", "padding", "output_padding")
     one_d = x.rank == 3
     if one_d:
         x, w = (m.emit1("unsqueeze", [v], {"axes": [2]}) for v in (x, w))
-        pairs = {k: (1 if k in ("stride", "dilation") else 0, _as_1d(a[k], "convolution"))
-                 for k in ("stride", "dilation", "padding", "output_padding")}  # fmt: skip
+        per_axis = {k: [1 if k in ("stride", "dilation") else 0, _as_1d(a[k], "convolution")] for k in keys}
+    elif x.rank in (4, 5):
+        per_axis = {k: _pairs(a[k], "convolution", x.rank - 2) for k in keys}
     else:
-        _rank4(x, "convolution")
-        pairs = {k: _pairs(a[k], "convolution") for k in ("stride", "dilation", "padding", "output_padding")}
-    ph, pw = pairs["padding"]
-    attrs = {"strides": list(pairs["stride"]), "dilations": list(pairs["dilation"]), "group": a["groups"]}
-    attrs["pads"] = [ph, pw, ph, pw]
+        raise EmberError(f"only 1-D, 2-D and 3-D convolution is supported, got a rank-{x.rank} input")
+    attrs = {"strides": per_axis["stride"], "dilations": per_axis["dilation"], "group": a["groups"]}
+    attrs["pads"] = per_axis["padding"] * 2
     if a["transposed"]:
-        attrs["output_padding"] = list(pairs["output_padding"])
-    y = m.emit1("conv2d_transpose" if a["transposed"] else "conv2d", [x, w, a["bias"]], attrs)
+        attrs["output_padding"] = per_axis["output_padding"]
+    op = f"conv{x.rank - 2}d" + ("_transpose" if a["transposed"] else "")
+    y = m.emit1(op, [x, w, a["bias"]], attrs)
     return m.emit1("squeeze", [y], {"axes": [2]}) if one_d else y
 
 
