@@ -248,12 +248,17 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
 
 
 def _vectorize_tail(sch: s_tir.Schedule, block: SBlockRV, lanes: int) -> None:
-    """Vectorize the epilogue's channel loop by `lanes` int32 lanes when its extent is a constant (a partial
-    channel block is not): a 24-lane vector of int64 products was scalarized into inserts and extracts."""
+    """Vectorize the epilogue's channel loop by at most `lanes` int32 lanes, a power of two dividing its extent,
+    when the extent is a constant (a partial channel block is not): a 24-lane vector of int64 products was
+    scalarized into inserts and extracts. With AVX-512's 16 lanes, 3 channel blocks (24) take 8: MobileNetV2's
+    1x1 expansions had run 4.5x as long as with AVX2's 8."""
     loop: LoopRV = sch.get_loops(block)[-1]
     if not isinstance(sch.get(loop).extent, tirx.IntImm):
         return
-    if extent(sch, loop) > lanes and extent(sch, loop) % lanes == 0:
+    n = extent(sch, loop)
+    while lanes > 1 and n % lanes:
+        lanes //= 2
+    if n > lanes > 1:
         _, loop = sch.split(loop, factors=[None, lanes])
     sch.vectorize(loop)
 
