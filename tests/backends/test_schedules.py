@@ -12,10 +12,10 @@ import tvm
 from onnx import helper, numpy_helper
 
 import ember
-from ember.backends.tvm import schedules
+from ember.backends.tvm import schedules, targets
 from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.schedules.common import vector_factor
-from ember.backends.tvm.schedules.contraction import ACCUMULATOR_REGISTERS, lane_tile, row_factor
+from ember.backends.tvm.schedules.contraction import ACCUMULATOR_REGISTERS, lane_tile, register_width, row_factor
 from ember.backends.tvm.schedules.conv2d import Conv2D
 from ember.backends.tvm.schedules.dense import Dense
 from ember.backends.tvm.targets import resolve
@@ -92,8 +92,36 @@ def test_pointwise_conv_tiles_channels_that_are_no_multiple_of_two_vectors():
     (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
     lanes = schedules.vector_bits(resolve("host").target) // 32
     tile = lane_tile(40, lanes)
-    assert f"T.vectorized(T.int64({lanes if tile // lanes in (3, 5) else tile}))" in text
-    assert tile // lanes not in (3, 5) or f"T.unroll(T.int64({tile // lanes}))" in text
+    width = register_width(tile, lanes)  # AVX2: whole registers; AVX-512: half ones
+    assert f"T.vectorized(T.int64({width if tile // width in (3, 5) else tile}))" in text
+    assert tile // width not in (3, 5) or f"T.unroll(T.int64({tile // width}))" in text
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
+@pytest.fixture
+def avx512(monkeypatch) -> str:
+    """A named AVX-512 target (compiled for, not run: the host may lack AVX-512)."""
+    spec = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}
+    monkeypatch.setitem(targets.NAMED, "x86-avx512", (spec, "cpu", "an x86 CPU with AVX-512"))
+    return "x86-avx512"
+
+
+def test_avx512_lane_tiles_are_whole_or_half_registers(avx512):
+    """1000 output channels (SqueezeNet's classifier) with AVX-512's 16 float lanes: no tile of two or one
+    vectors divides 1000, and the lanes were 25 (a vector of 16, one of 8 and a scalar; the kernel ran 13x
+    as long as with AVX2's 8 lanes). They are 5 half registers now, as AVX2 takes 5 whole ones."""
+    assert (vector_factor(1000, 16), lane_tile(1000, 16)) == (8, 40)
+    assert (vector_factor(1000, 8), lane_tile(1000, 8)) == (8, 40)
+    assert vector_factor(36, 8) == vector_factor(36, 16) == 12  # 3 half or quarter registers, as before
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"])
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((1000, 32, 1, 1)), rng.standard_normal(1000)
+    inits = {"w": w.astype("float32"), "b": b.astype("float32")}
+    model = make_model([conv], [("x", [1, 32, 13, 13])], [("y", None)], inits, opset=13)
+    (text,) = [t for name, t in scheduled_kernels(model, avx512).items() if "conv2d" in name]
+    assert "T.vectorized(T.int64(25))" not in text
+    assert "T.unroll(T.int64(5))" in text and "T.vectorized(T.int64(8))" in text
     feeds = random_feeds(model)
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
@@ -108,8 +136,9 @@ def test_conv_over_half_vectors_of_channels_unrolls_half_vector_registers():
     (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
     lanes = schedules.vector_bits(resolve("host").target) // 32
     if 36 % lanes:
+        width = register_width(12, lanes)  # AVX2: half registers; AVX-512: quarter ones
         update = text[: text.index('T.sblock("conv2d_nhwc_update")')].splitlines()[-5:]
-        assert "T.unroll(T.int64(3))" in update[-3] and f"T.vectorized(T.int64({lanes // 2}))" in update[-2]
+        assert "T.unroll(T.int64(3))" in update[-3] and f"T.vectorized(T.int64({width}))" in update[-2]
     feeds = random_feeds(model)
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
@@ -340,8 +369,8 @@ def test_tiny_contractions_run_on_one_thread():
 def test_attention_kernel_is_parallel_over_query_rows_and_vectorized():
     """Scores, softmax (its row max and sum as lane-wise partials) and P V each vectorize inside one parallel
     loop (the model's values are checked against onnxruntime above, at a sequence length the partials do
-    not divide too)."""
-    text = kernel_named(scheduled_kernels(bert_layer(hidden=64, heads=4, seq=16)), "attention")
+    not divide too). 32 keys: a row of several vectors with AVX-512 too."""
+    text = kernel_named(scheduled_kernels(bert_layer(hidden=64, heads=4, seq=32)), "attention")
     assert "T.parallel(" in text
     stages = ("T_batch_matmul_NT_update", "T_softmax_maxelem_rf_update", "T_softmax_exp", "T_softmax_expsum_rf_update")
     for stage in (*stages, "T_batch_matmul_NN_update"):

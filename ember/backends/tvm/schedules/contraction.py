@@ -128,8 +128,10 @@ def schedule_contraction(
 
 def register_width(n: int, lanes: int) -> int:
     """Lanes per register for a tile of n lanes: the full width where it divides n, else half of it where that
-    does (12 floats: 3 xmm registers), else n (one vector LLVM pads)."""
-    return next((w for w in (lanes, lanes // 2) if w > 1 and n % w == 0), n)
+    does (12 floats with AVX2: 3 xmm registers), else a quarter of an AVX-512 register (12 floats: 3 xmm, not
+    one zmm LLVM pads), else n (one vector LLVM pads)."""
+    widths = (w for w in (lanes, lanes // 2, lanes // 4) if w >= min(4, lanes // 2))
+    return next((w for w in widths if w > 1 and n % w == 0), n)
 
 
 def vectorize_by_registers(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> None:
@@ -183,14 +185,15 @@ def relayout(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], index: Callable[
 
 def lane_tile(n: int, lanes: int, one_vector: bool = False) -> int:
     """Lanes of the register tile along an axis of length n: two vectors where they divide n; else the
-    widest of 5 or 3 vectors that divides it (1000 = 25 x 40), which load each input once per 3-5 weight
-    vectors, where a single vector (8 rows x 1) needs one broadcast per FMA. `one_vector`: one where it divides."""
+    widest of 5 or 3 vectors (or half vectors, where only those divide n) that divides it (1000 = 25 x 40),
+    which load each input once per 3-5 weight vectors, where a single vector (8 rows x 1) needs one broadcast
+    per FMA. `one_vector`: one where it divides."""
     if one_vector and n % lanes == 0:
         return lanes
     factor = vector_factor(n, lanes)
-    if factor != lanes:
+    if factor not in (lanes, lanes // 2):
         return factor
-    return next((v * lanes for v in (5, 3) if n % (v * lanes) == 0), factor)
+    return next((v * factor for v in (5, 3) if n % (v * factor) == 0), factor)
 
 
 def row_factor(n: int, limit: int, exact: bool = False) -> int:
