@@ -210,7 +210,7 @@ def test_per_axis_dequantize():
 
 
 def test_per_tensor_dequantize_has_immediate_scale_and_fuses_into_residual_add():
-    """A ResNet residual (dequantize both branches, add, ReLU) is one exact kernel whose scales and zero points
+    """A ResNet residual (dequantize both branches, add, ReLU) is one kernel whose scales and zero points
     are immediates: as 0-d Relax constants (buffers the kernel loads) it took 0.50-0.67 ms at 56x56x256, 2 threads,
     vs 0.32-0.34 ms."""
     g = Graph("residual")
@@ -221,7 +221,10 @@ def test_per_tensor_dequantize_has_immediate_scale_and_fuses_into_residual_add()
     art = ember.compile(g, "host", passes="")
     assert count_kernels(art.executable) == 1
     feeds = {k: rng.integers(0, 256, (1, 6, 6, 16)).astype(np.uint8) for k in "ab"}
-    _check_exact(g, art.run(feeds)[g.outputs[0].name], feeds)
+    want = ir.interpret(g, feeds)[g.outputs[0].name]
+    # tolerance: one ulp of the larger term (|a - 120| * 0.05 < 16): LLVM contracts a scale and the add into one
+    # FMA, rounded once, where the kernel's vectors stay in registers
+    np.testing.assert_allclose(art.run(feeds)[g.outputs[0].name], want, rtol=0, atol=2**-20)
 
 
 def test_residual_qadd_runs_in_the_int8_conv_epilogue_and_dequantize_does_not():

@@ -126,6 +126,20 @@ def test_avx512_lane_tiles_are_whole_or_half_registers(avx512):
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
 
+def test_avx512_register_tiles_are_stack_arrays(avx512):
+    """An AVX-512 register tile reaches TVM's 1 KiB stack limit (16 accumulators of 64 bytes), over which
+    LowerTVMBuiltin allocated it with TVMBackendAllocWorkspace once per parallel iteration; the stack_arrays pass
+    keeps it on the stack (MobileNetV2 fp32 had 16 such kernels)."""
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((64, 64, 3, 3)).astype("float32"), "b": rng.standard_normal(64).astype("float32")}
+    model = make_model([conv], [("x", [1, 64, 28, 28])], [("y", None)], inits, opset=13)
+    art = ember.compile(model, avx512, winograd=False)
+    ir_text = "\n".join(sub.inspect_source("ll") for sub in art.executable.mod.imports if sub.kind == "llvm")
+    tasks = re.findall(r"(?ms)^define [^@]*@__tvm_parallel_lambda[\w.]*\(.*?^}", ir_text)
+    assert tasks and not [body for body in tasks if "__TVMBackendAllocWorkspace" in body]
+
+
 def test_conv_over_half_vectors_of_channels_unrolls_half_vector_registers():
     """36 output channels (TC-ResNet8-1.5's 1-D convs) take lane tiles of 12 floats: 1.5 AVX2 vectors, which LLVM
     pads to 16 and shuffles (5.7 GMAC/s). They run as 3 unrolled half-vector registers, and the register rows

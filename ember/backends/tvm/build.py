@@ -10,6 +10,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from ember.backends.tvm import schedules
 from ember.backends.tvm.lower import lower_to_relax
+from ember.backends.tvm.stack_arrays import PIPELINE as CPU_TIR_PIPELINE
 from ember.backends.tvm.targets import TargetSpec, codegen_available
 from ember.errors import EmberError
 from ember.ir.graph import Graph
@@ -53,7 +54,10 @@ def build(graph: Graph, spec: TargetSpec, mod: tvm.IRModule | None = None, sched
         )
     mod = lower_to_relax(graph, spec.device) if mod is None else mod
     try:
-        return tvm.compile(mod, spec.target, relax_pipeline=relax_pipeline(spec, schedule, tuned))
+        tir_pipeline = CPU_TIR_PIPELINE if spec.device == "cpu" else "default"
+        return tvm.compile(
+            mod, spec.target, relax_pipeline=relax_pipeline(spec, schedule, tuned), tir_pipeline=tir_pipeline
+        )
     except (RuntimeError, ValueError, TypeError, AssertionError) as e:  # tvm_ffi's, and dlight's asserts
         last = (str(e).strip().splitlines() or [f"{type(e).__name__} in TVM's schedule rules"])[-1][:300]
         raise EmberError(f"TVM failed to compile for '{spec.name}': {last}", hint=_hint(graph, spec)) from None
