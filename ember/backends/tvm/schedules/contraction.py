@@ -24,7 +24,7 @@ from ember.backends.tvm.schedules.common import (
 from ember.backends.tvm.schedules.prefetch import masked, prefetch_epilogue
 
 K_CHUNK = 256  # reduction steps per pass over the rows of a cache-blocked contraction
-ACCUMULATOR_REGISTERS = {512: 24, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
+ACCUMULATOR_REGISTERS = {512: 16, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
 SMALL_REDUCTION = 32  # inputs per output at most, for padding to be computed inline
 PREPACK = "meta_schedule.layout_rewrite_preproc"  # the block annotation SplitLayoutRewritePreproc moves out
 MIN_PARALLEL_WORK = 1 << 17  # with 256-bit vectors; below this (common.work) a thread-pool launch costs more
