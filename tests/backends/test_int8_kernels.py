@@ -244,9 +244,12 @@ def test_residual_qadd_runs_in_the_int8_conv_epilogue_and_dequantize_does_not():
 
 
 @pytest.mark.skipif(not llvm_cpu_has_features("avx2", resolve("host").target), reason="host has no AVX2")
-def test_u8_layers_use_vpmaddubsw_and_wide_weights_do_not():
-    """The u8 conv and dense kernels are tensorized; the conv whose weights exceed the int16 pair limit is not."""
-    art = ember.compile(network("u8"), "host", passes="")
+def test_u8_layers_use_vpmaddubsw_and_wide_weights_do_not(monkeypatch):
+    """On AVX2 without VNNI (compiled for, whatever the host has) the u8 conv and dense kernels are tensorized;
+    the conv whose weights exceed the int16 pair limit is not."""
+    spec = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}
+    monkeypatch.setitem(targets.NAMED, "x86-avx2", (spec, "cpu", "an x86 CPU with AVX2"))
+    art = ember.compile(network("u8"), "x86-avx2", passes="")
     asm = _asm(art)
     kernels = _kernels(asm)
     with_dot = [name for name, body in kernels.items() if "vpmaddubsw" in body]
