@@ -113,7 +113,8 @@ def test_avx512_lane_tiles_are_whole_or_half_registers(avx512):
     as long as with AVX2's 8 lanes). They are 5 half registers now, as AVX2 takes 5 whole ones."""
     assert (vector_factor(1000, 16), lane_tile(1000, 16)) == (8, 40)
     assert (vector_factor(1000, 8), lane_tile(1000, 8)) == (8, 40)
-    assert vector_factor(36, 8) == vector_factor(36, 16) == 12  # 3 half or quarter registers, as before
+    assert vector_factor(36, 8) == vector_factor(36, 16) == 4  # one xmm, and tiles of 3 of them as before
+    assert lane_tile(36, 8) == lane_tile(36, 16) == 12
     conv = helper.make_node("Conv", ["x", "w", "b"], ["y"])
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((1000, 32, 1, 1)), rng.standard_normal(1000)

@@ -85,20 +85,18 @@ def vector_factor(n: int, lanes: int) -> int:
     predicate in the loop, which TVM's vectorizer turns back into scalar code. Bytes (32 lanes and more) take
     the largest power of two dividing n: LLVM moved an int8 conv's padded input copy over 48 or 144 channels,
     vectorized 48 wide, one byte at a time (270 vpextrb/vpinsrb); 16 wide it is vector code, and those convs
-    took 0.95x the time (in-process A/B, 2 threads). Otherwise a multiple of a half or quarter register that
-    divides n: with AVX-512's 16 float lanes, 1000 channels took 25 lanes (16 + 8 + 1, the last one scalar),
-    and SqueezeNet's last conv ran 13x as long as with AVX2's 8."""
+    took 0.95x the time (in-process A/B, 2 threads). Otherwise a half or quarter register that divides n: with
+    AVX-512's 16 float lanes, 1000 channels took 25 lanes (16 + 8 + 1, the last one scalar) and SqueezeNet's
+    last conv ran 13x as long as with AVX2's 8; a 24-channel max pool, one 24-lane vector, 3.3x."""
     for width in (2 * lanes, lanes):
         if n % width == 0:
             return width
     if lanes >= 32 and n & -n >= 4:
         return n & -n
-    if n <= 2 * lanes:
-        return n
     part = next((w for w in (lanes // 2, lanes // 4) if w >= 4 and n % w == 0), None)
-    if part is None:
-        return divisor_at_most(n, 2 * lanes)
-    return max(d for d in range(part, 2 * lanes + 1, part) if n % d == 0)
+    if part is not None:
+        return part
+    return n if n <= 2 * lanes else divisor_at_most(n, 2 * lanes)
 
 
 def divisor_at_most(n: int, limit: int) -> int:

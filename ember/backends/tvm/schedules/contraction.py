@@ -185,13 +185,13 @@ def relayout(sch: s_tir.Schedule, blocks: tuple[SBlockRV, ...], index: Callable[
 
 def lane_tile(n: int, lanes: int, one_vector: bool = False) -> int:
     """Lanes of the register tile along an axis of length n: two vectors where they divide n; else the
-    widest of 5 or 3 vectors (or half vectors, where only those divide n) that divides it (1000 = 25 x 40),
+    widest of 5 or 3 vectors (or half or quarter ones, where only those divide n) that divides it (1000 = 25 x 40),
     which load each input once per 3-5 weight vectors, where a single vector (8 rows x 1) needs one broadcast
     per FMA. `one_vector`: one where it divides."""
     if one_vector and n % lanes == 0:
         return lanes
     factor = vector_factor(n, lanes)
-    if factor not in (lanes, lanes // 2):
+    if factor not in (lanes, lanes // 2, lanes // 4) or factor < 4:
         return factor
     return next((v * factor for v in (5, 3) if n % (v * factor) == 0), factor)
 
