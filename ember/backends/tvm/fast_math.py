@@ -6,9 +6,10 @@ IEEE's results at the edges kept: inf and NaN in and out, exp's zeros and subnor
 from __future__ import annotations
 
 import tvm
-import tvm_ffi
 from tvm import ir, tirx
 from tvm.ir import IRModule
+
+from ember.backends.tvm.calls import map_kernel_bodies
 
 F32 = "float32"
 LOG2E = 1.44269504088896341
@@ -131,9 +132,4 @@ def _rewrite(call: ir.Call) -> tirx.PrimExpr:
 @tvm.transform.module_pass(opt_level=0, name="VectorMath")
 def vector_math(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
     """Every float32 exp, log, tanh, sigmoid and erf call in the module's kernels in its vector form."""
-    for gv, func in mod.functions.items():
-        if isinstance(func, tirx.PrimFunc):
-            body = tvm_ffi.structural_map(func.body, [(ir.Call, _rewrite)])
-            if not body.same_as(func.body):
-                mod.update_func(gv, func.with_body(body))
-    return mod
+    return map_kernel_bodies(mod, [(ir.Call, _rewrite)])

@@ -8,10 +8,11 @@ stack arrays. In registers, LLVM contracts a multiply and a later add into one F
 from __future__ import annotations
 
 import tvm
-import tvm_ffi
 from tvm import tirx
 from tvm.ir import IRModule
 from tvm.tirx import compilation_pipeline
+
+from ember.backends.tvm.calls import map_kernel_bodies
 
 PIPELINE = "ember_cpu"
 KEEP_ON_STACK = "disable_lower_builtin"  # LowerTVMBuiltin leaves an allocation annotated so as a stack array
@@ -34,12 +35,7 @@ def _on_stack(node: tirx.AllocBuffer) -> tirx.AllocBuffer:
 @tvm.transform.module_pass(opt_level=0, name="StackArrays")
 def stack_arrays(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
     """Every constant-size global buffer of at most MAX_STACK_ARRAY bytes in the module's kernels a stack array."""
-    for gv, func in mod.functions.items():
-        if isinstance(func, tirx.PrimFunc):
-            body = tvm_ffi.structural_map(func.body, [(tirx.AllocBuffer, _on_stack)])
-            if not body.same_as(func.body):
-                mod.update_func(gv, func.with_body(body))
-    return mod
+    return map_kernel_bodies(mod, [(tirx.AllocBuffer, _on_stack)])
 
 
 def _ember_cpu_pipeline():
