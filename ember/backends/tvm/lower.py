@@ -54,15 +54,18 @@ def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> 
     syms: dict[str, tvm.tirx.Var] = {}
     params = [relax.Var(v.name, _struct(v, syms)) for v in graph.inputs]
     lowering = Lowering(bb, device, winograd)
-    env: dict[int, relax.Expr] = {id(v): p for v, p in zip(graph.inputs, params)}
+    env = lowering.values
+    env.update({id(v): p for v, p in zip(graph.inputs, params)})
+    absorbed = lowering.plan_absorbed(graph)
 
     def arg(v: Value | None):
-        return lowering.operand(env, v)
+        absorbed_output = v is not None and v.producer is not None and id(v.producer) in absorbed
+        return None if absorbed_output else lowering.operand(env, v)
 
     try:  # the dataflow scope opens a block on its way out of an error; left open, TVM warns when bb is freed
         with bb.function("main", params):
             with bb.dataflow():
-                for node in graph.nodes:
+                for node in (n for n in graph.nodes if id(n) not in absorbed):
                     try:
                         rule = RULES.get(node.op, Lowering.decomposed)  # a composite without a rule of its own
                         result = _empty(lowering, node) or rule(lowering, node, [arg(v) for v in node.inputs])

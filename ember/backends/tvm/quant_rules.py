@@ -5,8 +5,10 @@ weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output c
 the block one dot-product instruction consumes (x86 vpmaddubsw + vpmaddwd, ARM sdot on half of it). The input
 zero point is folded into the bias (sum((x - zp) * w) = sum(x * w) - zp * sum(w)); padding is filled with zp so
 it contributes nothing. A conv over a few input channels (not a multiple of 4: a model's first conv) blocks its
-flattened rows instead of its channels (_row_conv). Grouped and depthwise convolutions use a plain int32
-contraction that the Conv2D-style blocking vectorizes along channels. Requantization runs in the same kernel
+flattened rows instead of its channels (_row_conv), and quantizes its float input as it pads it where nothing else
+reads the quantize (ABSORBS), reading channels first rather than after convert-layout's transpose where that costs no
+more blocks (_channel_rows_conv): a kernel and a pass over the image fewer. Grouped and depthwise convolutions use a
+plain int32 contraction that the Conv2D-style blocking vectorizes along channels. Requantization runs in the same kernel
 (ember.backends.tvm.requantize): every conv/dense accumulator starts from the bias where the weights prove the
 int32 form exact, else the bias is added premultiplied, in int64, after the multiply."""
 
@@ -22,8 +24,9 @@ from tvm.relax.utils import gen_call_tir_inputs
 
 from ember.backends.tvm.calls import INJECTIVE, OPAQUE, OUT_ELEMWISE_FUSABLE
 from ember.backends.tvm.requantize import requant_terms, requantize, starts_from_added
-from ember.backends.tvm.rules import rule
+from ember.backends.tvm.rules import absorbs, rule
 from ember.ir import dtypes
+from ember.ir.graph import Graph, Node
 
 LANES, DEPTH = 8, 4  # output channels x input channels per packed weight block
 PAIR_LIMIT = 128  # |w0| + |w1| up to this keeps u8 x s8 pairs inside vpmaddubsw's int16: 255 * 128 < 2^15
@@ -38,21 +41,27 @@ ROW_ALIGN = 32  # bytes: a flattened input row (_row_conv) padded to whole vecto
 def _quantize(L, n, a):
     """round(x / scale) + zp, clipped, NaN to zp; in TE so the 0.0 NaN maps to is an immediate (as a Relax
     constant it became a 0-d buffer, whose load TVM's vectorizer scalarized, with every fused op around it)."""
-    info = np.iinfo(dtypes.to_numpy(n.output.dtype))
-    scale, zp, lo, hi = (
-        tirx.const(float(np.float32(v)), "float32")
-        for v in (n.attrs["scale"], n.attrs["zero_point"], info.min, info.max)
-    )
-    out_dtype = dtypes.to_tvm(n.output.dtype)
+    quantized = _quantizer(n.attrs)
 
     def quantize(x):
-        def element(*i):
-            v = tirx.Select(tirx.isnan(x[i]), tirx.const(0.0, "float32"), x[i])
-            return tirx.max(tirx.min(tirx.nearbyint(v / scale) + zp, hi), lo).astype(out_dtype)
-
-        return te.compute(x.shape, element, name="quantize")
+        return te.compute(x.shape, lambda *i: quantized(x[i]), name="quantize")
 
     return L.bb.emit_te(quantize, _bound(L, a[0]), primfunc_name_hint="quantize")
+
+
+def _quantizer(attrs):
+    """The quantize op's element function (attrs: its scale, zero_point, dtype): float32 expression -> integer."""
+    info = np.iinfo(dtypes.to_numpy(attrs["dtype"]))
+    scale, zp, lo, hi = (
+        tirx.const(float(np.float32(v)), "float32") for v in (attrs["scale"], attrs["zero_point"], info.min, info.max)
+    )
+    out_dtype = dtypes.to_tvm(attrs["dtype"])
+
+    def quantized(x):
+        v = tirx.Select(tirx.isnan(x), tirx.const(0.0, "float32"), x)
+        return tirx.max(tirx.min(tirx.nearbyint(v / scale) + zp, hi), lo).astype(out_dtype)
+
+    return quantized
 
 
 def _along(values, axis: int, ndim: int, dtype) -> np.ndarray:
@@ -156,22 +165,24 @@ def _packed_conv(x, wp, bias, rq, geom, attrs, out_dtype, name):
     )
 
 
-def _row_conv(x, wp, bias, rq, geom, attrs, out_dtype, name):
+def _row_conv(x, wp, bias, rq, geom, attrs, out_dtype, name, quantize=None):
     """NHWC conv over a few input channels, x given as [N, H, W * C] (its rows flattened): output pixel j's
     windows, kw and c together, are the KW * C contiguous bytes from j * SW * C, so the reduction runs over
     them in blocks of 4, zero weights past KW * C, and no channel is padded (C = 3 padded to 4 made the input
-    copy a byte-at-a-time loop). Only the spatial padding is copied, a contiguous run per row."""
+    copy a byte-at-a-time loop). Only the spatial padding is copied, a contiguous run per row; with `quantize`
+    (an absorbed quantize op's element function) x is float and the copy quantizes it."""
     (kh_, kw_, c_, o_), (sh, sw), (dh, _), pads = geom
     n_, h_, row = (int(d) for d in x.shape)
     w_ = row // c_
     oh, ow = _out_size(h_, kh_, sh, dh, pads[0], pads[2]), _out_size(w_, kw_, sw, 1, pads[1], pads[3])
     rb, ob = int(wp.shape[3]), int(wp.shape[0])
     pt, left = pads[0], pads[1] * c_
-    zp = tirx.const(attrs["x_zero_point"], x.dtype)
+    quantize = quantize or (lambda v: v)
+    zp = quantize(tirx.const(0.0, "float32")) if x.dtype == "float32" else tirx.const(attrs["x_zero_point"], x.dtype)
 
     def padded(b, i, r):
         inside = tirx.all(i >= pt, i < pt + h_, r >= left, r < left + row)
-        return tirx.if_then_else(inside, x[b, i - pt, r - left], zp)
+        return tirx.if_then_else(inside, quantize(x[b, i - pt, r - left]), zp)
 
     width = -(-((ow - 1) * sw * c_ + rb * DEPTH) // ROW_ALIGN) * ROW_ALIGN
     xp = te.compute((n_, h_ + pt + pads[2], width), padded, name="qpad")
@@ -188,6 +199,47 @@ def _row_conv(x, wp, bias, rq, geom, attrs, out_dtype, name):
     return _requantized(
         lambda b, i, j, o: acc[b, i, j, o // LANES, o % LANES], (n_, oh, ow, o_), bias, rq, attrs, out_dtype
     )
+
+
+def _channel_rows_conv(x, wp, bias, rq, geom, attrs, out_dtype, name, quantize):
+    """NHWC conv of a float NCHW input over a few channels, quantized as it is padded (a model's first conv: the
+    transpose and quantize before it were a kernel of their own). A channel's image row is contiguous, so the
+    reduction runs over (kh, c, kw in blocks of 4), zero weights past KW; _channel_rows says when that is no
+    more work than _row_conv's blocks."""
+    (kh_, kw_, c_, o_), (sh, sw), (dh, _), pads = geom
+    n_, _, h_, w_ = (int(d) for d in x.shape)
+    oh, ow = _out_size(h_, kh_, sh, dh, pads[0], pads[2]), _out_size(w_, kw_, sw, 1, pads[1], pads[3])
+    kb, ob = int(wp.shape[3]), int(wp.shape[0])
+    pt, pl = pads[0], pads[1]
+    zp = quantize(tirx.const(0.0, "float32"))
+
+    def padded(b, c, i, j):
+        inside = tirx.all(i >= pt, i < pt + h_, j >= pl, j < pl + w_)
+        return tirx.if_then_else(inside, quantize(x[b, c, i - pt, j - pl]), zp)
+
+    width = -(-((ow - 1) * sw + kb * DEPTH) // ROW_ALIGN) * ROW_ALIGN
+    xp = te.compute((n_, c_, h_ + pt + pads[2], width), padded, name="qpad")
+    rkh, rc = te.reduce_axis((0, kh_), "kh"), te.reduce_axis((0, c_), "c")
+    rk, ri = te.reduce_axis((0, kb), "kb"), te.reduce_axis((0, DEPTH), "ki")
+    acc = te.compute(
+        (n_, oh, ow, ob, LANES),
+        lambda b, i, j, oo, oi: te.sum(
+            xp[b, rc, i * sh + rkh * dh, j * sw + rk * DEPTH + ri].astype("int32")
+            * wp[oo, rkh, rc, rk, oi, ri].astype("int32"),
+            axis=[rkh, rc, rk, ri],
+        ),
+        name=name,
+    )
+    return _requantized(
+        lambda b, i, j, o: acc[b, i, j, o // LANES, o % LANES], (n_, oh, ow, o_), bias, rq, attrs, out_dtype
+    )
+
+
+def _channel_rows(kw: int, c: int) -> bool:
+    """Whether a conv over `c` input channels (not a multiple of 4) blocks its reduction as _channel_rows_conv
+    does, (c, kw rounded up to 4), with no more blocks than _row_conv's kw * c rounded up: kw 3 or 7 with 3
+    channels (12 and 24 either way), not a 1x1 conv (12 against 4)."""
+    return c % DEPTH != 0 and c * -(-kw // DEPTH) == -(-kw * c // DEPTH)
 
 
 def _requantized(acc, shape, bias, rq, attrs, out_dtype):
@@ -227,8 +279,9 @@ def _grouped_conv(x, w, bias, rq, geom, attrs, out_dtype, group):
     return _requantized(lambda b, i, j, o: acc[b, i, j, o], (n_, oh, ow, o_), bias, rq, attrs, out_dtype)
 
 
-def _nhwc_qconv(L, n, x, w: np.ndarray):
-    """Emit the NHWC kernel for `x` (a Relax NHWC value) and HWIO weights `w`."""
+def _nhwc_qconv(L, n, x, w: np.ndarray, quantize=None, channels_first: bool = False):
+    """Emit the NHWC kernel for `x` (a Relax NHWC value) and HWIO weights `w`; with `quantize` (the element function
+    of an absorbed quantize op, _quantizer), `x` is the float input, NCHW with `channels_first`."""
     at = n.attrs
     kh, kw, cg, o = w.shape
     out_dtype = dtypes.to_tvm(n.output.dtype)
@@ -239,23 +292,58 @@ def _nhwc_qconv(L, n, x, w: np.ndarray):
     start = starts_from_added(added, out_dtype)
     geom = ((kh, kw, cg, o), tuple(at["strides"]), tuple(at["dilations"]), tuple(at["pads"]))
     kwargs = dict(geom=geom, attrs=at, out_dtype=out_dtype)
-    if packed:
-        rows = cg % DEPTH != 0 and at["dilations"][1] == 1
-        wp = pack_weight(w.reshape(kh, 1, kw * cg, o) if rows else w)
-        name = PACKED if pairs_fit_int16(wp) else PACKED + "_wide"
-        conv = _row_conv if rows else _packed_conv
-        fn = lambda *t: conv(*t[:3], t[3:], name=name, **kwargs)  # noqa: E731
-        if rows:
-            n_, h_ = n.inputs[0].shape[0], n.inputs[0].shape[1 if at["layout"] == "NHWC" else 2]
-            x = L.bb.emit(R.reshape(x, [n_, h_, -1]))
-        return _emit_int8_kernel(L, fn, [x, L.const(wp), bias, *rq_args], "qconv2d", start)
-    fn = lambda *t: _grouped_conv(*t[:3], t[3:], group=at["group"], **kwargs)  # noqa: E731
-    return _emit_int8_kernel(L, fn, [x, L.const(w), bias, *rq_args], "qconv2d", start, channel=_plain_channel)
+    if not packed:
+        fn = lambda *t: _grouped_conv(*t[:3], t[3:], group=at["group"], **kwargs)  # noqa: E731
+        return _emit_int8_kernel(L, fn, [x, L.const(w), bias, *rq_args], "qconv2d", start, channel=_plain_channel)
+    rows = cg % DEPTH != 0 and at["dilations"][1] == 1
+    if channels_first:
+        wp = pack_weight(np.ascontiguousarray(w.transpose(0, 2, 1, 3)))  # [KH, C, KW, O]: KW blocked by 4
+        conv = functools.partial(_channel_rows_conv, quantize=quantize)
+    elif rows:
+        wp = pack_weight(w.reshape(kh, 1, kw * cg, o))
+        conv = functools.partial(_row_conv, quantize=quantize)
+        n_, h_ = n.inputs[0].shape[0], n.inputs[0].shape[1 if at["layout"] == "NHWC" else 2]
+        x = L.bb.emit(R.reshape(x, [n_, h_, -1]))
+    else:
+        wp, conv = pack_weight(w), _packed_conv
+    name = PACKED if pairs_fit_int16(wp) else PACKED + "_wide"
+    fn = lambda *t: conv(*t[:3], t[3:], name=name, **kwargs)  # noqa: E731
+    return _emit_int8_kernel(L, fn, [x, L.const(wp), bias, *rq_args], "qconv2d", start)
+
+
+@absorbs("qconv2d")
+def _absorbed_input(graph: Graph, n: Node, device: str) -> list[Node]:
+    """What a CPU conv over a few channels (a model's first conv) computes as it pads its input, when nothing else
+    reads it: the quantize before it, and the transpose to NHWC before that (convert-layout's) where the conv reads
+    channels first as cheaply (_channel_rows_conv). Otherwise nothing."""
+    at, w = n.attrs, n.inputs[1].const
+    kw, c = w.shape[1:3] if at["layout"] == "NHWC" else (w.shape[3], w.shape[1])
+    q = n.inputs[0].producer
+    if device != "cpu" or at["group"] != 1 or at["dilations"][1] != 1 or c % DEPTH == 0:
+        return []
+    if q is None or q.op != "quantize" or q.attrs["zero_point"] != at["x_zero_point"] or not _only_feeds(graph, q, n):
+        return []
+    if at["layout"] == "NCHW":
+        return [q] if _channel_rows(kw, c) else []
+    t = q.inputs[0].producer
+    if t is not None and t.op == "transpose" and list(t.attrs["perm"]) == [0, 2, 3, 1] and _only_feeds(graph, t, q):
+        return [t, q] if _channel_rows(kw, c) else [q]
+    return [q]
+
+
+def _only_feeds(graph: Graph, producer: Node, consumer: Node) -> bool:
+    return producer.output.users == [consumer] and all(v is not producer.output for v in graph.outputs)
 
 
 @rule("qconv2d")
 def _qconv2d(L, n, a):
     w = n.inputs[1].const
+    if absorbed := L.absorbed.get(id(n)):
+        x, quantize = L.values[id(absorbed[0].inputs[0])], _quantizer(absorbed[-1].attrs)
+        if n.attrs["layout"] == "NHWC":
+            return _nhwc_qconv(L, n, x, w, quantize, channels_first=absorbed[0].op == "transpose")
+        y = _nhwc_qconv(L, n, x, np.ascontiguousarray(w.transpose(2, 3, 1, 0)), quantize, channels_first=True)
+        return R.permute_dims(y, [0, 3, 1, 2])
     if n.attrs["layout"] == "NHWC":
         return _nhwc_qconv(L, n, _bound(L, a[0]), w)
     x = L.bb.emit(R.permute_dims(a[0], [0, 2, 3, 1]))

@@ -13,10 +13,14 @@ from ember.backends.tvm import grouped, winograd
 from ember.errors import EmberError
 from ember.ir import dtypes
 from ember.ir.decompose import decompose
-from ember.ir.graph import Node, Value
+from ember.ir.graph import Graph, Node, Value
 
 Rule = Callable[["Lowering", Node, list], object]
 RULES: dict[str, Rule] = {}
+# op -> the producers of a node of it that its rule computes inside its own kernel (in graph, for a device kind);
+# they are not lowered by themselves, the rule reads their inputs (Lowering.absorbed, Lowering.values)
+Absorbs = Callable[[Graph, Node, str], list[Node]]
+ABSORBS: dict[str, Absorbs] = {}
 
 
 class Lowering:
@@ -26,6 +30,15 @@ class Lowering:
         self.bb = bb
         self.device = device  # the target's device kind ("cpu", "cuda", "opencl", ...): some rules differ by it
         self.winograd = winograd  # 3x3 convs that fit run as Winograd (see winograd.py)
+        self.values: dict[int, relax.Expr] = {}  # lowered values by id(Value)
+        self.absorbed: dict[int, list[Node]] = {}  # id(node) -> the producers its rule computes (ABSORBS)
+
+    def plan_absorbed(self, graph: Graph) -> set[int]:
+        """Record which producers each node's rule absorbs (ABSORBS); returns the ids of the absorbed nodes."""
+        for n in graph.nodes:
+            if n.op in ABSORBS and (producers := ABSORBS[n.op](graph, n, self.device)):
+                self.absorbed[id(n)] = producers
+        return {id(p) for producers in self.absorbed.values() for p in producers}
 
     def const(self, array, dtype: str | None = None) -> relax.Constant:
         arr = np.asarray(array, dtype=None if dtype is None else dtypes.to_numpy(dtype))
@@ -55,6 +68,16 @@ def rule(*ops: str):
     def wrap(fn: Rule) -> Rule:
         for o in ops:
             RULES[o] = fn
+        return fn
+
+    return wrap
+
+
+def absorbs(op: str):
+    """Register the function naming the producers `op`'s rule computes inside its own kernel (ABSORBS)."""
+
+    def wrap(fn: Absorbs) -> Absorbs:
+        ABSORBS[op] = fn
         return fn
 
     return wrap
