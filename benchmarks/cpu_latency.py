@@ -17,9 +17,9 @@ table gives the geometric mean of the two medians (and the ratio in each order).
 keeps its default thread spinning (turning it off made it 16-30% slower here); between turns it is idle.
 "TVM default" is Ember's lowering without Ember's schedules, in NCHW (EMBER_SCHEDULES=0); it is about 10x
 slower, so it is timed on its own, with fewer runs.
-With --tune-trials N, each model is first tuned by `ember tune --trials N` (MetaSchedule, N measurements
-split over the kernels by FLOPs; the budget and tuning time are in the table) into DIR/<model> (kept, so a
-second run with the same DIR reuses it), and "Ember tuned" is `ember compile --tuning-db` on that database,
+With --tune-trials N, each model is first tuned by `ember tune --trials N` (Ember's rule variants for each
+kernel, then MetaSchedule for N measurements split over the kernels by FLOPs; 0: the variants only; the budget
+and tuning time are in the table) into DIR/<model> (kept, so a second run with the same DIR reuses it), and "Ember tuned" is `ember compile --tuning-db` on that database,
 taking turns with the others.
 """
 
@@ -157,14 +157,14 @@ def measure_model(path: str, name: str, tmp: str, args) -> list[str]:
     """One table row: Ember (and tuned) taking turns with onnxruntime, then TVM's default build on its own."""
     engines = {"onnxruntime": "", "ember": ""}
     tuning_s = 0.0
-    if args.tune_trials:
+    if args.tune_trials is not None:
         db = Path(args.tune_dir or tmp) / name
         tuning_s = tune(path, db, args.tune_trials)
         engines["tuned"] = str(db)
     ms, compile_s, orders = in_both_orders(path, engines, args)
     ort_ms = ms["onnxruntime"]
     row = [name, _ms(ms["ember"]), f"{ms['ember'] / ort_ms:.2f}x", orders, f"{compile_s:.1f}"]
-    if args.tune_trials:
+    if args.tune_trials is not None:
         row += [_ms(ms["tuned"]), f"{ms['tuned'] / ort_ms:.2f}x", f"{tuning_s:.0f}" if tuning_s else "reused"]
     tvm_runs = max(3, args.runs // 8)
     tvm_ms = take_turns({"tvm": start_worker(path, "tvm", args.threads)[0]}, tvm_runs, tvm_runs)["tvm"]
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--block", type=int, default=5, help="runs per turn")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--tune-trials", type=int, default=0, help="tune each model first (0: no tuned column)")
+    parser.add_argument("--tune-trials", type=int, help="tune each model first (0: Ember's rule variants only)")
     parser.add_argument("--tune-dir", help="where the tuning databases go (default: a temporary folder)")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,7 +194,7 @@ def main() -> None:
     title = f"host CPU latency, {args.threads} threads, batch 1, {args.runs} runs in turns, both start orders"
     table = Table(title=title)
     cols = ["model", "Ember ms", "Ember/ort", "ort first / Ember first", "compile s"]
-    if args.tune_trials:
+    if args.tune_trials is not None:
         cols += [f"tuned ms ({args.tune_trials} trials)", "tuned/ort", "tuning s"]
     for col in (*cols, "TVM default ms", "TVM/ort", "onnxruntime ms"):
         table.add_column(col, justify="right")

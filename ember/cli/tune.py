@@ -1,4 +1,5 @@
-"""`ember tune`: MetaSchedule tuning of a model's kernels into a database `ember compile --tuning-db` reads."""
+"""`ember tune`: tuning a model's kernels (Ember's rule variants, MetaSchedule) into a database `ember compile
+--tuning-db` reads."""
 
 from __future__ import annotations
 
@@ -32,7 +33,12 @@ def register_tune_command(group: click.Group, handles_errors) -> None:
     @group.command("tune")
     @click.argument("model", type=click.Path(dir_okay=False))
     @click.option("-t", "--target", default="host", show_default=True, help="A CPU target (see 'ember targets').")
-    @click.option("--trials", default=64, show_default=True, help="Measurements in all, split over kernels by FLOPs.")
+    @click.option(
+        "--trials",
+        default=64,
+        show_default=True,
+        help="MetaSchedule measurements, split over kernels by FLOPs, after Ember's rule variants (0: those only).",
+    )
     @click.option("--db", "db_dir", required=True, type=click.Path(file_okay=False), help="Tuning database directory.")
     @click.option(
         "--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape."
@@ -41,7 +47,7 @@ def register_tune_command(group: click.Group, handles_errors) -> None:
     @click.option("--rpc-key", help="Device key at the RPC tracker.")
     @handles_errors
     def tune_cmd(model, target, trials, db_dir, input_shapes, rpc_tracker, rpc_key) -> None:
-        """Tune MODEL's kernels with MetaSchedule into DB; compile with --tuning-db DB to use them."""
+        """Tune MODEL's kernels (Ember's rule variants, then MetaSchedule) into DB; compile with --tuning-db DB."""
         from ember.backends.tvm.quiet import native_stderr_captured
         from ember.backends.tvm.tuned import tune_model
         from ember.backends.tvm.tuning import check_tracker
@@ -59,10 +65,24 @@ def register_tune_command(group: click.Group, handles_errors) -> None:
                 model, target, trials, db_dir, parse_input_shapes(input_shapes), rpc=rpc, progress=report
             )
         for name, t in found.items():
-            use = "db" if t.db_wins else "ember rules"
+            use = "ember rules"
+            if t.db_wins:
+                use = f"rule variant {_knobs(t.variant)}" if t.variant is not None else "metaschedule"
             click.echo(f"  {name[:48]:48} ember {_ms(t.baseline_s)}  tuned {_ms(t.best_s)}  -> {use}")
         trials_done = sum(t.trials for t in found.values())
         click.echo(f"tuned {len(found)} kernels with {trials_done} trials -> {db_dir}/")
+
+
+def _knobs(knobs) -> str:
+    """A rule variant's knobs that differ from the defaults, as name=value."""
+    from dataclasses import fields
+
+    default = type(knobs)()
+    return " ".join(
+        f"{f.name}={getattr(knobs, f.name)}"
+        for f in fields(knobs)
+        if getattr(knobs, f.name) != getattr(default, f.name)
+    )
 
 
 def _ms(seconds: float | None) -> str:

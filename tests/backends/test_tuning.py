@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+import tvm_ffi
 from click.testing import CliRunner
 from onnx import helper
 
@@ -117,4 +118,50 @@ def test_tune_prints_ember_baseline_and_best_tuned_per_kernel(tmp_path):
     result = CliRunner().invoke(cli, ["tune", str(model), "--trials", "1", "--db", str(tmp_path / "db")])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if " ember " in line and " tuned " in line]
-    assert len(rows) == 1 and " ms " in rows[0] and rows[0].rstrip().endswith(("-> db", "-> ember rules"))
+    use = rows[0].rstrip().rsplit(" -> ", 1)[-1] if rows else ""
+    assert len(rows) == 1 and " ms " in rows[0] and use.startswith(("metaschedule", "ember rules", "rule variant "))
+
+
+def test_rule_variants_are_distinct_schedules_that_replay_from_their_traces():
+    """`ember tune` first varies Ember's own rules per kernel (register-tile budget, reduction chunk, cache
+    blocking); a variant is stored as its schedule trace, so each must replay to the kernel it measured."""
+    from tvm import s_tir
+
+    from ember.backends.tvm import tuning, variants
+    from ember.backends.tvm.lower import lower_to_relax
+    from ember.backends.tvm.schedules.common import Knobs
+    from ember.backends.tvm.targets import resolve
+
+    spec = resolve("host")
+    artifact = ember.compile(small_conv(), "host")
+    tasks = [t for t in tuning.extract_tasks(lower_to_relax(artifact.graph, "cpu"), spec) if "conv2d" in t.name]
+    found = variants.candidates(tasks[0].workload, spec.target)
+    assert len(found) >= 2 and found[0].knobs == Knobs()
+    for c in found[1:]:
+        replayed = s_tir.Schedule(tasks[0].workload)
+        c.schedule.trace.apply_to_schedule(replayed, remove_postproc=False)
+        assert not any(tvm_ffi.structural_equal(c.schedule.mod, o.schedule.mod) for o in found if o is not c)
+        assert tvm_ffi.structural_equal(replayed.mod, c.schedule.mod)
+
+
+def test_a_faster_rule_variant_is_recorded_and_compiles_from_the_database(tmp_path, monkeypatch):
+    """A variant measured faster than the default by the margin becomes a tuning record that `--tuning-db`
+    replays (timings made up here: which variant wins on a shared machine is noise for a kernel this small)."""
+    ort = pytest.importorskip("onnxruntime")
+    from ember.backends.tvm import tuned, variants
+
+    def measure(found, *_):
+        for i, c in enumerate(found):
+            c.seconds = [1.0 if i == 0 else 0.5 + 0.01 * i]
+
+    monkeypatch.setattr(variants, "measure", measure)
+    model = tmp_path / "conv.onnx"
+    onnx.save(small_conv(), model)
+    found = tuned.tune_model(str(model), "host", 0, tmp_path / "db")
+    chosen = [t for t in found.values() if t.variant is not None]
+    assert chosen and all(t.best_s == 0.51 and t.baseline_s == 1.0 and t.db_wins for t in chosen)
+    artifact = ember.compile(str(model), tuning_db=tmp_path / "db")
+    assert artifact.metadata["tuning"]["kernels_from_db"] == len(chosen)
+    x = np.random.default_rng(2).standard_normal((1, 8, 12, 12)).astype(np.float32)
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(artifact.run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)

@@ -30,8 +30,7 @@ def relax_pipeline(spec: TargetSpec, schedule: bool | None = None, tuned=None):
     passes = (
         cpu_generic.library_dispatch_passes(target)
         + cpu_generic.legalize_passes(target)
-        + ([tuned.pass_()] if tuned is not None else [])
-        + schedules.schedule_passes(target)
+        + schedules.schedule_passes(target, tuned)
         + cpu_generic.dataflow_lower_passes(target)
         + cpu_generic.finalize_passes(target)
     )

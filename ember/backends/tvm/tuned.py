@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,9 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
-from ember.backends.tvm import tuning
+from ember.backends.tvm import tuning, variants
+from ember.backends.tvm.schedules.common import Knobs
+from ember.backends.tvm.schedules.int8 import registered_intrinsics
 from ember.backends.tvm.targets import TargetSpec
 from ember.errors import EmberError
 
@@ -56,45 +57,15 @@ def _runner(rpc: tuple[str, int, str] | None):
 class TunedTask:
     """What tuning found for one kernel: trials spent, Ember's rule-scheduled time and the best record's."""
 
-    trials: int
+    trials: int  # MetaSchedule's
     baseline_s: float | None
     best_s: float | None
+    variant: Knobs | None = None  # the rule variant (ember.backends.tvm.variants) that gave best_s, if one did
 
     @property
     def db_wins(self) -> bool:
         """Whether `ember compile --tuning-db` takes the record (it has one, and no faster rule baseline)."""
         return self.best_s is not None and (self.baseline_s is None or self.best_s < self.baseline_s)
-
-
-def rule_scheduled(task: tuning.Task, target: tvm.target.Target) -> tvm.IRModule:
-    """The kernel as Ember's schedule rules write it (standalone, so without weight repacking)."""
-    from tvm.s_tir import dlight
-
-    from ember.backends.tvm.schedules import cpu_rules
-
-    copy = tvm.IRModule(dict(task.workload.functions_items()))  # the pass may rewrite its module in place
-    with target:
-        return dlight.ApplyDefaultSchedule(*cpu_rules(target))(copy)
-
-
-def measure_baseline(task: tuning.Task, target: tvm.target.Target, builder, runner) -> float | None:
-    """Mean seconds of Ember's rule schedule for `task`, measured by MetaSchedule's `builder` and `runner`
-    as its trials are (None when it fails to build or run)."""
-    from tvm.s_tir import meta_schedule as ms
-
-    built = builder.build([ms.builder.BuilderInput(rule_scheduled(task, target), target)])[0]
-    if built.error_msg is not None:
-        log.warning(f"Ember's schedule for {task.name} failed to build: {built.error_msg.strip()[-200:]}")
-        return None
-    try:
-        args = ms.arg_info.ArgInfo.from_prim_func(task.workload["main"])
-        runner_input = ms.runner.RunnerInput(built.artifact_path, "cpu", args)  # tune() takes CPU targets only
-        result = runner.run([runner_input])[0].result()
-    finally:
-        shutil.rmtree(Path(built.artifact_path).parent, ignore_errors=True)
-    if result.error_msg is not None or not result.run_secs:
-        return None
-    return sum(float(s) for s in result.run_secs) / len(result.run_secs)
 
 
 def _best_seconds(database, task: tuning.Task) -> float | None:
@@ -116,9 +87,10 @@ def tune(
     strategy: str = "evolutionary",
     cores: int = 2,
 ) -> dict[str, TunedTask]:
-    """Tune a lowered Relax module's kernels for `trials` measurements in all, split over kernels by
-    FLOPs x calls, adding records to the JSON database in `db_dir` and Ember's rule-scheduled time of
-    each tuned kernel to its baselines file; returns what tuning found per kernel."""
+    """Tune a lowered Relax module's kernels: first the variants of Ember's rules for each kernel (variants.py),
+    then MetaSchedule for `trials` measurements in all, split over kernels by FLOPs x calls, adding records to
+    the JSON database in `db_dir` and Ember's rule-scheduled time of each measured kernel to its baselines file;
+    returns what tuning found per kernel (those a variant or MetaSchedule was run for)."""
     from tvm.s_tir import meta_schedule as ms
 
     if spec.device != "cpu":
@@ -128,22 +100,24 @@ def tune(
     budget = tuning.split_budget(tasks, trials)
     target = tuning.tuning_target(spec, cores)
     database = tuning.open_json_database(db_dir, create=True)
-    builder = ms.builder.LocalBuilder(max_workers=1, initializer=tuning.skip_tensor_intrinsics)
+    builder = ms.builder.LocalBuilder(max_workers=1, initializer=tuning.builder_initializer, f_build=tuning.BUILD_FUNC)
     runner = _runner(rpc)
     found: dict[str, TunedTask] = {}
     baselines: dict[int, float] = {}
     for task, n in zip(tasks, budget):
-        if n == 0:
-            continue
-        baseline = measure_baseline(task, target, builder, runner)
+        baseline, variant = variants.search(task, target, builder, runner, database, measure_default=n > 0)
         if baseline is not None:
             baselines[tvm_ffi.structural_hash(task.workload)] = baseline
+        if variant is not None:
+            found[task.name] = TunedTask(0, baseline, variant.median, variant.knobs)
+        if n == 0:
+            continue
         callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
         if progress is not None:
             callbacks.append(_measure_callback(progress, task.name, n))
             progress(task.name, 0, n, None)
         context = ms.TuneContext(
-            mod=task.workload,
+            mod=tuning.search_workload(task.workload["main"]),
             target=target,
             space_generator="post-order-apply",
             search_strategy=strategy,
@@ -162,7 +136,9 @@ def tune(
             cost_model="xgb" if _has_xgboost() else "random",
             measure_callbacks=callbacks,
         )
-        found[task.name] = TunedTask(n, baseline, _best_seconds(database, task))
+        best = _best_seconds(database, task)
+        kept = found.get(task.name)
+        found[task.name] = TunedTask(n, baseline, best, kept.variant if kept and kept.best_s == best else None)
     tuning.write_baselines(db_dir, spec.target, baselines)
     return found
 
@@ -223,17 +199,19 @@ class TunedKernels:
         return cls(db_dir, records, tuning.read_baselines(db_dir, spec.target))
 
     def best_record(self, func: tirx.PrimFunc) -> tuple[tvm.IRModule, object, float] | None:
-        """The database's fastest record for `func` as (workload, trace, mean seconds), or None."""
-        key = tuning.workload(func)
-        for entry in self.records.get(tvm_ffi.structural_hash(key), []):
-            if tvm_ffi.structural_equal(entry[0], key):
-                return entry
-        return None
+        """The database's fastest record for `func` as (workload, trace, mean seconds), or None: a rule variant's
+        (keyed by the kernel as the rules see it) or MetaSchedule's (keyed without its layout-free weights)."""
+        entries = []
+        for key in (tuning.workload(func), tuning.search_workload(func)):
+            entries += [
+                e for e in self.records.get(tvm_ffi.structural_hash(key), []) if tvm_ffi.structural_equal(e[0], key)
+            ]
+        return min(entries, key=lambda e: e[2], default=None)
 
     def rule_is_faster(self, func: tirx.PrimFunc) -> bool:
         """Whether Ember's rule schedule of `func` measured no slower than the database's best record."""
         best = self.best_record(func)
-        baseline = None if best is None else self.baselines.get(tvm_ffi.structural_hash(best[0]))
+        baseline = self.baselines.get(tvm_ffi.structural_hash(tuning.workload(func)))
         return best is not None and baseline is not None and baseline <= best[2]
 
     def schedule(self, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
@@ -244,11 +222,13 @@ class TunedKernels:
         if best is None:
             return None
         key, trace, _ = best
+        registered_intrinsics()  # a record of an int8 rule variant tensorizes with Ember's dot-product intrinsics
         sch = Schedule(key)
         trace.apply_to_schedule(sch, remove_postproc=False)
         scheduled = sch.mod["main"].without_attr("global_symbol")
-        if "global_symbol" in func.attrs:
-            scheduled = scheduled.with_attr("global_symbol", func.attrs["global_symbol"])
+        for attr in ("global_symbol", "layout_free_buffers"):  # the weights a rule variant repacks are split out
+            if attr in func.attrs:
+                scheduled = scheduled.with_attr(attr, func.attrs[attr])
         return scheduled.with_attr("tirx.is_scheduled", True)
 
     def pass_(self) -> tvm.transform.Pass:
@@ -284,8 +264,8 @@ def tune_model(
     from ember.driver import import_model, layout_passes
     from ember.passes import PassManager, parse_pipeline
 
-    if trials < 1:
-        raise EmberError(f"--trials must be at least 1, got {trials}")
+    if trials < 0:
+        raise EmberError(f"--trials must be 0 or more, got {trials}")
     spec = resolve(target)
     graph = import_model(model, input_shapes)
     PassManager(parse_pipeline(2) + layout_passes(spec.layout, 2, None)).run(graph)

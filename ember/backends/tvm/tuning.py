@@ -38,9 +38,12 @@ class Task:
 
 
 def fused_kernels(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
-    """The module as Ember's CPU pipeline has it when schedule rules run: dispatched, legalized, fused."""
+    """The module as Ember's CPU pipeline has it when schedule rules run: dispatched, legalized, fused, its
+    constant weights marked layout-free and its transcendental functions vectorized (schedules.prepare_passes)."""
+    from ember.backends.tvm.schedules import prepare_passes
+
     target = spec.target
-    passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+    passes = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target) + prepare_passes()
     with target:
         return tvm.transform.Sequential(passes)(mod)
 
@@ -49,6 +52,12 @@ def workload(func: tirx.PrimFunc) -> tvm.IRModule:
     """The database key of a kernel, normalized as MetaSchedule's TuneContext normalizes a PrimFunc."""
     func = func.with_attr("global_symbol", "main").with_attr("tirx.noalias", True)
     return tvm.IRModule({"main": func})
+
+
+def search_workload(func: tirx.PrimFunc) -> tvm.IRModule:
+    """The kernel MetaSchedule searches: without its layout-free weights' marks (with them, TVM 0.27's evolutionary
+    search failed in its layout rewrite: "args.size() == initial_indices_orig.size()")."""
+    return workload(func.without_attr("layout_free_buffers"))
 
 
 def extract_tasks(mod: tvm.IRModule, spec: TargetSpec) -> list[Task]:
@@ -66,8 +75,16 @@ def extract_tasks(mod: tvm.IRModule, spec: TargetSpec) -> list[Task]:
         if h in tasks:
             tasks[h].count += calls.get(gv.name_hint, 1)
             continue
-        tasks[h] = Task(gv.name_hint, key, calls.get(gv.name_hint, 1), float(estimate_tir_flops(key)))
+        tasks[h] = Task(gv.name_hint, key, calls.get(gv.name_hint, 1), _flops(key, estimate_tir_flops))
     return list(tasks.values())
+
+
+def _flops(key: tvm.IRModule, estimate) -> float:
+    """TVM's FLOP estimate of a kernel; 0 for one it cannot count (a vectorized exp's Let expressions)."""
+    try:
+        return float(estimate(key))
+    except tvm.error.InternalError:
+        return 0.0
 
 
 def _call_counts(mod: tvm.IRModule) -> dict[str, int]:
@@ -130,8 +147,27 @@ def import_tensor_intrinsics() -> None:
 
 
 def skip_tensor_intrinsics() -> None:
-    """Builder worker initializer: fp32 kernels are built without tensor intrinsics, so skip their import."""
+    """Skip importing TVM's tensor intrinsics in a builder worker: scheduled kernels are built without them."""
     sys.modules.setdefault("tvm.s_tir.tensor_intrin", types.ModuleType("tvm.s_tir.tensor_intrin"))
+
+
+BUILD_FUNC = "ember.tuning.build"
+
+
+def builder_initializer() -> None:
+    """Builder worker initializer: skip TVM's tensor intrinsics and register BUILD_FUNC, which builds a candidate
+    with Ember's TIR pipeline, as a model build does (small arrays on the stack: without it a register tile became
+    a workspace allocation), after dropping the weight repacking a model build does once at compile time (as
+    MetaSchedule's default build does)."""
+    skip_tensor_intrinsics()
+
+    @tvm_ffi.register_global_func(BUILD_FUNC, override=True)
+    def build(mod: tvm.IRModule, target: tvm.target.Target, _params):
+        from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+        from ember.backends.tvm.stack_arrays import PIPELINE
+
+        return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target, PIPELINE)
 
 
 @contextlib.contextmanager

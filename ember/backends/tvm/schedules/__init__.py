@@ -70,14 +70,19 @@ def mark_hand_written(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModul
     return mod
 
 
-def schedule_passes(target: Target) -> list[tvm.transform.Pass]:
-    """Scheduling after fusion: constant weights are marked layout-free so rules may repack them, transcendental
-    functions take their vector forms, and the repacking the rules add is split into functions of the constants
-    alone and folded at compile time."""
+def prepare_passes() -> list[tvm.transform.Pass]:
+    """What runs between fusion and the rules: constant weights are marked layout-free so rules may repack them,
+    and transcendental functions take their vector forms. `ember tune`'s kernels are these functions."""
+    return [mark_constant_arguments, mark_hand_written, vector_math]
+
+
+def schedule_passes(target: Target, tuned=None) -> list[tvm.transform.Pass]:
+    """Scheduling after fusion (prepare_passes, then the rules; kernels a `tuned` database (TunedKernels) has
+    records for take them first), and the repacking the rules add is split into functions of the constants alone
+    and folded at compile time."""
     return [
-        mark_constant_arguments,
-        mark_hand_written,
-        vector_math,
+        *prepare_passes(),
+        *([tuned.pass_()] if tuned is not None else []),
         dlight.ApplyDefaultSchedule(*cpu_rules(target)),
         relax.transform.SplitLayoutRewritePreproc(),
         relax.transform.FoldConstant(),
@@ -93,4 +98,4 @@ def schedule_module(mod: IRModule, target: Target) -> IRModule:
         return tvm.transform.Sequential(passes)(mod)
 
 
-__all__ = ["cpu_rules", "enabled", "schedule_module", "schedule_passes", "vector_bits"]
+__all__ = ["cpu_rules", "enabled", "prepare_passes", "schedule_module", "schedule_passes", "vector_bits"]

@@ -3,7 +3,11 @@ schedule escape, loop-nest queries, and the parallel-and-vectorize schedule of a
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import tvm_ffi
 from tvm import s_tir, tirx
@@ -18,6 +22,29 @@ from tvm.target.codegen import llvm_cpu_has_features
 SCHEDULE_FAILURES = (RuntimeError, ValueError, TypeError, IndexError, AssertionError)
 MIN_PARALLEL_ELEMENTS = 2048  # below this a thread-pool launch costs more than the loop
 OUTPUT_WORK = 8  # what each output's epilogue and store count for, in multiply-adds or reduction steps
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Parameters of the rules that `ember tune` varies per kernel (ember.backends.tvm.variants); the defaults are
+    the rules' own, chosen on whole models."""
+
+    accumulators: int = 0  # vector registers an fp32 register tile accumulates in; 0: the width's default
+    k_chunk: int = 256  # reduction steps per pass over the rows of a cache-blocked contraction
+    small_k: int = 160  # a 1x1 conv over at most this many input channels is not cache-blocked (conv2d.py)
+
+
+KNOBS: ContextVar[Knobs] = ContextVar("ember_schedule_knobs", default=Knobs())  # noqa: B039 (frozen)
+
+
+@contextlib.contextmanager
+def knobs(values: Knobs) -> Iterator[None]:
+    """Schedule under `values` within the block."""
+    token = KNOBS.set(values)
+    try:
+        yield
+    finally:
+        KNOBS.reset(token)
 
 
 def vector_bits(target: Target) -> int:

@@ -12,6 +12,7 @@ from tvm.s_tir.schedule import LoopRV, SBlockRV
 from tvm.tirx.function import IndexMap
 
 from ember.backends.tvm.schedules.common import (
+    KNOBS,
     bound_loops,
     divisor_at_most,
     extent,
@@ -23,7 +24,6 @@ from ember.backends.tvm.schedules.common import (
 )
 from ember.backends.tvm.schedules.prefetch import masked, prefetch_epilogue
 
-K_CHUNK = 256  # reduction steps per pass over the rows of a cache-blocked contraction
 ACCUMULATOR_REGISTERS = {512: 16, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
 SMALL_REDUCTION = 32  # inputs per output at most, for padding to be computed inline
 PREPACK = "meta_schedule.layout_rewrite_preproc"  # the block annotation SplitLayoutRewritePreproc moves out
@@ -84,7 +84,7 @@ def schedule_contraction(
     if blocking.weights_by_lanes:
         prepack_weight(sch, block, blocking.vector_axis, vec_len)
     width = register_width(vec_len, lanes)
-    limit = ACCUMULATOR_REGISTERS[bits] // -(-vec_len // width)
+    limit = (KNOBS.get().accumulators or ACCUMULATOR_REGISTERS[bits]) // -(-vec_len // width)
     rows, row_axis = 1, None
     for axis in blocking.row_axes:
         if row_factor(extent(sch, loops[axis]), limit, blocking.exact_rows) > rows:
@@ -106,7 +106,7 @@ def schedule_contraction(
     reductions = loops[n_spatial:]
     if micro:  # K in chunks outside the register tiles: a chunk of the lane tile's weights stays in L1
         chunk, reductions[-1] = sch.split(
-            reductions[-1], factors=[None, divisor_at_most(extent(sch, reductions[-1]), K_CHUNK)]
+            reductions[-1], factors=[None, divisor_at_most(extent(sch, reductions[-1]), KNOBS.get().k_chunk)]
         )
         reductions.insert(0, chunk)
     if parted:  # the row parts (split_rows put them at the merged rows' index) outermost

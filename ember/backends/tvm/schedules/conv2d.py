@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from tvm import s_tir, tirx
 
-from ember.backends.tvm.schedules.common import CPURule, strided_reads
+from ember.backends.tvm.schedules.common import KNOBS, CPURule, strided_reads
 from ember.backends.tvm.schedules.contraction import Blocking, schedule_contraction
 
 # TOPI block name -> the spatial iterator that gets the SIMD lanes and those that may be blocked in registers.
@@ -37,8 +37,7 @@ SPATIAL_NHWC = replace(POINTWISE_NHWC, cache_block=False)
 # pixel loops (each input pixel read once, outputs written in order), rows dividing the pixels (no masked
 # tail). Per kernel (one thread, alternating): MobileNetV2's K=16-32 expand/project convs at 112x112 and
 # 56x56 0.66-0.93x the time, K=96-160 0.85-1.04x; ResNet-50's K=64 and 128 0.70-0.86x; K=256-512 were
-# 0.87-1.09x, so they keep POINTWISE_NHWC.
-SMALL_K = 160
+# 0.87-1.09x, so they keep POINTWISE_NHWC. The bound is Knobs.small_k (160; `ember tune` tries others).
 SMALL_POINTWISE_NHWC = replace(POINTWISE_NHWC, cache_block=False, pixels_outer=True, exact_rows=True)
 # A depthwise NHWC conv shares no input between channels, so one vector of channels per tile leaves room for
 # more pixels (8 where two vectors fit 4-6), and rows that divide the width run no masked tail tile. Measured
@@ -58,7 +57,7 @@ class Conv2D(CPURule):
         if len(ivs) != 7 or strided_reads(sch, convs[0], blocking.vector_axis):
             return None
         if sch.get(convs[0]).name_hint == "conv2d_nhwc" and int(ivs[4].dom.extent) * int(ivs[5].dom.extent) == 1:
-            blocking = POINTWISE_NHWC if int(ivs[6].dom.extent) > SMALL_K else SMALL_POINTWISE_NHWC
+            blocking = POINTWISE_NHWC if int(ivs[6].dom.extent) > KNOBS.get().small_k else SMALL_POINTWISE_NHWC
         elif sch.get(convs[0]).name_hint == "conv2d_nhwc" and int(ivs[2].dom.extent) <= MERGED_WIDTH:
             blocking = SPATIAL_NHWC
         if sch.get(convs[0]).name_hint == "group_conv2d_nhwc" and int(ivs[6].dom.extent) == 1:
