@@ -19,8 +19,8 @@ keeps its default thread spinning (turning it off made it 16-30% slower here); b
 slower, so it is timed on its own, with fewer runs.
 With --tune-trials N, each model is first tuned by `ember tune --trials N` (Ember's rule variants for each
 kernel, then MetaSchedule for N measurements split over the kernels by FLOPs; 0: the variants only; the budget
-and tuning time are in the table) into DIR/<model> (kept, so a second run with the same DIR reuses it), and "Ember tuned" is `ember compile --tuning-db` on that database,
-taking turns with the others.
+and tuning time are in the table) into DIR/<model> (kept, so a second run with the same DIR reuses it), and
+"Ember tuned" is `ember compile --tuning-db` on that database, taking turns with the others.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Searching the parameters of Ember's own schedule rules per kernel (`ember tune`'s first phase).
 
-The rules' register-tile budgets and reduction chunks were measured on whole models; one kernel may run faster
-with another. Each distinct schedule the rules write under `VARIANTS` is built and timed by MetaSchedule's
-builder and runner, in turns; a variant that beats the default by `MARGIN` becomes a tuning record (its schedule
-trace) in the database, which `ember compile --tuning-db` replays as it replays MetaSchedule's."""
+The rules' register-tile budgets, reduction chunks and cache-blocking bound were chosen on whole models; one kernel
+may run faster with another. Each distinct schedule the rules write under `variants()` is built and timed by
+MetaSchedule's builder and runner, in turns; a variant that beats the default by `MARGIN` becomes a tuning record
+(its schedule trace) in the database, which `ember compile --tuning-db` replays as it replays MetaSchedule's."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def variants(bits: int) -> list[Knobs]:
 
 @dataclass
 class Candidate:
+    """One distinct schedule of a kernel, the knobs that gave it, and its measured seconds."""
+
     knobs: Knobs
     schedule: s_tir.Schedule
     seconds: list[float]
