@@ -1,9 +1,10 @@
 """Searching the parameters of Ember's own schedule rules per kernel (`ember tune`'s first phase).
 
-The rules' register-tile budgets, reduction chunks and cache-blocking bound were chosen on whole models; one kernel
-may run faster with another. Each distinct schedule the rules write under `variants()` is built and timed by
-MetaSchedule's builder and runner, in turns; a variant that beats the default by `MARGIN` becomes a tuning record
-(its schedule trace) in the database, which `ember compile --tuning-db` replays as it replays MetaSchedule's."""
+The rules' register-tile budgets, reduction chunks, cache-blocking bound and thread-pool use were chosen on whole
+models; one kernel may run faster with another. Each distinct schedule the rules write under `variants()` is built
+and timed by MetaSchedule's builder and runner, in turns; a variant that beats the default by `MARGIN` becomes a
+tuning record (its schedule trace) in the database, which `ember compile --tuning-db` replays as it replays
+MetaSchedule's."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ember.backends.tvm.schedules.common import Knobs, knobs
 from ember.backends.tvm.schedules.int8 import registered_intrinsics
 
 MARGIN = 0.03  # a variant must measure this much faster than the default to be recorded
-ROUNDS = 3  # each candidate is timed once a round, candidates in turns; the median round counts
+ROUNDS = 3  # each candidate is timed once a round, in turns, a round starting where the last did not; the median
 BUDGETS = {512: (8, 12, 24), 256: (6, 8, 16), 128: (8, 16, 24)}  # accumulators to try besides the default
 K_CHUNKS = (128, 512)
 SMALL_KS = (0, 1 << 20)  # every 1x1 conv cache-blocked; none
@@ -35,6 +36,7 @@ def variants(bits: int) -> list[Knobs]:
         + [Knobs(accumulators=a) for a in BUDGETS[bits]]
         + [Knobs(k_chunk=k) for k in K_CHUNKS]
         + [Knobs(small_k=k) for k in SMALL_KS]
+        + [Knobs(serial=True)]
     )
 
 
@@ -90,9 +92,10 @@ def measure(found: list[Candidate], target, builder, runner) -> None:
         ok = [(c, b) for c, b in zip(found, built) if b.error_msg is None]
         # arguments as built: the weights in the layout a rule repacks them to (the build drops the repacking)
         args = [ms.arg_info.ArgInfo.from_entry_func(c.schedule.mod, remove_preproc=True) for c, _ in ok]
-        for _ in range(ROUNDS):
-            inputs = [ms.runner.RunnerInput(b.artifact_path, "cpu", a) for (_, b), a in zip(ok, args)]
-            for (c, _), future in zip(ok, runner.run(inputs)):
+        runs = [(c, ms.runner.RunnerInput(b.artifact_path, "cpu", a)) for (c, b), a in zip(ok, args)]
+        for r in range(ROUNDS if runs else 0):
+            turn = runs[r % len(runs) :] + runs[: r % len(runs)]  # each round starts with another candidate
+            for (c, _), future in zip(turn, runner.run([i for _, i in turn])):
                 result = future.result()
                 if result.error_msg is None and result.run_secs:
                     c.seconds.append(sum(float(s) for s in result.run_secs) / len(result.run_secs))
