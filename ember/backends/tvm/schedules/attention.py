@@ -12,7 +12,6 @@ from ember.backends.tvm.schedules.common import (
     extent,
     lane_partials,
     lanes_for,
-    parallel,
     schedule_injective,
     vector_factor,
     vectorize_innermost,
@@ -85,7 +84,7 @@ def schedule_output(sch: s_tir.Schedule, output: SBlockRV, bits: int) -> LoopRV:
     jo, ji = sch.split(j, factors=[None, vec])
     sch.reorder(b, io, jo, k, ii, ji)
     tile = sch.fuse(b, io)
-    parallel(sch, tile)
+    sch.parallel(tile)
     consumers = sch.get_consumers(output)
     if consumers:
         sch.reverse_compute_at(consumers[0], jo, preserve_unit_loops=True)

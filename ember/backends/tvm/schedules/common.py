@@ -32,7 +32,6 @@ class Knobs:
     accumulators: int = 0  # vector registers an fp32 register tile accumulates in; 0: the width's default
     k_chunk: int = 256  # reduction steps per pass over the rows of a cache-blocked contraction
     small_k: int = 160  # a 1x1 conv over at most this many input channels is not cache-blocked (conv2d.py)
-    serial: bool = False  # run on one thread what the rules would run in parallel (a pool launch costs microseconds)
 
 
 KNOBS: ContextVar[Knobs] = ContextVar("ember_schedule_knobs", default=Knobs())  # noqa: B039 (frozen)
@@ -46,12 +45,6 @@ def knobs(values: Knobs) -> Iterator[None]:
         yield
     finally:
         KNOBS.reset(token)
-
-
-def parallel(sch: s_tir.Schedule, loop: LoopRV) -> None:
-    """Run `loop`'s iterations on the thread pool, unless the knobs say serial."""
-    if not KNOBS.get().serial:
-        sch.parallel(loop)
 
 
 def vector_bits(target: Target) -> int:
@@ -206,7 +199,8 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
     else:
         outer.append(loops[-1])
     if outer and total >= MIN_PARALLEL_ELEMENTS:
-        parallel(sch, sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(fused)
     return True
 
 

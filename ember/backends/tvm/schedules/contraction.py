@@ -18,7 +18,6 @@ from ember.backends.tvm.schedules.common import (
     extent,
     iter_kinds,
     lanes_for,
-    parallel,
     schedule_injective,
     vector_factor,
     work,
@@ -115,7 +114,7 @@ def schedule_contraction(
     sch.reorder(*outer, *reductions[:1], *micro, *reductions[1:], *(loop for _, loop in inner))
     tile = sch.fuse(*outer)
     if extent(sch, tile) > 1 and work(sch, block) >= MIN_PARALLEL_WORK * bits // 256:  # narrower SIMD: slower
-        parallel(sch, tile)
+        sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     vectorize_by_registers(sch, sch.get_loops(epilogue)[-1], lanes)
     vectorize_by_registers(sch, inner[-1][1], lanes)

@@ -17,7 +17,6 @@ from ember.backends.tvm.schedules.common import (
     extent,
     iter_kinds,
     lanes_for,
-    parallel,
     schedule_injective,
     strided_reads,
     vector_factor,
@@ -132,7 +131,7 @@ def parallel_spatial(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
         sch.reorder(*spatial, *reductions, inner)
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     if extent(sch, fused) > 1:
-        parallel(sch, fused)
+        sch.parallel(fused)
     if inner is not None:
         sch.vectorize(inner)
         vectorize_innermost(sch, sch.decompose_reduction(block, reductions[0]))

@@ -28,7 +28,6 @@ from ember.backends.tvm.schedules.common import (
     CPURule,
     extent,
     multiply_adds,
-    parallel,
     schedule_injective,
     vector_bits,
     vectorize_innermost,
@@ -227,7 +226,7 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
         sch.reorder(*parts, chan_o, *outer, row_o, *window_rows, *reductions[:-1], row_i, chan_i, lane, depth)
     tile = sch.fuse(*parts, chan_o, *outer, row_o)
     if extent(sch, tile) > 1 and multiply_adds(sch, block) >= MIN_PARALLEL_MACS:
-        parallel(sch, tile)
+        sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     _vectorize_tail(sch, epilogue, max(bits // 32, 4))
     unroll_serial(sch, sch.get_loops(epilogue)[1:-1])

@@ -14,7 +14,6 @@ from ember.backends.tvm.schedules.common import (
     extent,
     iter_kinds,
     lane_partials,
-    parallel,
     vectorize_last,
     vectorize_partials,
 )
@@ -37,7 +36,7 @@ class RowWise(CPURule):
             return None
         partials = [lane_partials(sch, b, bits) for b in reductions]
         rows = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
-        parallel(sch, rows)
+        sch.parallel(rows)
         for block in reversed(sch.get_child_blocks(sch.get_sblock("root"))[:-1]):
             sch.compute_at(block, rows, preserve_unit_loops=True)
         for partial in partials:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from ember.backends.tvm.schedules.common import CPURule, bound_loops, extent, lanes_for, parallel, vector_factor
+from ember.backends.tvm.schedules.common import CPURule, bound_loops, extent, lanes_for, vector_factor
 from ember.backends.tvm.schedules.contraction import Blocking, gather_epilogue, schedule_contraction
 from ember.backends.tvm.winograd import ALPHA, INPUT_BLOCK, MATMUL_BLOCK, OUTPUT_BLOCK, M
 
@@ -39,7 +39,7 @@ def _input(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
     ea, eb = sch.split(e, factors=[ALPHA, ALPHA])
     co, ci = sch.split(c, factors=[None, vector_factor(extent(sch, c), lanes_for(sch, block, bits))])
     sch.reorder(p, co, ea, eb, rj, ci)
-    parallel(sch, sch.fuse(p, co))
+    sch.parallel(sch.fuse(p, co))
     sch.compute_at(columns, ea, preserve_unit_loops=True)
     _transform(sch, block, ci, (ea, eb, rj))
     _stage(sch, columns)
@@ -54,7 +54,7 @@ def _output(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
     ko, ki = sch.split(k, factors=[None, vector_factor(extent(sch, k), lanes_for(sch, block, bits))])
     sch.reorder(n, th, tw, ko, j, i, ra, ki)
     tile = sch.fuse(n, th, tw, ko)
-    parallel(sch, tile)
+    sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(epilogue)[-1])
     rows = sch.get_producers(block)[0]
