@@ -466,6 +466,7 @@ BLOCKS: list[Callable[[GraphGen], object]] = [
     GraphGen.conv,
     GraphGen.conv1d,
     GraphGen.volume,
+    GraphGen.volume,  # once, expand-volumes changed 7 of 500 graphs in a CI run, under the fuzz's 2% floor
     GraphGen.conv_transpose,
     GraphGen.dense,
     GraphGen.dense,
