@@ -337,17 +337,18 @@ def _only_feeds(graph: Graph, producer: Node, consumer: Node) -> bool:
 
 @rule("qconv2d")
 def _qconv2d(L, n, a):
-    w = n.inputs[1].const
+    """NHWC kernels; an NCHW conv is transposed around one (its weights at compile time), unless it reads an absorbed
+    float input channels first (_absorbed_input)."""
+    w, nhwc = n.inputs[1].const, n.attrs["layout"] == "NHWC"
+    quantize, channels_first = None, False
     if absorbed := L.absorbed.get(id(n)):
         x, quantize = L.values[id(absorbed[0].inputs[0])], _quantizer(absorbed[-1].attrs)
-        if n.attrs["layout"] == "NHWC":
-            return _nhwc_qconv(L, n, x, w, quantize, channels_first=absorbed[0].op == "transpose")
-        y = _nhwc_qconv(L, n, x, np.ascontiguousarray(w.transpose(2, 3, 1, 0)), quantize, channels_first=True)
-        return R.permute_dims(y, [0, 3, 1, 2])
-    if n.attrs["layout"] == "NHWC":
-        return _nhwc_qconv(L, n, _bound(L, a[0]), w)
-    x = L.bb.emit(R.permute_dims(a[0], [0, 2, 3, 1]))
-    y = _nhwc_qconv(L, n, x, np.ascontiguousarray(w.transpose(2, 3, 1, 0)))
+        channels_first = absorbed[0].op == "transpose" or not nhwc
+    else:
+        x = _bound(L, a[0]) if nhwc else L.bb.emit(R.permute_dims(a[0], [0, 2, 3, 1]))
+    if nhwc:
+        return _nhwc_qconv(L, n, x, w, quantize, channels_first)
+    y = _nhwc_qconv(L, n, x, np.ascontiguousarray(w.transpose(2, 3, 1, 0)), quantize, channels_first)
     return R.permute_dims(y, [0, 3, 1, 2])
 
 
