@@ -151,6 +151,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     sparsity_options: Mapping[str, Any] | None = None,
     sparse_lowering: bool = True,
     winograd: bool = True,
+    exec_mode: str | None = None,
 ):
     """Compile a model for `target`; returns an Artifact (call `.save(dir)` to write a bundle).
 
@@ -176,12 +177,15 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
     ember.sparsity.apply_sparsity); layers sparse enough lower to BSR kernels unless `sparse_lowering=False`.
 
     `winograd=False` runs every 3x3 conv directly; by default CPU float32 3x3 stride-1 convs with enough
-    channels and pixels run as Winograd F(4x4, 3x3), faster but with 4x those layers' weight bytes."""
+    channels and pixels run as Winograd F(4x4, 3x3), faster but with 4x those layers' weight bytes.
+
+    `exec_mode` is how TVM's VM runs the model's main function: "compiled" to machine code (the CPU default) or
+    "bytecode", interpreted (the GPU default), whose calls TVM's instruments see (per-kernel timing)."""
     import tvm
 
     import ember
     from ember.backends.artifact import FORMAT, Artifact
-    from ember.backends.tvm.build import build, device_sources
+    from ember.backends.tvm.build import build, default_exec_mode, device_sources
     from ember.backends.tvm.lower import lower_to_relax
     from ember.backends.tvm.targets import resolve
     from ember.passes.fuse_qconv_pool import fuse_qconv_pool
@@ -192,6 +196,9 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
 
     with _errors_name_the_file(model):
         spec = resolve(target)
+        if exec_mode not in (None, "bytecode", "compiled"):
+            raise EmberError(f"exec_mode must be 'bytecode' or 'compiled', not {exec_mode!r}")
+        exec_mode = exec_mode or default_exec_mode(spec)
         verify_each = verify_each or os.environ.get("EMBER_VERIFY_EACH") == "1"
         for plugin in pass_plugins:
             load_plugin(plugin)
@@ -219,7 +226,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
             from ember.backends.tvm.tuned import TunedKernels
 
             tuned = TunedKernels.load(tuning_db, spec)
-        executable = build(graph, spec, mod, tuned=tuned)
+        executable = build(graph, spec, mod, tuned=tuned, exec_mode=exec_mode)
         metadata = {
             "format": FORMAT,
             "model": _source_info(model),
@@ -236,6 +243,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
             "layout": "NHWC" if "convert-to-nhwc" in manager.pipeline else "NCHW",
             "versions": {"ember": ember.__version__, "tvm": tvm.__version__},
             "library": None,
+            "exec_mode": exec_mode,
         }
         if tuning_db is not None:
             metadata["tuning"] = {

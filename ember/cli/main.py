@@ -326,7 +326,11 @@ def run_cmd(bundle, inputs, output, emulate, rpc) -> None:
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
 @click.option("--threads", default=2, show_default=True, help="CPU threads for Ember and onnxruntime alike.")
 @click.option("--runs", default=20, show_default=True, help="Timed runs of each, alternating.")
-@click.option("--per-op", is_flag=True, help="Also print the time of each kernel, slowest first.")
+@click.option(
+    "--per-op",
+    is_flag=True,
+    help="Also print the time of each kernel, slowest first (timed in a second build whose VM runs bytecode).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handles_errors
 def bench_cmd(model, target, input_shapes, threads, runs, per_op, as_json) -> None:
