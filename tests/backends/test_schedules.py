@@ -255,6 +255,29 @@ def test_channel_shuffle_is_unrolled_for_llvm_to_vectorize_with_shuffles():
     assert_close(art.run(feeds), ort_run(model, feeds))
 
 
+@pytest.mark.parametrize(
+    "shape, perm, tiled",
+    [
+        ([1, 56, 56, 256], [0, 3, 1, 2], True),  # an NHWC model's output back to NCHW
+        ([1, 64, 28, 28], [0, 2, 3, 1], True),
+        ([1, 16, 8, 8, 32], [0, 4, 1, 2, 3], True),  # 3-D
+        ([1, 14, 14, 6], [0, 3, 1, 2], False),  # 6 channels: no tile of 4 or more divides them
+        ([8, 12, 16, 64], [0, 2, 1, 3], False),  # the innermost axis stays innermost: a plain copy
+    ],
+)
+def test_transpose_is_tiled_over_both_innermost_axes(shape, perm, tiled):
+    """Each output vector of a transpose reads one element from each of its input rows; tiled, the rows are read
+    whole from L1 across the tile, where untiled each came back from L2 once per element: NHWC [1, 56, 56, 256]
+    to NCHW took 0.21 ms instead of 1.83 ms, one thread (onnxruntime 0.35 ms)."""
+    model = make_model([helper.make_node("Transpose", ["x"], ["y"], perm=perm)], [("x", shape)], [("y", None)], [])
+    art = ember.compile(model, "host")
+    (text,) = kernel_texts(art.graph).values()
+    tile = re.search(r"in range\(T\.int64\((16|8|4)\)\):\n\s*for \w+ in T\.vectorized\(", text)
+    assert bool(tile) == tiled
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(art.run({"x": x})["y"], x.transpose(perm))  # tolerance: none, a copy
+
+
 @pytest.mark.parametrize("cpu, flags", [("znver4", True), ("cascadelake", True), ("znver3", False)])
 def test_avx512_host_builds_prefer_shuffles_to_gathers(cpu, flags, monkeypatch):
     """On an AVX-512 host LLVM is told to prefer shuffles to gathers and scatters: a Zen 4 build vectorized the

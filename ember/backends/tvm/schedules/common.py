@@ -180,6 +180,8 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
     loops = bound_loops(sch, block)
     if loops is None or "R" in iter_kinds(sch, block):
         return False
+    if tile_transpose(sch, block, loops, bits):
+        return True
     total = 1
     for loop in loops:
         total *= extent(sch, loop)
@@ -235,3 +237,31 @@ def vectorize_last(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
     if factor < extent(sch, loop):
         loop = sch.split(loop, factors=[None, factor])[1]
     sch.vectorize(loop)
+
+
+def tile_transpose(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV], bits: int) -> bool:
+    """Tile a transpose (its read's innermost index is another output axis than the innermost) over both axes:
+    a tile's input rows are read whole while they are in L1. Untiled, each output vector gathered one element
+    per cache line, and a line came back from L2 once per element of it."""
+    blk = sch.get(block)
+    if len(blk.reads) != 1 or len(blk.reads[0].region) < 2:
+        return False
+    last = blk.reads[0].region[-1]
+    ivars = [iv.var for iv in blk.iter_vars]
+    found = [i for i, v in enumerate(ivars[:-1]) if last.min.same_as(v)]
+    if not found or int(last.extent) != 1:
+        return False
+    j = found[0]
+    ta = vector_factor(extent(sch, loops[-1]), lanes_for(sch, block, bits))
+    tb = next((t for t in (16, 8, 4) if extent(sch, loops[j]) % t == 0), 0)
+    if ta < 4 or not tb:
+        return False
+    a_o, a_i = sch.split(loops[-1], factors=[None, ta])
+    b_o, b_i = sch.split(loops[j], factors=[None, tb])
+    outer = [*loops[:j], b_o, *loops[j + 1 : -1], a_o]
+    sch.reorder(*outer, b_i, a_i)
+    sch.vectorize(a_i)
+    total = math.prod(int(iv.dom.extent) for iv in blk.iter_vars)
+    if total >= MIN_PARALLEL_ELEMENTS:
+        sch.parallel(sch.fuse(*outer))
+    return True
