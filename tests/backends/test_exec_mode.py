@@ -28,7 +28,7 @@ def test_compiled_main_is_the_cpu_default_and_runs_the_same_kernels_bit_for_bit(
     compiled, bytecode = builds[(quantize, None)], builds[(quantize, "bytecode")]
     assert compiled.metadata["exec_mode"] == "compiled" and bytecode.metadata["exec_mode"] == "bytecode"
     names = kernel_names(compiled.executable)
-    assert names == kernel_names(bytecode.executable) and len(names) >= 4
+    assert names == kernel_names(bytecode.executable) and len(names) >= 3
     loaded = ember.load(compiled.save(tmp_path / "cnn"))
     for feeds in samples(3, seed=9):
         want = bytecode.run(feeds)["logits"]

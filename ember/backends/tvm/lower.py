@@ -6,6 +6,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+import ember.backends.tvm.quant_dense  # noqa: F401  (registers the qdense rule)
 import ember.backends.tvm.quant_rules  # noqa: F401  (registers the integer ops' rules)
 from ember.backends.tvm import (  # noqa: F401  (rule registration)
     attention_rules,

@@ -1,4 +1,4 @@
-"""Lowering rules for the integer ops (quantize, dequantize, qconv2d, qdense, qadd).
+"""Lowering rules for the integer ops (quantize, dequantize, qconv2d, qadd; qdense in quant_dense.py).
 
 qconv2d (group 1) and qdense lower to one kernel whose int32 accumulator is laid out [..., O / 8, 8] and whose
 weights are packed at compile time as [O / 8, (KH, KW,) C / 4, 8, 4]: 8 output channels by 4 input channels,
@@ -361,9 +361,10 @@ def _plain_channel(idx):
     return idx[-1]
 
 
-def _emit_int8_kernel(L, fn, args: list, name: str, start: bool, channel=_packed_channel):
+def _emit_int8_kernel(L, fn, args: list, name: str, start: bool | dict, channel=_packed_channel):
     """The call_tir of an int8 conv/dense kernel; with `start` its accumulator starts from args[2] (per channel) rather
-    than 0: te.sum's init argument is dropped by create_prim_func, so the block's T.init() is rewritten.
+    than 0: te.sum's init argument is dropped by create_prim_func, so the block's T.init() is rewritten. A kernel of
+    several accumulators (a dense chain) passes `start` as {accumulator block name: index of its args}.
 
     A kernel with an integer output may take the elementwise ops after it into its epilogue (Relax FuseOps, as a
     float conv takes its bias and ReLU): a residual qadd then costs no kernel launch and no pass over memory. Float
@@ -371,7 +372,15 @@ def _emit_int8_kernel(L, fn, args: list, name: str, start: bool, channel=_packed
     multiply and a following add into an FMA, and the result would no longer be the interpreter's exactly."""
     func, call_args, out = gen_call_tir_inputs(fn, *args)
     if start:
-        func = tvm_ffi.structural_map(func, (s_tir.SBlock, functools.partial(_start_from, func.params[2], channel)))
+        starts = start if isinstance(start, dict) else None
+
+        def visit(block):
+            if starts is not None and block.name_hint not in starts:
+                return block
+            index = 2 if starts is None else starts[block.name_hint]
+            return _start_from(func.params[index], channel, block)
+
+        func = tvm_ffi.structural_map(func, (s_tir.SBlock, visit))
     pattern = OPAQUE if out[0].dtype == "float32" else OUT_ELEMWISE_FUSABLE
     return relax.call_tir(L.bb.add_func(func.with_attr("op_pattern", pattern), name), call_args, out)
 
@@ -410,47 +419,3 @@ def _qadd(L, n, a):
         return te.compute(x.shape, element, name="qadd")
 
     return L.bb.emit_te(fn, _bound(L, a[0]), _bound(L, a[1]), primfunc_name_hint="qadd")
-
-
-def _packed_dense(x, wp, bias, rq, n_out: int, attrs, out_dtype):
-    """[M, K] x packed [N/8, K/4, 8, 4] -> [M, N], int32 accumulator [M, N/8, 8], requantized per column."""
-    m, kb, nb = int(x.shape[0]), int(wp.shape[1]), int(wp.shape[0])
-    xp = x
-    if int(x.shape[1]) != kb * DEPTH:
-        xp = topi.nn.pad(x, [0, 0], [0, kb * DEPTH - int(x.shape[1])], pad_value=tirx.const(0, x.dtype), name="qpad")
-    rk, ri = te.reduce_axis((0, kb), "kb"), te.reduce_axis((0, DEPTH), "ki")
-    acc = te.compute(
-        (m, nb, LANES),
-        lambda i, no, ni: te.sum(
-            xp[i, rk * DEPTH + ri].astype("int32") * wp[no, rk, ni, ri].astype("int32"),
-            axis=[rk, ri],
-        ),
-        name=attrs["_name"],
-    )
-    return te.compute(
-        (m, n_out),
-        lambda i, j: requantize(acc[i, j // LANES, j % LANES], j, bias, rq, attrs, out_dtype),
-        name="requantize",
-    )
-
-
-@rule("qdense")
-def _qdense(L, n, a):
-    x, w = n.inputs[0], n.inputs[1].const
-    n_out, k = w.shape
-    lead = list(x.shape[:-1])
-    m = int(np.prod(lead, dtype=np.int64))
-    x2 = _bound(L, a[0]) if len(lead) == 1 else L.bb.emit(R.reshape(a[0], (m, k)))
-    b = n.inputs[2] if len(n.inputs) > 2 else None
-    added, rq = requant_terms(b, w.T, x.dtype, n.attrs, L.device == "cpu")
-    bias, rq_args = L.const(_whole_blocks(added)), [L.const(a) for a in rq]
-    packed = pack_weight(np.ascontiguousarray(w.T))
-    name = PACKED_DENSE if pairs_fit_int16(packed) else PACKED_DENSE + "_wide"
-    attrs = {**n.attrs, "_name": name}
-    out_dtype = dtypes.to_tvm(n.output.dtype)
-
-    def fn(*t):
-        return _packed_dense(*t[:3], t[3:], n_out=n_out, attrs=attrs, out_dtype=out_dtype)
-
-    y = _emit_int8_kernel(L, fn, [x2, L.const(packed), bias, *rq_args], "qdense", starts_from_added(added, out_dtype))
-    return y if len(lead) == 1 else R.reshape(y, [*lead, n_out])  # an identity reshape would be a kernel

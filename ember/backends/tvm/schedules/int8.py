@@ -12,6 +12,7 @@ the same blocking with the channel block vectorized in int32."""
 from __future__ import annotations
 
 import functools
+import re
 
 from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
@@ -134,7 +135,7 @@ def dot_intrinsic(target: Target, name: str, x_dtype: str) -> tuple[str, int] | 
         return None
     if _packed(name) and has_vnni(target):
         return registered_intrinsics()["vnni"], 8
-    if name in PACKED_NAMES and llvm_cpu_has_features("avx2", target):
+    if re.sub(r"_s\d+$", "", name) in PACKED_NAMES and llvm_cpu_has_features("avx2", target):  # _sN: a chain's layer
         return registered_intrinsics()["avx2"], 8
     return None
 
@@ -153,12 +154,13 @@ class Int8Packed(ScheduleRule):
             return None
         sch = s_tir.Schedule(func)
         blocks = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _packed(sch.get(b).name_hint)]
-        if len(blocks) != 1:
+        if not blocks or (len(blocks) > 1 and not sch.get(blocks[0]).name_hint.startswith(PACKED_DENSE)):
             return None
-        block = blocks[0]
-        x_dtype = str(sch.get(block).reads[0].source.dtype)
         try:
-            return schedule_packed(sch, block, dot_intrinsic(target, sch.get(block).name_hint, x_dtype), target)
+            for block in blocks:  # several: a dense chain (quant_dense), each layer then its own epilogue
+                x_dtype = str(sch.get(block).reads[0].source.dtype)
+                schedule_packed(sch, block, dot_intrinsic(target, sch.get(block).name_hint, x_dtype), target)
+            return sch
         except SCHEDULE_FAILURES:
             return None
 
@@ -196,7 +198,7 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
     bits = vector_bits(target)
     for producer in sch.get_producers(block):
         schedule_injective(sch, producer, bits)
-    epilogue = gather_epilogue(sch, block)
+    epilogue = _chain_epilogue(sch, block) or gather_epilogue(sch, block)
     loops = sch.get_loops(block)
     n_red = sum(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(block).iter_vars)
     spatial, reductions = loops[: len(loops) - n_red], loops[len(loops) - n_red :]
@@ -245,6 +247,19 @@ def schedule_packed(sch: s_tir.Schedule, block: SBlockRV, intrin: tuple[str, int
             sch.unroll(lane_o)
         sch.tensorize(lane, name)
     return sch
+
+
+def _chain_epilogue(sch: s_tir.Schedule, block: SBlockRV) -> SBlockRV | None:
+    """The requantize block of a dense chain's layer that another layer follows (the block between the two), else
+    None: the layers after it are no epilogue of it."""
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    i = [sch.get(b).same_as(sch.get(block)) for b in blocks].index(True)
+    nxt = next((j for j in range(i + 1, len(blocks)) if _packed(sch.get(blocks[j]).name_hint)), None)
+    if nxt is None:
+        return None
+    if nxt != i + 2:
+        raise ValueError("a dense chain's layer has more than its requantize before the next")
+    return blocks[i + 1]
 
 
 def _vectorize_tail(sch: s_tir.Schedule, block: SBlockRV, lanes: int) -> None:
