@@ -54,8 +54,11 @@ def _packed_dense(x, wp, bias, rq, n_out: int, attrs, out_dtype):
 
 
 def _small(n: Node) -> bool:
-    """A qdense over a 2-D input whose multiply-adds stay under CHAIN_MACS."""
-    return n.inputs[0].rank == 2 and int(np.prod(n.inputs[0].shape)) * n.inputs[1].const.shape[0] < CHAIN_MACS
+    """A qdense over a 2-D input of fixed shape whose multiply-adds stay under CHAIN_MACS."""
+    shape = n.inputs[0].shape
+    if n.inputs[0].rank != 2 or not all(isinstance(d, int) for d in shape):
+        return False
+    return shape[0] * shape[1] * n.inputs[1].const.shape[0] < CHAIN_MACS
 
 
 @absorbs("qdense")

@@ -249,7 +249,7 @@ def tile_transpose(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV], bi
     last = blk.reads[0].region[-1]
     ivars = [iv.var for iv in blk.iter_vars]
     found = [i for i, v in enumerate(ivars[:-1]) if last.min.same_as(v)]
-    if not found or int(last.extent) != 1:
+    if not found or not (isinstance(last.extent, tirx.IntImm) and last.extent.value == 1):
         return False
     j = found[0]
     ta = vector_factor(extent(sch, loops[-1]), lanes_for(sch, block, bits))
