@@ -135,6 +135,7 @@ class Artifact:
         import tvm
         from tvm import relax
 
+        from ember.backends.tvm.quiet import scope_notes_dropped
         from ember.backends.tvm.targets import host_arch
 
         if self._vm is not None:
@@ -158,7 +159,8 @@ class Artifact:
                         file=str(self.path),
                         hint="recompile with --target host",
                     )
-                exe = tvm.runtime.load_module(str(lib))
+                with scope_notes_dropped():
+                    exe = tvm.runtime.load_module(str(lib))
             self._vm = relax.VirtualMachine(exe, tvm.cpu())
         return self._vm
 
@@ -258,18 +260,20 @@ class Artifact:
     def _export_library(self, tmp: Path) -> None:
         from tvm.support import cc
 
+        from ember.backends.tvm.quiet import scope_notes_dropped
         from ember.backends.tvm.targets import host_arch
 
         compiler = self.metadata["target"].get("linker")
-        if self.arch == host_arch():
-            self._executable.export_library(str(tmp / "model.so"))
-            self.metadata["library"] = "model.so"
-        elif compiler:
-            self._executable.export_library(str(tmp / "model.so"), fcompile=cc.cross_compiler(compiler))
-            self.metadata["library"] = "model.so"
-        else:
-            self._executable.export_library(str(tmp / "model.tar"))
-            self.metadata["library"] = "model.tar"
+        with scope_notes_dropped():
+            if self.arch == host_arch():
+                self._executable.export_library(str(tmp / "model.so"))
+                self.metadata["library"] = "model.so"
+            elif compiler:
+                self._executable.export_library(str(tmp / "model.so"), fcompile=cc.cross_compiler(compiler))
+                self.metadata["library"] = "model.so"
+            else:
+                self._executable.export_library(str(tmp / "model.tar"))
+                self.metadata["library"] = "model.tar"
 
 
 # reports compile options add to a bundle (ember.quantization, ember.sparsity)
