@@ -104,7 +104,6 @@ def _qdense(L, n, a):
             t = t[count:]
         return h
 
-    start = starts if len(layers) > 1 else bool(starts)
-    y = _emit_int8_kernel(L, fn, args, "qdense", start)
+    y = _emit_int8_kernel(L, fn, args, "qdense", starts)
     n_out = n.inputs[1].const.shape[0]
     return y if len(lead) == 1 else R.reshape(y, [*lead, n_out])  # an identity reshape would be a kernel

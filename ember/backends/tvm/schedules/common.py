@@ -180,11 +180,9 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> bool:
     loops = bound_loops(sch, block)
     if loops is None or "R" in iter_kinds(sch, block):
         return False
-    if tile_transpose(sch, block, loops, bits):
+    total = math.prod(extent(sch, loop) for loop in loops)
+    if tile_transpose(sch, block, loops, bits, parallel=total >= MIN_PARALLEL_ELEMENTS):
         return True
-    total = 1
-    for loop in loops:
-        total *= extent(sch, loop)
     last = extent(sch, loops[-1])
     factor = vector_factor(last, lanes_for(sch, block, bits))
     outer: list[LoopRV] = list(loops[:-1])
@@ -239,7 +237,7 @@ def vectorize_last(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
     sch.vectorize(loop)
 
 
-def tile_transpose(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV], bits: int) -> bool:
+def tile_transpose(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV], bits: int, parallel: bool) -> bool:
     """Tile a transpose (its read's innermost index is another output axis than the innermost) over both axes:
     a tile's input rows are read whole while they are in L1. Untiled, each output vector gathered one element
     per cache line, and a line came back from L2 once per element of it."""
@@ -261,7 +259,6 @@ def tile_transpose(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV], bi
     outer = [*loops[:j], b_o, *loops[j + 1 : -1], a_o]
     sch.reorder(*outer, b_i, a_i)
     sch.vectorize(a_i)
-    total = math.prod(int(iv.dom.extent) for iv in blk.iter_vars)
-    if total >= MIN_PARALLEL_ELEMENTS:
+    if parallel:
         sch.parallel(sch.fuse(*outer))
     return True

@@ -12,7 +12,6 @@ the same blocking with the channel block vectorized in int32."""
 from __future__ import annotations
 
 import functools
-import re
 
 from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
@@ -135,7 +134,7 @@ def dot_intrinsic(target: Target, name: str, x_dtype: str) -> tuple[str, int] | 
         return None
     if _packed(name) and has_vnni(target):
         return registered_intrinsics()["vnni"], 8
-    if re.sub(r"_s\d+$", "", name) in PACKED_NAMES and llvm_cpu_has_features("avx2", target):  # _sN: a chain's layer
+    if _packed(name) and "_wide" not in name and llvm_cpu_has_features("avx2", target):
         return registered_intrinsics()["avx2"], 8
     return None
 
