@@ -15,7 +15,12 @@ import ember
 from ember.backends.tvm import schedules, targets
 from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.schedules.common import vector_factor
-from ember.backends.tvm.schedules.contraction import ACCUMULATOR_REGISTERS, lane_tile, register_width, row_factor
+from ember.backends.tvm.schedules.contraction import (
+    ACCUMULATOR_REGISTERS,
+    lane_tile,
+    register_width,
+    row_factor,
+)
 from ember.backends.tvm.schedules.conv2d import Conv2D
 from ember.backends.tvm.schedules.dense import Dense
 from ember.backends.tvm.targets import resolve
@@ -340,6 +345,21 @@ def test_cache_blocked_pointwise_conv_gives_each_thread_a_contiguous_half_of_the
     assert re.search(rf"v1 = T\.axis\.spatial\(T\.int64\(2\), \w+ // T\.int64\({tiles}\)", epilogue)
     assert re.search(r"v2 = T\.axis\.spatial\(T\.int64\(392\), ax\d+\)", epilogue)
     assert "T.where" not in epilogue
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
+def test_pointwise_conv_with_one_lane_tile_and_odd_pixels_is_not_cache_blocked(avx512):
+    """A 1x1 conv of 256 input channels to 32 over 27x27 pixels (SqueezeNet's squeeze convs): one AVX-512 lane
+    tile, and 729 pixels that do not halve, so a cache-blocked schedule had nothing to run in parallel (it took
+    as long on 2 threads as on 1). It tiles pixels x lanes like a 3x3 conv, in parallel over pixel blocks."""
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"])
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((32, 256, 1, 1)).astype("float32"), "b": rng.standard_normal(32).astype("f4")}
+    model = make_model([conv], [("x", [1, 256, 27, 27])], [("y", None)], inits, opset=13)
+    (text,) = [t for name, t in scheduled_kernels(model, avx512).items() if "conv2d" in name]
+    rows = row_factor(729, ACCUMULATOR_REGISTERS[512] // 2)
+    assert lane_tile(32, 16) == 32 and f"T.parallel(T.int64({-(-729 // rows)}))" in text
     feeds = random_feeds(model)
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
