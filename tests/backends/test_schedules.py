@@ -17,6 +17,7 @@ from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.schedules.common import vector_factor
 from ember.backends.tvm.schedules.contraction import (
     ACCUMULATOR_REGISTERS,
+    HALF_WIDTH_ACCUMULATORS,
     lane_tile,
     register_width,
     row_factor,
@@ -128,6 +129,10 @@ def test_avx512_lane_tiles_are_whole_or_half_registers(avx512):
     (text,) = [t for name, t in scheduled_kernels(model, avx512).items() if "conv2d" in name]
     assert "T.vectorized(T.int64(25))" not in text
     assert "T.unroll(T.int64(5))" in text and "T.vectorized(T.int64(8))" in text
+    # 5 half registers a row: 4 rows (HALF_WIDTH_ACCUMULATORS), where whole registers' budget of 16 gave 3
+    update = text[: text.index('T.sblock("conv2d_nhwc_update")')].splitlines()[-6:]
+    rows = row_factor(169, HALF_WIDTH_ACCUMULATORS[512] // 5)
+    assert rows == 4 and any(f"T.unroll(T.int64({rows}))" in line for line in update)
     feeds = random_feeds(model)
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 

@@ -25,6 +25,9 @@ from ember.backends.tvm.schedules.common import (
 from ember.backends.tvm.schedules.prefetch import masked, prefetch_epilogue
 
 ACCUMULATOR_REGISTERS = {512: 16, 256: 12, 128: 12}  # of 32 (AVX-512), 16 (AVX2, SSE) or 32 (NEON) registers
+# A tile of half (or quarter) AVX-512 registers may hold more: SqueezeNet's 1000-channel classifier conv, 5 half
+# registers a row, took 4 rows for 200 GFLOP/s where 3 gave 182 (one kernel, 2 threads, Zen 4).
+HALF_WIDTH_ACCUMULATORS = {512: 24}
 SMALL_REDUCTION = 32  # inputs per output at most, for padding to be computed inline
 PREPACK = "meta_schedule.layout_rewrite_preproc"  # the block annotation SplitLayoutRewritePreproc moves out
 MIN_PARALLEL_WORK = 1 << 17  # with 256-bit vectors; below this (common.work) a thread-pool launch costs more
@@ -88,7 +91,8 @@ def schedule_contraction(
     if blocking.weights_by_lanes:
         prepack_weight(sch, block, blocking.vector_axis, vec_len)
     width = register_width(vec_len, lanes)
-    limit = (KNOBS.get().accumulators or ACCUMULATOR_REGISTERS[bits]) // -(-vec_len // width)
+    registers = HALF_WIDTH_ACCUMULATORS.get(bits, ACCUMULATOR_REGISTERS[bits]) if width < lanes else None
+    limit = (KNOBS.get().accumulators or registers or ACCUMULATOR_REGISTERS[bits]) // -(-vec_len // width)
     rows, row_axis = 1, None
     for axis in blocking.row_axes:
         if row_factor(extent(sch, loops[axis]), limit, blocking.exact_rows) > rows:
