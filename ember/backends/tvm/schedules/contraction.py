@@ -91,7 +91,7 @@ def schedule_contraction(
     if blocking.weights_by_lanes:
         prepack_weight(sch, block, blocking.vector_axis, vec_len)
     width = register_width(vec_len, lanes)
-    registers = HALF_WIDTH_ACCUMULATORS.get(bits, ACCUMULATOR_REGISTERS[bits]) if width < lanes else None
+    registers = HALF_WIDTH_ACCUMULATORS.get(bits) if width < lanes else None
     limit = (KNOBS.get().accumulators or registers or ACCUMULATOR_REGISTERS[bits]) // -(-vec_len // width)
     rows, row_axis = 1, None
     for axis in blocking.row_axes:
