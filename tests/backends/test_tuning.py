@@ -165,3 +165,23 @@ def test_a_faster_rule_variant_is_recorded_and_compiles_from_the_database(tmp_pa
     x = np.random.default_rng(2).standard_normal((1, 8, 12, 12)).astype(np.float32)
     want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(artifact.run({"x": x})["y"], want, rtol=1e-4, atol=1e-4)
+
+
+def test_metaschedule_records_are_reported_for_a_kernel_with_constant_weights(tmp_path, monkeypatch):
+    """MetaSchedule keys a kernel without its layout-free weights' marks (tuning.search_workload), and the tuned
+    time `ember tune` reported was looked up by the rules' key only: a kernel with constant weights and no
+    faster rule variant showed no tuned time though MetaSchedule had measured it (the variants' timings are
+    made up here, the default fastest)."""
+    from ember.backends.tvm import tuned, tuning, variants
+
+    def measure(found, *_):
+        for i, c in enumerate(found):
+            c.seconds = [1.0 + i]
+
+    monkeypatch.setattr(variants, "measure", measure)
+    model = tmp_path / "conv.onnx"
+    onnx.save(small_conv(), model)
+    (task,) = tuned.tune_model(str(model), "host", 2, tmp_path / "db", strategy="replay-trace").values()
+    records = tuning.open_json_database(tmp_path / "db", create=False).get_all_tuning_records()
+    measured = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in records if r.run_secs]
+    assert task.variant is None and task.baseline_s == 1.0 and task.best_s == min(measured)

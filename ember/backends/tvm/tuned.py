@@ -69,11 +69,16 @@ class TunedTask:
 
 
 def _best_seconds(database, task: tuning.Task) -> float | None:
-    """Mean seconds of the database's fastest record for `task`."""
-    top = database.get_top_k(database.commit_workload(task.workload), 1)
-    if not top or not top[0].run_secs:
-        return None
-    return sum(float(s) for s in top[0].run_secs) / len(top[0].run_secs)
+    """Mean seconds of the database's fastest record for `task`: a rule variant's (keyed by the kernel as the rules
+    see it) or MetaSchedule's (keyed without its layout-free weights, see tuning.search_workload)."""
+    seconds = []
+    for key in (task.workload, tuning.search_workload(task.workload["main"])):
+        if not database.has_workload(key):
+            continue
+        top = database.get_top_k(database.commit_workload(key), 1)
+        if top and top[0].run_secs:
+            seconds.append(sum(float(s) for s in top[0].run_secs) / len(top[0].run_secs))
+    return min(seconds, default=None)
 
 
 def tune(
