@@ -36,7 +36,7 @@ def _measure_callback(progress: tuning.Progress, name: str, planned: int):
             for r in runner_results:
                 self.done += 1
                 if r.error_msg is None and r.run_secs:
-                    ms_ = 1e3 * sum(float(s) for s in r.run_secs) / len(r.run_secs)
+                    ms_ = 1e3 * tuning.mean_seconds(r.run_secs)
                     self.best = ms_ if self.best is None else min(self.best, ms_)
             progress(name, self.done, planned, self.best)
 
@@ -69,15 +69,14 @@ class TunedTask:
 
 
 def _best_seconds(database, task: tuning.Task) -> float | None:
-    """Mean seconds of the database's fastest record for `task`: a rule variant's (keyed by the kernel as the rules
-    see it) or MetaSchedule's (keyed without its layout-free weights, see tuning.search_workload)."""
+    """Mean seconds of the database's fastest record for `task`, a rule variant's or MetaSchedule's."""
     seconds = []
-    for key in (task.workload, tuning.search_workload(task.workload["main"])):
+    for key in tuning.record_keys(task.workload["main"]):
         if not database.has_workload(key):
             continue
         top = database.get_top_k(database.commit_workload(key), 1)
         if top and top[0].run_secs:
-            seconds.append(sum(float(s) for s in top[0].run_secs) / len(top[0].run_secs))
+            seconds.append(tuning.mean_seconds(top[0].run_secs))
     return min(seconds, default=None)
 
 
@@ -189,7 +188,7 @@ class TunedKernels:
                 continue
             if not r.run_secs:
                 continue
-            seconds = sum(float(s) for s in r.run_secs) / len(r.run_secs)
+            seconds = tuning.mean_seconds(r.run_secs)
             entry = (r.workload.mod, r.trace, seconds)
             records.setdefault(tvm_ffi.structural_hash(r.workload.mod), []).append(entry)
         if not records:
@@ -205,9 +204,9 @@ class TunedKernels:
 
     def best_record(self, func: tirx.PrimFunc) -> tuple[tvm.IRModule, object, float] | None:
         """The database's fastest record for `func` as (workload, trace, mean seconds), or None: a rule variant's
-        (keyed by the kernel as the rules see it) or MetaSchedule's (keyed without its layout-free weights)."""
+        or MetaSchedule's (tuning.record_keys)."""
         entries = []
-        for key in (tuning.workload(func), tuning.search_workload(func)):
+        for key in tuning.record_keys(func):
             entries += [
                 e for e in self.records.get(tvm_ffi.structural_hash(key), []) if tvm_ffi.structural_equal(e[0], key)
             ]

@@ -60,6 +60,17 @@ def search_workload(func: tirx.PrimFunc) -> tvm.IRModule:
     return workload(func.without_attr("layout_free_buffers"))
 
 
+def record_keys(func: tirx.PrimFunc) -> tuple[tvm.IRModule, tvm.IRModule]:
+    """The keys a kernel's tuning records are stored under: a rule variant's (the kernel as the rules see it, see
+    variants.py) and MetaSchedule's (search_workload)."""
+    return workload(func), search_workload(func)
+
+
+def mean_seconds(run_secs) -> float:
+    """The mean of a record's (or a runner result's) measured seconds."""
+    return sum(float(s) for s in run_secs) / len(run_secs)
+
+
 def extract_tasks(mod: tvm.IRModule, spec: TargetSpec) -> list[Task]:
     """Distinct unscheduled kernels of a lowered Relax module (deduplicated by structural hash)."""
     from tvm.s_tir.analysis import estimate_tir_flops

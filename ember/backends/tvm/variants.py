@@ -98,7 +98,7 @@ def measure(found: list[Candidate], target, builder, runner) -> None:
             for (c, _), future in zip(turn, runner.run([i for _, i in turn])):
                 result = future.result()
                 if result.error_msg is None and result.run_secs:
-                    c.seconds.append(sum(float(s) for s in result.run_secs) / len(result.run_secs))
+                    c.seconds.append(tuning.mean_seconds(result.run_secs))
     finally:
         for b in built:
             if b.artifact_path:
