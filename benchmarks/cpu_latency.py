@@ -126,14 +126,14 @@ def take_turns(workers: dict[str, subprocess.Popen], runs: int, block: int) -> d
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def tune(path: str, db: Path, trials: int) -> float:
-    """`ember tune` MODEL into `db` with `trials` measurements (skipped when `db` already holds a tuning);
-    returns the seconds it took (0 when reused)."""
+def tune(path: str, db: Path, trials: int, threads: int) -> float:
+    """`ember tune` MODEL into `db` with `trials` measurements on `threads` threads, as the tuned build then runs
+    (skipped when `db` already holds a tuning); returns the seconds it took (0 when reused)."""
     if (db / "ember_baselines.json").exists():
         return 0.0
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "ember.cli.main", "tune", path, "--trials", str(trials), "--db", str(db)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TVM_NUM_THREADS=str(threads)))
     if r.returncode != 0:
         raise SystemExit(f"ember tune on {path} failed:\n{r.stderr[-2000:]}")
     return time.perf_counter() - start
@@ -159,7 +159,7 @@ def measure_model(path: str, name: str, tmp: str, args) -> list[str]:
     tuning_s = 0.0
     if args.tune_trials is not None:
         db = Path(args.tune_dir or tmp) / name
-        tuning_s = tune(path, db, args.tune_trials)
+        tuning_s = tune(path, db, args.tune_trials, args.threads)
         engines["tuned"] = str(db)
     ms, compile_s, orders = in_both_orders(path, engines, args)
     ort_ms = ms["onnxruntime"]

@@ -135,6 +135,7 @@ class Artifact:
         import tvm
         from tvm import relax
 
+        from ember.backends.threads import size_thread_pool
         from ember.backends.tvm.quiet import scope_notes_dropped
         from ember.backends.tvm.targets import host_arch
 
@@ -161,6 +162,7 @@ class Artifact:
                     )
                 with scope_notes_dropped():
                     exe = tvm.runtime.load_module(str(lib))
+            size_thread_pool()
             self._vm = relax.VirtualMachine(exe, tvm.cpu())
         return self._vm
 

@@ -4,6 +4,7 @@ runtime and run on a copy of the folder alone; verification against onnxruntime 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -13,6 +14,7 @@ import pytest
 
 import ember
 from ember.backends.runtime import SYSROOT, cache_dir, fetch, runtime_versions
+from ember.backends.threads import THREAD_VARIABLES, physical_cores
 from ember.backends.verify import verify
 from ember.doctor import diagnose
 from ember.errors import EmberError
@@ -28,16 +30,21 @@ def model():
     return mobile_block()
 
 
-def _run_runner(folder, feeds, prefix=()) -> list[np.ndarray]:
-    """Run `folder`'s runner on `feeds` from inside the folder, as a user on the board would."""
+def _run_runner(folder, feeds, prefix=(), threads: int | None = None) -> list[np.ndarray]:
+    """Run `folder`'s runner on `feeds` from inside the folder, as a user on the board would, with TVM_NUM_THREADS
+    set to `threads`, or with no thread count set (then the runner prints physical_cores())."""
     names = []
     for i, arr in enumerate(feeds.values()):
         np.save(folder / f"input{i}.npy", arr)
         names.append(f"input{i}.npy")
     cmd = [*prefix, "./runner", "model.so", "out", "2", *names]
-    r = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    if threads is not None:
+        env["TVM_NUM_THREADS"] = str(threads)
+    r = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("runs 2 median_ms ")
+    assert r.stdout.split()[-2:] == ["threads", str(threads or physical_cores())]
     return [np.load(p) for p in sorted((folder / "out").glob("output*.npy"))]
 
 
@@ -85,7 +92,7 @@ def test_standalone_aarch64_bundle_runs_from_a_copy_under_qemu(model, tmp_path):
     board = shutil.copytree(out, tmp_path / "board", symlinks=False)
     shutil.rmtree(out)
     feeds = random_feeds(model)
-    got = _run_runner(board, feeds, prefix=("qemu-aarch64", "-L", SYSROOT["aarch64"]))
+    got = _run_runner(board, feeds, prefix=("qemu-aarch64", "-L", SYSROOT["aarch64"]), threads=1)
     assert_close(got, ort_run(model, feeds))
 
 

@@ -4,6 +4,7 @@ database that is unusable or tuned for another target falls back to the default 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -185,3 +186,25 @@ def test_metaschedule_records_are_reported_for_a_kernel_with_constant_weights(tm
     records = tuning.open_json_database(tmp_path / "db", create=False).get_all_tuning_records()
     measured = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in records if r.run_secs]
     assert task.variant is None and task.baseline_s == 1.0 and task.best_s == min(measured)
+
+
+def test_candidates_are_measured_on_every_physical_core(tmp_path, monkeypatch):
+    """The runner's worker processes inherit the thread count in force when candidates are measured: with none
+    set they ran TVM's x86 default, half the logical CPUs, so a 2-core machine judged 2-thread schedules on 1."""
+    from ember.backends.threads import THREAD_VARIABLES, physical_cores
+    from ember.backends.tvm import tuned, variants
+
+    seen = []
+
+    def measure(found, *_):
+        seen.append(os.environ.get("TVM_NUM_THREADS"))
+        for i, c in enumerate(found):
+            c.seconds = [1.0 + i]
+
+    monkeypatch.setattr(variants, "measure", measure)
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    model = tmp_path / "conv.onnx"
+    onnx.save(small_conv(), model)
+    tuned.tune_model(str(model), "host", 0, tmp_path / "db")
+    assert seen and set(seen) == {str(physical_cores())}

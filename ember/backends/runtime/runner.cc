@@ -1,10 +1,11 @@
 // Ember bundle runner: loads model.so with the TVM runtime, reads inputs from .npy files, runs the Relax VM's
-// `main`, writes outputs as .npy files and prints latency. No Python needed on the device.
+// `main`, writes outputs as .npy files and prints latency and its thread count. No Python needed on the device.
 //   runner [--device cpu|cuda] model.so OUT_DIR RUNS input0.npy [input1.npy ...]   (OUT_DIR is created if missing)
 // It runs once to warm up, then RUNS timed times; RUNS 0 runs once for the outputs only. With --device cuda it
 // loads libtvm_runtime_cuda.so (found beside the runner's runtime), copies inputs to GPU 0 and outputs back, and
 // times each run up to the GPU's completion.
 #include <dlfcn.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
@@ -15,11 +16,14 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ffi = tvm::ffi;
@@ -134,6 +138,24 @@ static DLDevice open_device(const std::string& name) {
   return DLDevice{kDLCUDA, 0};
 }
 
+// One TVM thread per physical core this process may run on, unless TVM_NUM_THREADS or OMP_NUM_THREADS is set
+// (as Ember's Python runtime does; TVM's own default on x86 is half the logical CPUs, all of them elsewhere).
+static void size_thread_pool() {
+  if (std::getenv("TVM_NUM_THREADS") || std::getenv("OMP_NUM_THREADS")) return;
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;
+  std::set<std::pair<std::string, std::string>> cores;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+    std::string package = "cpu", core = std::to_string(cpu);  // a CPU whose topology is unreadable counts alone
+    std::ifstream(dir + "physical_package_id") >> package;
+    std::ifstream(dir + "core_id") >> core;
+    cores.insert({package, core});
+  }
+  if (!cores.empty()) setenv("TVM_NUM_THREADS", std::to_string(cores.size()).c_str(), 1);
+}
+
 int main(int argc, char** argv) {
   std::string device_name = "cpu";
   if (argc > 2 && std::string(argv[1]) == "--device") {
@@ -145,6 +167,7 @@ int main(int argc, char** argv) {
     std::cerr << "usage: runner [--device cpu|cuda] model.so OUT_DIR RUNS [input.npy ...]\n";
     return 2;
   }
+  size_thread_pool();
   try {
     DLDevice device = open_device(device_name);
     if (::mkdir(argv[2], 0777) != 0 && errno != EEXIST) throw std::runtime_error(std::string("cannot create ") + argv[2]);
@@ -181,11 +204,12 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < outputs.size(); ++i)
       write_npy(std::string(argv[2]) + "/output" + std::to_string(i) + ".npy", outputs[i].GetDLTensorPtr());
     std::sort(ms.begin(), ms.end());
+    int threads = ffi::Function::GetGlobalRequired("runtime.NumThreads")().cast<int>();
     if (ms.empty()) {
-      std::printf("runs 0 outputs %zu\n", outputs.size());
+      std::printf("runs 0 outputs %zu threads %d\n", outputs.size(), threads);
     } else {
-      std::printf("runs %zu median_ms %.3f min_ms %.3f max_ms %.3f outputs %zu\n", ms.size(), ms[ms.size() / 2],
-                  ms.front(), ms.back(), outputs.size());
+      std::printf("runs %zu median_ms %.3f min_ms %.3f max_ms %.3f outputs %zu threads %d\n", ms.size(),
+                  ms[ms.size() / 2], ms.front(), ms.back(), outputs.size(), threads);
     }
   } catch (const std::exception& e) {
     std::cerr << "runner: " << e.what() << "\n";

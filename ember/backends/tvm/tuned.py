@@ -10,6 +10,7 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
+from ember.backends.threads import size_thread_pool
 from ember.backends.tvm import tuning, variants
 from ember.backends.tvm.schedules.common import Knobs
 from ember.backends.tvm.schedules.int8 import registered_intrinsics
@@ -89,12 +90,12 @@ def tune(
     rpc: tuple[str, int, str] | None = None,
     progress: tuning.Progress | None = None,
     strategy: str = "evolutionary",
-    cores: int = 2,
 ) -> dict[str, TunedTask]:
     """Tune a lowered Relax module's kernels: first the variants of Ember's rules for each kernel (variants.py),
     then MetaSchedule for `trials` measurements in all, split over kernels by FLOPs x calls, adding records to
     the JSON database in `db_dir` and Ember's rule-scheduled time of each measured kernel to its baselines file;
-    returns what tuning found per kernel (those a variant or MetaSchedule was run for)."""
+    returns what tuning found per kernel (those a variant or MetaSchedule was run for). Kernels are measured and
+    searched for as many threads as they will run on: here, the thread pool's; over RPC, the target's cores."""
     from tvm.s_tir import meta_schedule as ms
 
     if spec.device != "cpu":
@@ -102,6 +103,8 @@ def tune(
     tuning.import_tensor_intrinsics()
     tasks = tuning.extract_tasks(mod, spec)
     budget = tuning.split_budget(tasks, trials)
+    # Sized before the runner starts its workers, which inherit it.
+    cores = size_thread_pool() if rpc is None else int(spec.target.export().get("num-cores", 2))
     target = tuning.tuning_target(spec, cores)
     database = tuning.open_json_database(db_dir, create=True)
     builder = ms.builder.LocalBuilder(max_workers=1, initializer=tuning.builder_initializer, f_build=tuning.BUILD_FUNC)
