@@ -164,16 +164,18 @@ def bench(
     target: str = "host",
     input_shapes: Mapping[str, Any] | None = None,
     *,
-    threads: int = 2,
+    threads: int | None = None,
     runs: int = 20,
     per_op: bool = False,
     compare: bool = True,
     **compile_options: Any,
 ) -> BenchResult:
-    """Compile `model` for a host-runnable target, then time Ember and onnxruntime (same thread count)
-    alternately in this process."""
+    """Compile `model` for a host-runnable target, then time Ember and onnxruntime (same thread count, by
+    default one per physical core, as each sizes its own pool) alternately in this process."""
+    from ember.backends.threads import physical_cores
     from ember.driver import compile as ember_compile
 
+    threads = physical_cores() if threads is None else threads
     set_threads(threads)
     start = time.perf_counter()
     artifact = ember_compile(model, target, input_shapes, **compile_options)

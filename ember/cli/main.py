@@ -324,7 +324,9 @@ def run_cmd(bundle, inputs, output, emulate, rpc) -> None:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-t", "--target", default="host", show_default=True, help="A target this machine can run.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D0,D1,...", help="Fix an input's shape.")
-@click.option("--threads", default=2, show_default=True, help="CPU threads for Ember and onnxruntime alike.")
+@click.option(
+    "--threads", type=int, help="CPU threads for Ember and onnxruntime alike.  [default: one per physical core]"
+)
 @click.option("--runs", default=20, show_default=True, help="Timed runs of each, alternating.")
 @click.option(
     "--per-op",

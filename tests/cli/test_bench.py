@@ -6,6 +6,7 @@ import json
 
 import onnx
 
+from ember.backends.threads import physical_cores
 from ember.bench import bench, time_alternating
 from ember.models.blocks import mobile_block
 from tests.cli.test_cli import assert_one_line_error, ember
@@ -30,6 +31,7 @@ def test_bench_table(tmp_path):
     r = ember("bench", str(path), "--runs", "2")
     assert r.returncode == 0, r.stderr
     assert "onnxruntime" in r.stdout and "ember / onnxruntime:" in r.stdout
+    assert f"{physical_cores()} threads" in r.stdout  # by default, as onnxruntime sizes its pool
 
 
 def test_bench_bad_arguments(tmp_path):
