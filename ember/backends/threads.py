@@ -21,7 +21,7 @@ def physical_cores(cpus: set[int] | None = None, sysfs: Path = CPU_SYSFS) -> int
     for cpu in cpus:
         topology = sysfs / f"cpu{cpu}" / "topology"
         try:
-            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text()))
+            cores.add(tuple((topology / name).read_text().strip() for name in ("physical_package_id", "core_id")))
         except OSError:
             cores.add(("cpu", str(cpu)))
     return max(len(cores), 1)
