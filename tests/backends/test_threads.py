@@ -41,9 +41,9 @@ def test_a_thread_count_the_user_set_is_kept(monkeypatch):
 
 RUN_AND_COUNT = textwrap.dedent(
     """
-    import sys, tvm, ember
+    import tvm, ember
+    from ember.models import random_feeds
     from ember.models.blocks import mobile_block
-    from tests.conftest import random_feeds
     model = mobile_block()
     artifact = ember.compile(model, "host")
     artifact.run(random_feeds(model))
