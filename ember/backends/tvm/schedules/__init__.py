@@ -20,6 +20,7 @@ from ember.backends.tvm.schedules.common import vector_bits
 from ember.backends.tvm.schedules.conv2d import Conv2D
 from ember.backends.tvm.schedules.dense import Dense
 from ember.backends.tvm.schedules.elementwise import Fallback
+from ember.backends.tvm.schedules.expand_depthwise import ExpandDepthwise
 from ember.backends.tvm.schedules.int8 import Int8Grouped, Int8Packed
 from ember.backends.tvm.schedules.rows import RowWise
 from ember.backends.tvm.schedules.winograd import Winograd
@@ -34,7 +35,8 @@ def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules for a CPU target, most specific first; the target's vector width sizes each schedule."""
     if target.kind.name != "llvm":
         return []
-    return [Attention(), Winograd(), Int8Packed(), Int8Grouped(), Conv2D(), Dense(), RowWise(), Fallback()]
+    rules = [Attention(), Winograd(), ExpandDepthwise(), Int8Packed(), Int8Grouped(), Conv2D(), Dense(), RowWise()]
+    return [*rules, Fallback()]
 
 
 CONSTANT = type(relax.const(0.0))

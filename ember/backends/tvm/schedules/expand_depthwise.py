@@ -1,0 +1,86 @@
+"""The fused expand-then-depthwise kernel (backends/tvm/expand_depthwise.py): strips of output rows in parallel;
+in each, the expanded rows it reads are computed first (register tiles of pixels x vectors over the input
+channels, the expand's activation applied as a tile is stored), then the depthwise conv reads them from cache
+(tiles of pixels x one vector over the 3x3 window, its activation applied in place)."""
+
+from __future__ import annotations
+
+from tvm import s_tir
+
+from ember.backends.tvm.expand_depthwise import DEPTHWISE_ACTIVATION, DEPTHWISE_BLOCK, EXPAND_ACTIVATION, EXPAND_BLOCK
+from ember.backends.tvm.schedules.common import CPURule, divisor_at_most, extent
+
+# Expanded rows a strip buffers, at most, in bytes: about half of a core's L2 (Zen 4: 1 MiB; Cortex-A76: 512 KiB
+# with 4 MiB of shared L3). MobileNetV2's 112x112 block (96 channels, stride 2) took 0.29 ms in strips of 4, 7 or 14
+# output rows alike (387-1290 KB buffered) and 0.28 ms in strips of 2; its 56x56 block (144 channels, stride 1)
+# 0.20 ms in strips of 7 (290 KB), 0.19 ms in strips of 28.
+STRIP_BYTES = 512 * 1024
+PIXELS = 8  # pixels a register tile holds, at most: the divisor of the width nearest below
+VECTORS = (3, 2, 1)  # vectors of channels an expand tile holds: the most that divide the channels
+
+
+def strip_rows(out_rows: int, stride: int, row_bytes: int) -> int:
+    """Output rows per strip: a divisor of `out_rows` whose expanded rows fit STRIP_BYTES, preferring an even
+    number of strips (a thread pool of 2 or 4 splits them evenly), then the most rows (the least recomputed)."""
+
+    def key(r: int) -> tuple[bool, bool, int]:
+        strips = out_rows // r
+        return ((r - 1) * stride + 3) * row_bytes <= STRIP_BYTES, strips % 2 == 0 and strips >= 2, r
+
+    return max((r for r in range(1, out_rows + 1) if out_rows % r == 0), key=key)
+
+
+class ExpandDepthwise(CPURule):
+    """Parallel strips of output rows; the expand's tiles computed at each strip, the depthwise's after them."""
+
+    def schedule(self, sch: s_tir.Schedule, bits: int) -> s_tir.Schedule | None:
+        names = {sch.get(b).name_hint: b for b in sch.get_child_blocks(sch.get_sblock("root"))}
+        if not {EXPAND_BLOCK, EXPAND_ACTIVATION, DEPTHWISE_BLOCK, DEPTHWISE_ACTIVATION} <= set(names):
+            return None
+        _, h, w, e, _ = (int(v.dom.extent) for v in sch.get(names[EXPAND_BLOCK]).iter_vars)
+        out_rows = int(sch.get(names[DEPTHWISE_BLOCK]).iter_vars[1].dom.extent)
+        rows = strip_rows(out_rows, 1 if out_rows == h else 2, w * e * 4)
+        lanes = bits // 32
+        strip = _depthwise(sch, names[DEPTHWISE_BLOCK], names[DEPTHWISE_ACTIVATION], lanes, rows)
+        _expand(sch, names[EXPAND_BLOCK], names[EXPAND_ACTIVATION], strip, lanes)
+        return sch
+
+
+def _depthwise(sch: s_tir.Schedule, block, activation, lanes: int, rows: int):
+    """Tile the depthwise conv: strips of `rows` output rows (parallel), pixel tiles x one vector over the window;
+    returns the strip loop."""
+    n, i, j, e, kh, kw = sch.get_loops(block)
+    io, ii = sch.split(i, [None, rows])
+    jo, ji = sch.split(j, [None, divisor_at_most(extent(sch, j), PIXELS)])
+    eo, ei = sch.split(e, [None, lanes])
+    sch.reorder(n, io, ii, jo, eo, kh, kw, ji, ei)
+    strip = sch.fuse(n, io)
+    sch.parallel(strip)
+    sch.unroll(ji)
+    sch.vectorize(ei)
+    sch.reverse_compute_at(activation, eo)
+    sch.vectorize(sch.get_loops(activation)[-1])
+    sch.vectorize(sch.get_loops(sch.decompose_reduction(block, kh))[-1])
+    return strip
+
+
+def _expand(sch: s_tir.Schedule, block, activation, strip, lanes: int) -> None:
+    """Compute the strip's expanded rows at `strip`: tiles of pixels x vectors over the input channels."""
+    sch.compute_at(activation, strip)
+    h, w, e = sch.get_loops(activation)[-3:]
+    vectors = next(v for v in VECTORS if (extent(sch, e) // lanes) % v == 0)
+    wo, wi = sch.split(w, [None, divisor_at_most(extent(sch, w), PIXELS)])
+    eo, ei = sch.split(e, [None, vectors * lanes])
+    sch.reorder(h, wo, eo, wi, ei)
+    sch.compute_at(block, eo)
+    cw, ce, rc = sch.get_loops(block)[-3:]
+    cv, cl = sch.split(ce, [None, lanes])
+    sch.reorder(rc, cw, cv, cl)
+    for loop in (cw, cv):
+        sch.unroll(loop)
+    sch.vectorize(cl)
+    sch.vectorize(sch.get_loops(sch.decompose_reduction(block, rc))[-1])
+    av, al = sch.split(ei, [None, lanes])
+    sch.unroll(wi)
+    sch.unroll(av)
+    sch.vectorize(al)
