@@ -11,6 +11,7 @@ import pytest
 import ember
 from ember.models import random_light_model
 from ember.models.blocks import kws_rnn, transformer_block
+from tests.backends.test_expand_depthwise import block_model
 from tests.cli.test_cli import ember as ember_cli
 from tests.conftest import assert_close, ort_run, random_feeds
 
@@ -22,12 +23,13 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.mark.parametrize(
     "build",
-    [transformer_block, lambda: random_light_model("squeezenet"), kws_rnn],
-    ids=["bert", "squeeze", "kws-lstm"],
+    [transformer_block, lambda: random_light_model("squeezenet"), kws_rnn, block_model],
+    ids=["bert", "squeeze", "kws-lstm", "inverted-bottleneck"],
 )
 def test_aarch64_bundle_matches_onnxruntime_under_qemu(build, tmp_path):
     """The transformer computes its Reshape shapes with Shape/Gather/Concat; SqueezeNet runs in NHWC; the
-    keyword spotter's lstm kernel and the vector forms of its sigmoid and tanh run on NEON."""
+    keyword spotter's lstm kernel and the vector forms of its sigmoid and tanh run on NEON; the inverted
+    bottleneck's expand and depthwise convs run as one kernel in tiles of 4-lane vectors."""
     model = build()
     art = ember.compile(model, "aarch64-linux-gnu")
     art.save(tmp_path / "bundle")
