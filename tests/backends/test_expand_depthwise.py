@@ -22,7 +22,8 @@ from tests.conftest import assert_close, ort_run, random_feeds
 
 def block_model(c=16, e=96, size=64, stride=2, batch=1, act="clip", second_reader=False):
     """x -> Conv 1x1 (c -> e) -> act -> depthwise Conv 3x3 (stride) -> act -> Conv 1x1 (e -> c) [+ a second
-    reader of the expanded tensor], float32 NCHW as exported (Ember converts to NHWC)."""
+    reader of the expanded tensor]; act: clip (ReLU6), relu or silu; float32 NCHW as exported (Ember converts
+    to NHWC)."""
     rng = np.random.default_rng(0)
     inits = {
         "w1": (rng.standard_normal((e, c, 1, 1)) / np.sqrt(c)).astype(np.float32),
@@ -36,14 +37,16 @@ def block_model(c=16, e=96, size=64, stride=2, batch=1, act="clip", second_reade
 
     def activation(x, y):
         if act == "clip":
-            return helper.make_node("Clip", [x, "lo", "hi"], [y])
-        return helper.make_node("Relu", [x], [y]) if act == "relu" else helper.make_node("Identity", [x], [y])
+            return [helper.make_node("Clip", [x, "lo", "hi"], [y])]
+        if act == "silu":  # as torch.onnx writes nn.SiLU
+            return [helper.make_node("Sigmoid", [x], [f"{y}.gate"]), helper.make_node("Mul", [x, f"{y}.gate"], [y])]
+        return [helper.make_node("Relu", [x], [y])]
 
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["e0"]),
-        activation("e0", "e1"),
+        *activation("e0", "e1"),
         helper.make_node("Conv", ["e1", "w2", "b2"], ["d0"], group=e, pads=[1] * 4, strides=[stride] * 2),
-        activation("d0", "d1"),
+        *activation("d0", "d1"),
         helper.make_node("Conv", ["d1", "w3"], ["y"]),
     ]
     outputs = [("y", None)]
@@ -99,9 +102,10 @@ def test_fused_kernel_runs_in_parallel_strips():
     [
         (block_model(second_reader=True), "cpu"),  # the expanded tensor is read by another node too
         (block_model(size=32), "cpu"),  # 32x32x96 floats: 384 KiB stay in cache between two kernels
+        (block_model(act="silu"), "cpu"),  # a sigmoid per expanded element costs more again on the halo rows
         (block_model(), "cuda"),
     ],
-    ids=["read-twice", "small", "gpu"],
+    ids=["read-twice", "small", "silu", "gpu"],
 )
 def test_blocks_that_do_not_fit_keep_two_kernels(model, device):
     names = kernel_names(ember.compile(model).graph, device)
