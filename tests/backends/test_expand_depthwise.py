@@ -6,6 +6,8 @@ GPU, the two convs stay apart."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -95,6 +97,26 @@ def test_fused_kernel_runs_in_parallel_strips():
     (text,) = [f.script() for gv, f in mod.functions_items() if gv.name_hint == expand_depthwise.DEPTHWISE_BLOCK]
     assert "T.parallel(" in text and "T.vectorized(" in text and "T.unroll(" in text
     assert "T.parallel(T.int64(4))" in text  # 32 output rows in strips of 8: 17 expanded rows, 418 KB
+
+
+@pytest.mark.parametrize(
+    "target, tile",
+    [
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "skylake-avx512"}, ("8", "3", "16")),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}, ("8", "1", "8")),  # 16 ymm registers
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, ("8", "3", "4")),
+    ],
+    ids=["avx512", "avx2", "neon"],
+)
+def test_expand_tiles_fit_the_target_registers(target, tile):
+    """The expand's register tile (pixels x vectors of lanes over 96 channels) stays within the target's
+    registers: 24 accumulators of 32 with AVX-512 and NEON, 8 of 16 with AVX2."""
+    graph = ember.compile(block_model()).graph
+    mod = schedules.schedule_module(lower_to_relax(graph), tvm.target.Target(target))
+    (text,) = [f.script() for gv, f in mod.functions_items() if gv.name_hint == expand_depthwise.DEPTHWISE_BLOCK]
+    unrolled = re.findall(r"T\.unroll\(T\.int64\((\d+)\)\)", text)
+    vectorized = re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", text)
+    assert (unrolled[0], unrolled[1], vectorized[0]) == tile  # the expand tile's init: pixels, vectors, lanes
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,13 @@ from ember.backends.tvm.schedules.common import CPURule, divisor_at_most, extent
 # Expanded rows a strip buffers, at most, in bytes: about half of a core's L2 (Zen 4: 1 MiB; Cortex-A76: 512 KiB
 # with 4 MiB of shared L3). MobileNetV2's 112x112 block (96 channels, stride 2) took 0.29 ms in strips of 4, 7 or 14
 # output rows alike (387-1290 KB buffered) and 0.28 ms in strips of 2; its 56x56 block (144 channels, stride 1)
-# 0.20 ms in strips of 7 (290 KB), 0.19 ms in strips of 28.
+# 0.20 ms in strips of 7 (290 KB) or 14, 0.19 ms in strips of 28.
 STRIP_BYTES = 512 * 1024
 PIXELS = 8  # pixels a register tile holds, at most: the divisor of the width nearest below
-VECTORS = (3, 2, 1)  # vectors of channels an expand tile holds: the most that divide the channels
+VECTORS = (3, 2, 1)  # vectors of channels an expand tile holds: the most that divide the channels and fit
+# Accumulators an expand tile may hold, by vector width: of 32 registers (AVX-512, NEON) or 16 (AVX2). The 56x56
+# block's expand in tiles of 8 pixels x 3 zmm vectors took 0.20 ms, of 8 x 1 0.26 ms (Zen 4).
+ACCUMULATORS = {512: 24, 256: 12, 128: 24}
 
 
 def strip_rows(out_rows: int, stride: int, row_bytes: int) -> int:
@@ -42,7 +45,7 @@ class ExpandDepthwise(CPURule):
         rows = strip_rows(out_rows, 1 if out_rows == h else 2, w * e * 4)
         lanes = bits // 32
         strip = _depthwise(sch, names[DEPTHWISE_BLOCK], names[DEPTHWISE_ACTIVATION], lanes, rows)
-        _expand(sch, names[EXPAND_BLOCK], names[EXPAND_ACTIVATION], strip, lanes)
+        _expand(sch, names[EXPAND_BLOCK], names[EXPAND_ACTIVATION], strip, lanes, ACCUMULATORS[bits])
         return sch
 
 
@@ -64,12 +67,14 @@ def _depthwise(sch: s_tir.Schedule, block, activation, lanes: int, rows: int):
     return strip
 
 
-def _expand(sch: s_tir.Schedule, block, activation, strip, lanes: int) -> None:
-    """Compute the strip's expanded rows at `strip`: tiles of pixels x vectors over the input channels."""
+def _expand(sch: s_tir.Schedule, block, activation, strip, lanes: int, accumulators: int) -> None:
+    """Compute the strip's expanded rows at `strip`: tiles of pixels x vectors over the input channels, at most
+    `accumulators` vectors."""
     sch.compute_at(activation, strip)
     h, w, e = sch.get_loops(activation)[-3:]
-    vectors = next(v for v in VECTORS if (extent(sch, e) // lanes) % v == 0)
-    wo, wi = sch.split(w, [None, divisor_at_most(extent(sch, w), PIXELS)])
+    pixels = divisor_at_most(extent(sch, w), PIXELS)
+    vectors = next(v for v in VECTORS if (extent(sch, e) // lanes) % v == 0 and pixels * v <= accumulators)
+    wo, wi = sch.split(w, [None, pixels])
     eo, ei = sch.split(e, [None, vectors * lanes])
     sch.reorder(h, wo, eo, wi, ei)
     sch.compute_at(block, eo)
