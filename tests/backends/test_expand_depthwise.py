@@ -1,8 +1,8 @@
 """An inverted bottleneck's expand 1x1 conv and 3x3 depthwise conv run as one CPU kernel where the expanded
 tensor is large (expand_depthwise.py): the fused kernel matches onnxruntime (conftest's assert_close: rtol 1e-4,
 atol 1e-5 scaled by the output's magnitude) for both strides, ragged strips, a batch and each activation it
-applies; it is scheduled in parallel strips; and where the expanded tensor is read twice, small, or built for a
-GPU, the two convs stay apart."""
+applies; it is scheduled in parallel strips, its register tiles sized to the target; and where the expanded
+tensor is read twice, is small, or is activated by SiLU, or the build is for a GPU, the two convs stay apart."""
 
 from __future__ import annotations
 

@@ -33,8 +33,6 @@ def _activation(node: Node) -> Callable[[tirx.PrimExpr], tirx.PrimExpr] | None:
     1.03x the whole model's median time (in-process A/B, 30 rounds), so a SiLU layer keeps its own kernel."""
     act, params = node.attrs["activation"], node.attrs["act_params"]
     zero = tirx.const(0.0, "float32")
-    if act == "none":
-        return lambda v: v
     if act == "relu":
         return lambda v: tirx.max(v, zero)
     if act == "clip" and len(params) == 2:
