@@ -1,7 +1,8 @@
-"""Winograd F(4x4, 3x3) convs: the transform matrices compute a 3x3 correlation, eligible convs lower to the
-transforms and batched matmuls and match onnxruntime (conftest's assert_close: rtol 1e-4, atol 1e-5 scaled
-by the output's magnitude) with ragged tiles, batches, padding and fused epilogues, their kernels are
-scheduled, and convs the transform does not fit, GPU targets and `winograd=False` keep the direct kernel."""
+"""Winograd F(4x4, 3x3) and F(2x2, 3x3) convs: the transform matrices compute a 3x3 correlation, eligible
+convs lower to the transforms and batched matmuls and match onnxruntime (conftest's assert_close: rtol 1e-4,
+atol 1e-5 scaled by the output's magnitude) with ragged tiles, batches, padding and fused epilogues, their
+kernels are scheduled, and convs the transform does not fit, GPU targets and `winograd=False` keep the direct
+kernel."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import ember
 from ember.backends.tvm import schedules
 from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.targets import resolve
-from ember.backends.tvm.winograd import A_T, B_T, G, transform_weight
+from ember.backends.tvm.winograd import F2, F4, tile_for, transform_weight
 from ember.models.blocks import make_model
 from tests.cli.test_cli import ember as ember_cli
 from tests.conftest import assert_close, ort_run, random_feeds
@@ -46,17 +47,18 @@ def kernel_names(graph, device: str = "cpu", winograd: bool = True) -> list[str]
     return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
 
 
-def test_transform_matrices_compute_a_3x3_correlation():
-    bt, g, at = (np.asarray(x, dtype=np.float64) for x in (B_T, G, A_T))
+@pytest.mark.parametrize("tile", [F4, F2], ids=["F4", "F2"])
+def test_transform_matrices_compute_a_3x3_correlation(tile):
+    bt, g, at = (np.asarray(x, dtype=np.float64) for x in (tile.b_t, tile.g, tile.a_t))
     rng = np.random.default_rng(0)
-    d, w = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
+    d, w = rng.standard_normal((tile.alpha, tile.alpha)), rng.standard_normal((3, 3))
     got = at @ ((g @ w @ g.T) * (bt @ d @ bt.T)) @ at.T
-    want = [[(d[i : i + 3, j : j + 3] * w).sum() for j in range(4)] for i in range(4)]
+    want = [[(d[i : i + 3, j : j + 3] * w).sum() for j in range(tile.m)] for i in range(tile.m)]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     w32 = w.astype(np.float32)
-    u = transform_weight(w32.reshape(3, 3, 1, 1))
+    u = transform_weight(w32.reshape(3, 3, 1, 1), tile)
     assert u.dtype == np.float32
-    np.testing.assert_allclose(u.reshape(6, 6), g @ w32 @ g.T, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(u.reshape(tile.alpha, tile.alpha), g @ w32 @ g.T, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -65,20 +67,25 @@ def test_transform_matrices_compute_a_3x3_correlation():
         (16, 24, 15, 20, 2, (1, 1, 1, 1), False),  # ragged tiles in both directions, two images
         (32, 16, 12, 12, 1, (0, 0, 0, 0), False),  # no padding: a 10x10 output
         (16, 16, 13, 11, 1, (2, 0, 0, 2), True),  # uneven padding, residual fused into the output transform
+        (256, 256, 7, 7, 1, (1, 1, 1, 1), True),  # 7x7: F(2x2, 3x3), ragged tiles, a residual
+        (256, 272, 9, 8, 2, (1, 1, 1, 1), False),  # F(2x2, 3x3) on 72 pixels, two images
     ],
 )
 def test_winograd_conv_matches_onnxruntime(c, k, h, w, batch, pads, residual):
     model = conv_model(c, k, h, w, batch, pads, residual)
     art = ember.compile(model)
     assert {"winograd_input", "winograd_matmul", "winograd_output"} <= set(kernel_names(art.graph))
+    (conv,) = [n for n in art.graph.nodes if "conv2d" in n.op]
+    assert tile_for(conv, "cpu") is (F4 if h * w >= 100 else F2)
     feeds = random_feeds(model)
     assert_close(art.run(feeds), ort_run(model, feeds))
 
 
-def test_winograd_kernels_are_scheduled():
+@pytest.mark.parametrize("c, size, alpha", [(32, 28, 6), (256, 7, 4)], ids=["F4", "F2"])
+def test_winograd_kernels_are_scheduled(c, size, alpha):
     """Tiles in parallel, channels in vectors, the transforms' matrix loops unrolled (so their selects fold
     to constants), and the matmul's rows a whole number of register blocks (no masked tail)."""
-    model = conv_model(32, 32, 28, 28)
+    model = conv_model(c, c, size, size)
     spec = resolve("host")
     mod = schedules.schedule_module(lower_to_relax(ember.compile(model).graph), spec.target)
     kernels = {gv.name_hint: f.script() for gv, f in mod.functions_items() if "winograd" in gv.name_hint}
@@ -86,7 +93,7 @@ def test_winograd_kernels_are_scheduled():
     for name, text in kernels.items():
         assert "T.parallel(" in text and "T.vectorized(" in text, name
     transforms = [t for name, t in kernels.items() if "matmul" not in name]
-    assert all("T.unroll(T.int64(6))" in t for t in transforms)
+    assert all(f"T.unroll(T.int64({alpha}))" in t for t in transforms)
     (matmul,) = [t for name, t in kernels.items() if "matmul" in name]
     assert "T.where" not in matmul
 
@@ -98,9 +105,10 @@ def test_winograd_kernels_are_scheduled():
         conv_model(16, 16, 14, 14, dilations=[2, 2], pads=(2, 2, 2, 2)),
         conv_model(16, 16, 14, 14, group=2),
         conv_model(8, 16, 14, 14),  # few input channels: the transforms would cost more than they save
-        conv_model(16, 16, 8, 8),  # 64 output pixels
+        conv_model(16, 16, 8, 8),  # 64 output pixels, too few channels for F(2x2, 3x3)
+        conv_model(256, 256, 6, 6),  # 36 output pixels
     ],
-    ids=["stride2", "dilated", "grouped", "few-channels", "small"],
+    ids=["stride2", "dilated", "grouped", "few-channels", "small", "smaller"],
 )
 def test_convs_winograd_does_not_fit_keep_the_direct_kernel(model):
     names = kernel_names(ember.compile(model).graph)

@@ -291,8 +291,8 @@ def _conv2d(L, n, a):
     at = n.attrs
     nhwc = at["layout"] == "NHWC"
     per_group = grouped.padded_outputs(n, L.device)
-    if L.winograd and winograd.fits(n, L.device):
-        y = winograd.conv2d(L.bb, a[0], n)
+    if L.winograd and (tile := winograd.tile_for(n, L.device)):
+        y = winograd.conv2d(L.bb, a[0], n, tile)
     else:
         weight = a[1] if per_group is None else L.const(grouped.pad_weight(n.inputs[1].const, at["group"], per_group))
         y = R.nn.conv2d(

@@ -7,11 +7,13 @@ schedule, its rows (tiles, padded by the lowering) in whole register blocks."""
 
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir, tirx
 
 from ember.backends.tvm.schedules.common import CPURule, bound_loops, extent, lanes_for, vector_factor
 from ember.backends.tvm.schedules.contraction import Blocking, gather_epilogue, schedule_contraction
-from ember.backends.tvm.winograd import ALPHA, INPUT_BLOCK, MATMUL_BLOCK, OUTPUT_BLOCK, M
+from ember.backends.tvm.winograd import INPUT_BLOCK, MATMUL_BLOCK, OUTPUT_BLOCK
 
 MATMUL = Blocking(vector_axis=2, row_axes=(1,), weights_by_lanes=True, exact_rows=True)
 
@@ -36,7 +38,8 @@ def _input(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
     for producer in sch.get_producers(columns):
         sch.compute_inline(producer)
     e, p, c, rj = bound_loops(sch, block)
-    ea, eb = sch.split(e, factors=[ALPHA, ALPHA])
+    alpha = math.isqrt(extent(sch, e))  # the points of an alpha x alpha tile
+    ea, eb = sch.split(e, factors=[alpha, alpha])
     co, ci = sch.split(c, factors=[None, vector_factor(extent(sch, c), lanes_for(sch, block, bits))])
     sch.reorder(p, co, ea, eb, rj, ci)
     sch.parallel(sch.fuse(p, co))
@@ -48,16 +51,17 @@ def _input(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
 
 def _output(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
     epilogue = gather_epilogue(sch, block)
+    rows = sch.get_producers(block)[0]
+    m = int(sch.get(rows).writes[0].source.shape[1])  # [alpha, m, tiles, K]: the output tile's size
     n, h, w, k, ra = bound_loops(sch, block)
-    th, i = sch.split(h, factors=[None, M])
-    tw, j = sch.split(w, factors=[None, M])
+    th, i = sch.split(h, factors=[None, m])
+    tw, j = sch.split(w, factors=[None, m])
     ko, ki = sch.split(k, factors=[None, vector_factor(extent(sch, k), lanes_for(sch, block, bits))])
     sch.reorder(n, th, tw, ko, j, i, ra, ki)
     tile = sch.fuse(n, th, tw, ko)
     sch.parallel(tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(epilogue)[-1])
-    rows = sch.get_producers(block)[0]
     sch.compute_at(rows, j, preserve_unit_loops=True)
     _transform(sch, block, ki, (j, i, ra))
     _stage(sch, rows)
