@@ -19,6 +19,7 @@ from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.schedules.expand_depthwise import STRIP_BYTES, strip_rows
 from ember.backends.tvm.targets import resolve
 from ember.models.blocks import make_model, mobilenet_v2
+from tests.backends.test_winograd import kernel_names
 from tests.conftest import assert_close, ort_run, random_feeds
 
 
@@ -56,11 +57,6 @@ def block_model(c=16, e=96, size=64, stride=2, batch=1, act="clip", second_reade
         nodes.append(helper.make_node("ReduceMean", ["e1"], ["m"], keepdims=0))
         outputs.append(("m", None))
     return make_model(nodes, [("x", [batch, c, size, size])], outputs, inits, opset=13)
-
-
-def kernel_names(graph, device: str = "cpu") -> list[str]:
-    mod = tvm.relax.transform.LegalizeOps()(lower_to_relax(graph, device))
-    return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tvm import relax, te, tirx
 
 from ember.ir.graph import Graph, Node
+
+if TYPE_CHECKING:
+    from ember.backends.tvm.rules import Lowering
 
 # An expanded tensor smaller than this stays in the caches between the two kernels anyway (MobileNetV2's 28x28
 # and smaller blocks), and strips of its few rows would recompute a larger share of it.
@@ -112,24 +116,22 @@ def compute(x: te.Tensor, w1: te.Tensor, b1: te.Tensor, w2: te.Tensor, b2: te.Te
     return te.compute((n, ho, wo, e), lambda b, i, j, k: act2(depthwise[b, i, j, k] + b2[k]), name=DEPTHWISE_ACTIVATION)
 
 
-def emit(bb: relax.BlockBuilder, x: relax.Expr, expand: Node, depthwise: Node) -> relax.Expr:
+def emit(L: Lowering, x: relax.Expr, expand: Node, depthwise: Node) -> relax.Expr:
     """The fused kernel's call for `expand` (absorbed) and `depthwise` on the expand's input `x`."""
 
     def bias(n: Node) -> relax.Constant:
-        b = n.inputs[2].const if len(n.inputs) > 2 and n.inputs[2] is not None else np.zeros(n.output.shape[3])
-        return relax.const(np.asarray(b, dtype=np.float32), "float32")
+        has_bias = len(n.inputs) > 2 and n.inputs[2] is not None
+        return L.const(n.inputs[2].const if has_bias else np.zeros(n.output.shape[3]), "f32")
 
-    w1 = expand.inputs[1].const.reshape(expand.inputs[1].shape[2:])
-    w2 = depthwise.inputs[1].const.reshape(3, 3, -1)
     kernel = functools.partial(
         compute, stride=int(depthwise.attrs["strides"][0]), act1=_activation(expand), act2=_activation(depthwise)
     )
-    return bb.emit_te(
+    return L.bb.emit_te(
         kernel,
         x,
-        relax.const(np.ascontiguousarray(w1, dtype=np.float32), "float32"),
+        L.const(expand.inputs[1].const.reshape(expand.inputs[1].shape[2:])),
         bias(expand),
-        relax.const(np.ascontiguousarray(w2, dtype=np.float32), "float32"),
+        L.const(depthwise.inputs[1].const.reshape(3, 3, -1)),
         bias(depthwise),
         primfunc_name_hint=DEPTHWISE_BLOCK,
     )

@@ -334,7 +334,7 @@ def layer_epilogue(L, n: Node, y, residual):
 @rule("fused_conv2d", "fused_dense")
 def _fused_layer(L, n, a):
     if absorbed := L.absorbed.get(id(n)):  # a depthwise conv with the expand conv before it (expand_depthwise.py)
-        return expand_depthwise.emit(L.bb, L.values[id(absorbed[0].inputs[0])], absorbed[0], n)
+        return expand_depthwise.emit(L, L.values[id(absorbed[0].inputs[0])], absorbed[0], n)
     base = RULES["conv2d" if n.op == "fused_conv2d" else "dense"]
     return layer_epilogue(L, n, base(L, n, a[:3]), a[3] if len(a) > 3 else None)
 
