@@ -218,7 +218,7 @@ def compile(  # noqa: A001  (the verb users expect: ember.compile)
         _dump(dumper, "after-quantize", graph, quant_report is not None)
         # CPU schedules only: a fused pool's epilogue is one more case TVM's GPU rules would have to take
         _dump(dumper, "after-fuse-qconv-pool", graph, spec.device == "cpu" and fuse_qconv_pool(graph))
-        mod = lower_to_relax(graph, spec.device, winograd)
+        mod = lower_to_relax(graph, spec.device, winograd, spec.target)
         if dumper is not None:
             dumper.write_text("lowered-relax", ".py", mod.script(show_meta=False))
         tuned = None

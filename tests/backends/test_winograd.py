@@ -18,7 +18,7 @@ import ember
 from ember.backends.tvm import schedules
 from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.targets import resolve
-from ember.backends.tvm.winograd import F2, F4, tile_for, transform_weight
+from ember.backends.tvm.winograd import F2, F4, padded_tiles, tile_for, transform_weight
 from ember.models.blocks import make_model
 from tests.cli.test_cli import ember as ember_cli
 from tests.conftest import assert_close, ort_run, random_feeds
@@ -95,6 +95,35 @@ def test_winograd_kernels_are_scheduled(c, size, alpha):
     transforms = [t for name, t in kernels.items() if "matmul" not in name]
     assert all(f"T.unroll(T.int64({alpha}))" in t for t in transforms)
     (matmul,) = [t for name, t in kernels.items() if "matmul" in name]
+    assert "T.where" not in matmul
+
+
+@pytest.mark.parametrize(
+    "count, limit, padded",
+    [(16, 8, 16), (16, 6, 16), (49, 8, 49), (49, 6, 50), (196, 8, 196), (4, 8, 4), (9, 8, 10), (1, 6, 3)],
+)
+def test_tiles_pad_to_the_register_block_that_pads_least(count, limit, padded):
+    """7x7 and 14x14 outputs' 16 tiles take blocks of 8 rows (AVX-512) or 4 (AVX2, NEON), not 18 rows of 6."""
+    assert padded_tiles(count, limit) == padded
+
+
+@pytest.mark.parametrize(
+    "target, rows",
+    [
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "cascadelake"}, 49),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}, 50),
+        ("aarch64-linux-gnu", 50),
+    ],
+    ids=["avx512", "avx2", "neon"],
+)
+def test_matmul_rows_fit_the_targets_register_blocks(target, rows):
+    """A 28x28 output is 49 tiles: AVX-512's tiles of up to 8 rows take them as 7 blocks of 7, AVX2's and NEON's
+    of up to 6 pad one zero tile for 10 blocks of 5; scheduled for that target, the matmul has no masked tail."""
+    target = resolve(target).target if isinstance(target, str) else tvm.target.Target(target)
+    graph = ember.compile(conv_model(32, 32, 28, 28)).graph
+    mod = schedules.schedule_module(lower_to_relax(graph, target=target), target)
+    (matmul,) = [f.script() for gv, f in mod.functions_items() if "winograd_matmul" in gv.name_hint]
+    assert f"T.Buffer((T.int64(36), T.int64({rows}), T.int64(32))" in matmul
     assert "T.where" not in matmul
 
 

@@ -58,7 +58,7 @@ def build(
             f"target '{spec.name}' needs TVM's {spec.device} code generator, which this TVM build lacks",
             hint=f"install an apache-tvm built with USE_{spec.device.upper()}=ON",
         )
-    mod = lower_to_relax(graph, spec.device) if mod is None else mod
+    mod = lower_to_relax(graph, spec.device, target=spec.target) if mod is None else mod
     try:
         tir_pipeline = CPU_TIR_PIPELINE if spec.device == "cpu" else "default"
         return relax.build(

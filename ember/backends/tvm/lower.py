@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -17,6 +19,8 @@ from ember.backends.tvm import (  # noqa: F401  (rule registration)
     sparse,
 )
 from ember.backends.tvm.rules import RULES, Lowering
+from ember.backends.tvm.schedules.common import vector_bits
+from ember.backends.tvm.schedules.contraction import matmul_row_limit
 from ember.errors import EmberError
 from ember.ir import dtypes
 from ember.ir.graph import Graph, Value
@@ -44,9 +48,12 @@ def unsupported_ops(graph: Graph) -> dict[str, str]:
     return missing
 
 
-def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> tvm.IRModule:
+def lower_to_relax(
+    graph: Graph, device: str = "cpu", winograd: bool = True, target: tvm.target.Target | None = None
+) -> tvm.IRModule:
     """Build the Relax module `main(inputs...) -> (outputs...)` for `graph`, for a target of `device` kind;
-    `winograd=False` keeps every 3x3 conv direct."""
+    `winograd=False` keeps every 3x3 conv direct. `target`, where given, is the one the kernels are scheduled
+    for: some rules shape their tensors to its register tiles (Winograd's padded tiles)."""
     missing = unsupported_ops(graph)
     if missing:
         listing = ", ".join(f"{op} (node '{name}')" for op, name in missing.items())
@@ -54,7 +61,10 @@ def lower_to_relax(graph: Graph, device: str = "cpu", winograd: bool = True) -> 
     bb = relax.BlockBuilder()
     syms: dict[str, tvm.tirx.Var] = {}
     params = [relax.Var(v.name, _struct(v, syms)) for v in graph.inputs]
-    lowering = Lowering(bb, device, winograd)
+    row_limit = None
+    if target is not None and device == "cpu":
+        row_limit = functools.partial(matmul_row_limit, bits=vector_bits(target))
+    lowering = Lowering(bb, device, winograd, row_limit)
     env = lowering.values
     env.update({id(v): p for v, p in zip(graph.inputs, params)})
     absorbed = lowering.plan_absorbed(graph)

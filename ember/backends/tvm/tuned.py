@@ -276,4 +276,4 @@ def tune_model(
     spec = resolve(target)
     graph = import_model(model, input_shapes)
     PassManager(parse_pipeline(2) + layout_passes(spec.layout, 2, None)).run(graph)
-    return tune(lower_to_relax(graph, spec.device), spec, trials, db_dir, **options)
+    return tune(lower_to_relax(graph, spec.device, target=spec.target), spec, trials, db_dir, **options)

@@ -69,10 +69,14 @@ MIN_PIXELS = 100
 # F(2x2, 3x3) took what F(4x4, 3x3) does (3.00 ms against 3.03, transforms included). Unmeasured below 256.
 MIN_SMALL_PIXELS = 49
 MIN_SMALL_CHANNELS = 256
-# The tiles (the matmuls' rows) are padded to a multiple of this, so register blocks of 6 rows (the limit with
-# two vectors of lanes on AVX2 and NEON; AVX-512 takes 6 as exact) divide them. With a masked last block the
-# matmuls of a 28x28 output (49 tiles) ran at 31 GMAC/s, where 24x24 (36 tiles) ran at 77 (one kernel, 2 threads).
-ROW_BLOCK = 6
+# The tiles (the matmuls' rows) are padded to a multiple of a register block's rows, so whole blocks cover them:
+# with a masked last block the matmuls of a 28x28 output (49 tiles) ran at 31 GMAC/s, where 24x24 (36 tiles) ran
+# at 77 (one kernel, 2 threads). The block is the one from half the schedule's row limit (for the target and the
+# output channels) up to it, which the schedule takes as exact, that pads least. Against padding to a multiple of
+# 6 (the AVX2 and NEON limit) for every target, with AVX-512's limit of 8 ResNet-50's matmuls took 0.87x the time
+# at 14x14 and 0.90x at 7x7 (16 tiles: 16 rows, not 18) and 0.91x at 28x28 (49, not 54); its kernels' sum 0.98x
+# (per-kernel minimums of 12 rounds in turns, 2 threads, Zen 4).
+DEFAULT_ROW_LIMIT = 6  # where the lowering is not given the target's
 COLUMNS_BLOCK, INPUT_BLOCK = "winograd_columns", "winograd_input"
 MATMUL_BLOCK, ROWS_BLOCK = "winograd_matmul", "winograd_rows"
 OUTPUT_BLOCK = "winograd_output"
@@ -97,17 +101,24 @@ def _coefficient(matrix, row, col) -> tirx.PrimExpr:
     return expr
 
 
-def input_transform(x: te.Tensor, pads, tile: Tile) -> te.Tensor:
+def padded_tiles(count: int, row_limit: int) -> int:
+    """`count` tiles padded to whole register blocks of the rows, from half `row_limit` up to it, that pad least
+    (the most rows of those)."""
+    rows = min(range(row_limit, (row_limit - 1) // 2, -1), key=lambda r: -(-count // r) * r)
+    return -(-count // rows) * rows
+
+
+def input_transform(x: te.Tensor, pads, tile: Tile, row_limit: int = DEFAULT_ROW_LIMIT) -> te.Tensor:
     """V[e, p, c] = (B^T d_p B)[e // alpha, e % alpha] for each m x m output tile p's alpha x alpha input patch
     d_p (zero-padded), [alpha^2, tiles, C]; B^T applies to the patch's columns, then to its rows. The tiles are
-    padded to a multiple of ROW_BLOCK with zero patches."""
+    padded with zero patches to whole register blocks of at most `row_limit` rows (`padded_tiles`)."""
     n, h, w, c = (int(d) for d in x.shape)
     top, left, bottom, right = pads
     m, alpha = tile.m, tile.alpha
     th, tw = -(-(h + top + bottom - 2) // m), -(-(w + left + right - 2) // m)
     padded = topi.nn.pad(x, [0, top, left, 0], [0, th * m + 2 - h - top, tw * m + 2 - w - left, 0], name="pad")
     count = n * th * tw
-    rows = -(-count // ROW_BLOCK) * ROW_BLOCK
+    rows = padded_tiles(count, row_limit)
 
     def patch(p, i, j, ch):
         pixel = padded[p // (th * tw), p % (th * tw) // tw * m + i, p % tw * m + j, ch]
@@ -175,11 +186,13 @@ def tile_for(node: Node, device: str) -> Tile | None:
     return F2 if pixels >= MIN_SMALL_PIXELS and min(c, k) >= MIN_SMALL_CHANNELS else None
 
 
-def conv2d(bb: relax.BlockBuilder, x: relax.Expr, node: Node, tile: Tile) -> relax.Expr:
-    """Emit the Winograd form of conv2d `node` on input `x` with `tile`: its [N, H, W, K] result, before bias."""
+def conv2d(bb: relax.BlockBuilder, x: relax.Expr, node: Node, tile: Tile, row_limit: int) -> relax.Expr:
+    """Emit the Winograd form of conv2d `node` on input `x` with `tile`, its matmuls' rows padded for register
+    blocks of at most `row_limit` rows: its [N, H, W, K] result, before bias."""
     weight = relax.const(transform_weight(node.inputs[1].const, tile), "float32")
     pads = list(node.attrs["pads"])
-    v = bb.emit_te(functools.partial(input_transform, tile=tile), x, pads, primfunc_name_hint=INPUT_BLOCK)
+    transform = functools.partial(input_transform, tile=tile, row_limit=row_limit)
+    v = bb.emit_te(transform, x, pads, primfunc_name_hint=INPUT_BLOCK)
     product = bb.emit_te(batch_matmul, v, weight, primfunc_name_hint=MATMUL_BLOCK)
     shape = [int(d) for d in node.output.shape]
     transform = functools.partial(output_transform, tile=tile)

@@ -90,9 +90,7 @@ def schedule_contraction(
         blocking = replace(blocking, cache_block=False)
     if blocking.weights_by_lanes:
         prepack_weight(sch, block, blocking.vector_axis, vec_len)
-    width = register_width(vec_len, lanes)
-    registers = HALF_WIDTH_ACCUMULATORS.get(bits) if width < lanes else None
-    limit = (KNOBS.get().accumulators or registers or ACCUMULATOR_REGISTERS[bits]) // -(-vec_len // width)
+    limit = row_limit(vec_len, lanes, bits)
     rows, row_axis = 1, None
     for axis in blocking.row_axes:
         if row_factor(extent(sch, loops[axis]), limit, blocking.exact_rows) > rows:
@@ -132,6 +130,19 @@ def schedule_contraction(
     if not prefetch or extent(sch, tile) == 1 or masked(sch, epilogue):
         return sch
     return prefetch_epilogue(sch, epilogue, tile)
+
+
+def row_limit(vec_len: int, lanes: int, bits: int) -> int:
+    """Register rows a tile of `vec_len` lanes may have: the accumulator registers over its registers per row."""
+    width = register_width(vec_len, lanes)
+    registers = HALF_WIDTH_ACCUMULATORS.get(bits) if width < lanes else None
+    return (KNOBS.get().accumulators or registers or ACCUMULATOR_REGISTERS[bits]) // -(-vec_len // width)
+
+
+def matmul_row_limit(columns: int, bits: int) -> int:
+    """`row_limit` of a float32 matmul's tile over `columns` output columns with `bits`-wide vectors."""
+    lanes = max(bits // 32, 1)
+    return row_limit(lane_tile(columns, lanes), lanes, bits)
 
 
 def register_width(n: int, lanes: int) -> int:
