@@ -468,7 +468,7 @@ def test_gpu_lowering_sums_from_zero_exactly_and_builds_for_cuda():
 def test_gpu_build_of_int8_graph_that_tvm_cannot_schedule_says_why(monkeypatch):
     """int8 kernels have CPU schedules only; where TVM's GPU rules still fail (here forced: the bias-initialized
     sums of CPU lowering, which dlight's rfactor rejects), the error says so and what to do instead."""
-    monkeypatch.setattr(build_module, "lower_to_relax", lambda graph, device: lower_to_relax(graph))
+    monkeypatch.setattr(build_module, "lower_to_relax", lambda graph, device, target: lower_to_relax(graph))
     g = Graph("fc")
     x = g.add_input("x", [1, 64])
     y = qdense(g, g.emit("quantize", x, scale=0.02, zero_point=9, dtype="u8"), 64, 10)
