@@ -52,8 +52,8 @@ def lower_to_relax(
     graph: Graph, device: str = "cpu", winograd: bool = True, target: tvm.target.Target | None = None
 ) -> tvm.IRModule:
     """Build the Relax module `main(inputs...) -> (outputs...)` for `graph`, for a target of `device` kind;
-    `winograd=False` keeps every 3x3 conv direct. `target`, where given, is the one the kernels are scheduled
-    for: some rules shape their tensors to its register tiles (Winograd's padded tiles)."""
+    `winograd=False` keeps every 3x3 conv direct. `target` is the one the kernels are scheduled for: some rules
+    shape their tensors to its register tiles (Winograd's padded tiles); without it, to 128-bit vectors'."""
     missing = unsupported_ops(graph)
     if missing:
         listing = ", ".join(f"{op} (node '{name}')" for op, name in missing.items())
@@ -61,10 +61,8 @@ def lower_to_relax(
     bb = relax.BlockBuilder()
     syms: dict[str, tvm.tirx.Var] = {}
     params = [relax.Var(v.name, _struct(v, syms)) for v in graph.inputs]
-    row_limit = None
-    if target is not None and device == "cpu":
-        row_limit = functools.partial(matmul_row_limit, bits=vector_bits(target))
-    lowering = Lowering(bb, device, winograd, row_limit)
+    bits = 128 if target is None else vector_bits(target)
+    lowering = Lowering(bb, device, winograd, functools.partial(matmul_row_limit, bits=bits))
     env = lowering.values
     env.update({id(v): p for v, p in zip(graph.inputs, params)})
     absorbed = lowering.plan_absorbed(graph)

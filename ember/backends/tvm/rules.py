@@ -26,13 +26,7 @@ ABSORBS: dict[str, Absorbs] = {}
 class Lowering:
     """State of one lowering: the BlockBuilder and helpers rules share."""
 
-    def __init__(
-        self,
-        bb: relax.BlockBuilder,
-        device: str = "cpu",
-        winograd: bool = True,
-        row_limit: Callable[[int], int] | None = None,
-    ):
+    def __init__(self, bb: relax.BlockBuilder, device: str, winograd: bool, row_limit: Callable[[int], int]):
         self.bb = bb
         self.device = device  # the target's device kind ("cpu", "cuda", "opencl", ...): some rules differ by it
         self.winograd = winograd  # 3x3 convs that fit run as Winograd (see winograd.py)
@@ -299,9 +293,7 @@ def _conv2d(L, n, a):
     nhwc = at["layout"] == "NHWC"
     per_group = grouped.padded_outputs(n, L.device)
     if L.winograd and (tile := winograd.tile_for(n, L.device)):
-        columns = n.inputs[1].shape[3]
-        limit = L.row_limit(columns) if L.row_limit else winograd.DEFAULT_ROW_LIMIT
-        y = winograd.conv2d(L.bb, a[0], n, tile, limit)
+        y = winograd.conv2d(L.bb, a[0], n, tile, L.row_limit(n.inputs[1].shape[3]))
     else:
         weight = a[1] if per_group is None else L.const(grouped.pad_weight(n.inputs[1].const, at["group"], per_group))
         y = R.nn.conv2d(

@@ -76,7 +76,6 @@ MIN_SMALL_CHANNELS = 256
 # 6 (the AVX2 and NEON limit) for every target, with AVX-512's limit of 8 ResNet-50's matmuls took 0.87x the time
 # at 14x14 and 0.90x at 7x7 (16 tiles: 16 rows, not 18) and 0.91x at 28x28 (49, not 54); its kernels' sum 0.98x
 # (per-kernel minimums of 12 rounds in turns, 2 threads, Zen 4).
-DEFAULT_ROW_LIMIT = 6  # where the lowering is not given the target's
 COLUMNS_BLOCK, INPUT_BLOCK = "winograd_columns", "winograd_input"
 MATMUL_BLOCK, ROWS_BLOCK = "winograd_matmul", "winograd_rows"
 OUTPUT_BLOCK = "winograd_output"
@@ -108,7 +107,7 @@ def padded_tiles(count: int, row_limit: int) -> int:
     return -(-count // rows) * rows
 
 
-def input_transform(x: te.Tensor, pads, tile: Tile, row_limit: int = DEFAULT_ROW_LIMIT) -> te.Tensor:
+def input_transform(x: te.Tensor, pads, tile: Tile, row_limit: int) -> te.Tensor:
     """V[e, p, c] = (B^T d_p B)[e // alpha, e % alpha] for each m x m output tile p's alpha x alpha input patch
     d_p (zero-padded), [alpha^2, tiles, C]; B^T applies to the patch's columns, then to its rows. The tiles are
     padded with zero patches to whole register blocks of at most `row_limit` rows (`padded_tiles`)."""
