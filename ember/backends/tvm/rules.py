@@ -9,7 +9,7 @@ import numpy as np
 from tvm import relax, topi
 from tvm.relax import op as R
 
-from ember.backends.tvm import expand_depthwise, grouped, winograd
+from ember.backends.tvm import expand_depthwise, grouped, stem, winograd
 from ember.errors import EmberError
 from ember.ir import dtypes
 from ember.ir.decompose import decompose
@@ -334,13 +334,20 @@ def layer_epilogue(L, n: Node, y, residual):
 
 @rule("fused_conv2d", "fused_dense")
 def _fused_layer(L, n, a):
-    if absorbed := L.absorbed.get(id(n)):  # a depthwise conv with the expand conv before it (expand_depthwise.py)
+    absorbed = L.absorbed.get(id(n), [])
+    if absorbed and absorbed[0].op != "transpose":  # a depthwise conv with the expand conv before it
         return expand_depthwise.emit(L, L.values[id(absorbed[0].inputs[0])], absorbed[0], n)
-    base = RULES["conv2d" if n.op == "fused_conv2d" else "dense"]
-    return layer_epilogue(L, n, base(L, n, a[:3]), a[3] if len(a) > 3 else None)
+    if absorbed:  # a stem conv reading its NCHW input through the transpose (stem.py)
+        y = stem.conv2d(L.bb, L.values[id(absorbed[0].inputs[0])], a[1], n)
+        y = y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, 1, 1, -1)))
+    else:
+        y = RULES["conv2d" if n.op == "fused_conv2d" else "dense"](L, n, a[:3])
+    return layer_epilogue(L, n, y, a[3] if len(a) > 3 else None)
 
 
-absorbs("fused_conv2d")(expand_depthwise.absorbed_expand)
+@absorbs("fused_conv2d")
+def _absorbed_producers(graph: Graph, n: Node, device: str) -> list[Node]:
+    return expand_depthwise.absorbed_expand(graph, n, device) or stem.absorbed_transpose(graph, n, device)
 
 
 @rule("conv2d_transpose")

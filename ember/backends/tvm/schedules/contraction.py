@@ -245,19 +245,25 @@ def prepack_weight(sch: s_tir.Schedule, block: SBlockRV, vector_axis: int, vec_l
 
 
 def inline_prologue(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
-    """Inline producers that only copy (a zero-width pad), and padding where each output reduces over few
-    inputs (depthwise): a padded copy would cost more than the convolution; other padding gets its own
-    parallel loop, keeping the bounds tests out of the reduction."""
+    """Inline producers that only copy (a zero-width pad, a layout transpose before the padding: stem.py), and
+    padding where each output reduces over few inputs (depthwise): a padded copy would cost more than the
+    convolution; other padding gets its own parallel loop, keeping the bounds tests out of the reduction."""
     reduction = 1
     for iv in sch.get(block).iter_vars:
         reduction *= int(iv.dom.extent) if iv.iter_type == tirx.IterVar.CommReduce else 1
     for producer in sch.get_producers(block):
-        body = sch.get(producer).body
-        copies = isinstance(body, tirx.BufferStore) and isinstance(body.value, ir.TensorLoad)
-        if copies or reduction <= SMALL_REDUCTION:
+        for earlier in sch.get_producers(producer):
+            if _copies(sch, earlier):
+                sch.compute_inline(earlier)
+        if _copies(sch, producer) or reduction <= SMALL_REDUCTION:
             sch.compute_inline(producer)
         else:
             schedule_injective(sch, producer, bits)
+
+
+def _copies(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    body = sch.get(block).body
+    return isinstance(body, tirx.BufferStore) and isinstance(body.value, ir.TensorLoad)
 
 
 def gather_epilogue(sch: s_tir.Schedule, block: SBlockRV) -> SBlockRV:
