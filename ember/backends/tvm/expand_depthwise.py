@@ -31,7 +31,7 @@ EXPAND_BLOCK, EXPAND_ACTIVATION = "expand", "expand_activation"
 DEPTHWISE_BLOCK, DEPTHWISE_ACTIVATION = "expand_depthwise", "expand_depthwise_activation"
 
 
-def _activation(node: Node) -> Callable[[tirx.PrimExpr], tirx.PrimExpr] | None:
+def activation(node: Node) -> Callable[[tirx.PrimExpr], tirx.PrimExpr] | None:
     """The fused layer's activation as an expression builder, for the activations the kernel applies: cheap ones,
     as the expand's is computed again on each strip's halo rows. EfficientNet-B0's two SiLU blocks fused took
     1.03x the whole model's median time (in-process A/B, 30 rounds), so a SiLU layer keeps its own kernel."""
@@ -60,7 +60,7 @@ def _plain_layer(n: Node, kernel: tuple[int, int]) -> bool:
         and list(at["dilations"]) == [1, 1]
         and n.inputs[0].is_static
         and n.output.is_static
-        and _activation(n) is not None
+        and activation(n) is not None
     )
 
 
@@ -124,7 +124,7 @@ def emit(L: Lowering, x: relax.Expr, expand: Node, depthwise: Node) -> relax.Exp
         return L.const(n.inputs[2].const if has_bias else np.zeros(n.output.shape[3]), "f32")
 
     kernel = functools.partial(
-        compute, stride=int(depthwise.attrs["strides"][0]), act1=_activation(expand), act2=_activation(depthwise)
+        compute, stride=int(depthwise.attrs["strides"][0]), act1=activation(expand), act2=activation(depthwise)
     )
     return L.bb.emit_te(
         kernel,

@@ -345,6 +345,9 @@ def _fused_layer(L, n, a):
     return layer_epilogue(L, n, y, a[3] if len(a) > 3 else None)
 
 
+absorbs("max_pool2d")(stem.absorbed_stem)
+
+
 @absorbs("fused_conv2d")
 def _absorbed_producers(graph: Graph, n: Node, device: str) -> list[Node]:
     return expand_depthwise.absorbed_expand(graph, n, device) or stem.absorbed_transpose(graph, n, device)
@@ -376,6 +379,8 @@ def _pool(L, n, a):
         ceil_mode=bool(at["ceil_mode"]),
         layout=at["layout"],
     )
+    if n.op == "max_pool2d" and (absorbed := L.absorbed.get(id(n))):  # a stem conv before it (stem.py)
+        return stem.conv_pool(L.bb, L.values[id(absorbed[0].inputs[0])], absorbed[-1], n)
     if n.op == "max_pool2d":
         return R.nn.max_pool2d(a[0], **kw)
     return R.nn.avg_pool2d(a[0], count_include_pad=bool(at["count_include_pad"]), **kw)

@@ -23,6 +23,7 @@ from ember.backends.tvm.schedules.elementwise import Fallback
 from ember.backends.tvm.schedules.expand_depthwise import ExpandDepthwise
 from ember.backends.tvm.schedules.int8 import Int8Grouped, Int8Packed
 from ember.backends.tvm.schedules.rows import RowWise
+from ember.backends.tvm.schedules.stem import StemPool
 from ember.backends.tvm.schedules.winograd import Winograd
 
 
@@ -35,7 +36,17 @@ def cpu_rules(target: Target) -> list[dlight.ScheduleRule]:
     """The rules for a CPU target, most specific first; the target's vector width sizes each schedule."""
     if target.kind.name != "llvm":
         return []
-    rules = [Attention(), Winograd(), ExpandDepthwise(), Int8Packed(), Int8Grouped(), Conv2D(), Dense(), RowWise()]
+    rules = [
+        Attention(),
+        Winograd(),
+        ExpandDepthwise(),
+        StemPool(),
+        Int8Packed(),
+        Int8Grouped(),
+        Conv2D(),
+        Dense(),
+        RowWise(),
+    ]
     return [*rules, Fallback()]
 
 
