@@ -5,7 +5,7 @@ channels, the expand's activation applied as a tile is stored), then the depthwi
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 
 from ember.backends.tvm.expand_depthwise import DEPTHWISE_ACTIVATION, DEPTHWISE_BLOCK, EXPAND_ACTIVATION, EXPAND_BLOCK
 from ember.backends.tvm.schedules.common import CPURule, divisor_at_most, extent
@@ -45,13 +45,21 @@ class ExpandDepthwise(CPURule):
         rows = strip_rows(out_rows, 1 if out_rows == h else 2, w * e * 4)
         lanes = bits // 32
         strip = _depthwise(sch, names[DEPTHWISE_BLOCK], names[DEPTHWISE_ACTIVATION], lanes, rows)
-        _expand(sch, names[EXPAND_BLOCK], names[EXPAND_ACTIVATION], strip, lanes, ACCUMULATORS[bits])
+        tiles_at_strip(sch, names[EXPAND_BLOCK], names[EXPAND_ACTIVATION], strip, lanes, ACCUMULATORS[bits])
         return sch
 
 
 def _depthwise(sch: s_tir.Schedule, block, activation, lanes: int, rows: int):
-    """Tile the depthwise conv: strips of `rows` output rows (parallel), pixel tiles x one vector over the window;
-    returns the strip loop."""
+    """Tile the depthwise conv in strips (window_strips), its activation applied in place; returns the strip loop."""
+    strip, channels = window_strips(sch, block, lanes, rows)
+    sch.reverse_compute_at(activation, channels)
+    sch.vectorize(sch.get_loops(activation)[-1])
+    return strip
+
+
+def window_strips(sch: s_tir.Schedule, block, lanes: int, rows: int):
+    """Tile a window reduction over [n, rows, columns, channels] (a depthwise conv, a pool): strips of `rows`
+    output rows (parallel), pixel tiles x one vector over the window; returns the strip and the channel loops."""
     n, i, j, e, kh, kw = sch.get_loops(block)
     io, ii = sch.split(i, [None, rows])
     jo, ji = sch.split(j, [None, divisor_at_most(extent(sch, j), PIXELS)])
@@ -61,30 +69,33 @@ def _depthwise(sch: s_tir.Schedule, block, activation, lanes: int, rows: int):
     sch.parallel(strip)
     sch.unroll(ji)
     sch.vectorize(ei)
-    sch.reverse_compute_at(activation, eo)
-    sch.vectorize(sch.get_loops(activation)[-1])
     sch.vectorize(sch.get_loops(sch.decompose_reduction(block, kh))[-1])
-    return strip
+    return strip, eo
 
 
-def _expand(sch: s_tir.Schedule, block, activation, strip, lanes: int, accumulators: int) -> None:
-    """Compute the strip's expanded rows at `strip`: tiles of pixels x vectors over the input channels, at most
-    `accumulators` vectors."""
+def tiles_at_strip(sch: s_tir.Schedule, block, activation, strip, lanes: int, accumulators: int) -> None:
+    """Compute `activation` (of the contraction `block`, over [n, rows, columns, channels]) at `strip`: tiles of
+    pixels x vectors over the contraction's reductions, at most `accumulators` vectors, the activation applied as
+    a tile is stored. A tile's pixels divide the columns where a divisor of at least half PIXELS does, else they
+    are PIXELS, the last tile masked (111 columns: 8, not 3)."""
     sch.compute_at(activation, strip)
     h, w, e = sch.get_loops(activation)[-3:]
     pixels = divisor_at_most(extent(sch, w), PIXELS)
+    pixels = pixels if 2 * pixels >= PIXELS else PIXELS
     vectors = next(v for v in VECTORS if (extent(sch, e) // lanes) % v == 0 and pixels * v <= accumulators)
     wo, wi = sch.split(w, [None, pixels])
     eo, ei = sch.split(e, [None, vectors * lanes])
     sch.reorder(h, wo, eo, wi, ei)
     sch.compute_at(block, eo)
-    cw, ce, rc = sch.get_loops(block)[-3:]
+    reductions = sum(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(block).iter_vars)
+    loops = sch.get_loops(block)
+    cw, ce = loops[-reductions - 2 : -reductions]
     cv, cl = sch.split(ce, [None, lanes])
-    sch.reorder(rc, cw, cv, cl)
+    sch.reorder(*loops[-reductions:], cw, cv, cl)
     for loop in (cw, cv):
         sch.unroll(loop)
     sch.vectorize(cl)
-    sch.vectorize(sch.get_loops(sch.decompose_reduction(block, rc))[-1])
+    sch.vectorize(sch.get_loops(sch.decompose_reduction(block, loops[-reductions]))[-1])
     av, al = sch.split(ei, [None, lanes])
     sch.unroll(wi)
     sch.unroll(av)
