@@ -95,6 +95,8 @@ def conv_pool(bb: relax.BlockBuilder, x: relax.Expr, conv: Node, pool: Node) -> 
 
 
 def _conv_pool(x, w, b, strides, pads, dilations, act, pool):
+    """max_pool(act(conv(transpose(x), w) + b)): the conv as TOPI builds it, then the activation and the pool as
+    blocks of their own (STEM_ACTIVATION, STEM_POOL) for the schedule to compute a strip at a time."""
     conv = topi.nn.conv(topi.transpose(x, [0, 2, 3, 1]), w, strides, pads, dilations, 1, "NHWC", "HWIO")
     n, h, wd, k = (int(d) for d in conv.shape)
     activated = te.compute((n, h, wd, k), lambda b_, y, z, c: act(conv[b_, y, z, c] + b[c]), name=STEM_ACTIVATION)
@@ -107,5 +109,7 @@ def _conv_pool(x, w, b, strides, pads, dilations, act, pool):
         inside = tirx.all(y >= 0, y < h, z >= 0, z < wd)
         return tirx.if_then_else(inside, activated[b_, y, z, c], tirx.min_value("float32"))
 
-    pooled = lambda *i: te.max(window(*i), axis=[ry, rx])  # noqa: E731
+    def pooled(*i):
+        return te.max(window(*i), axis=[ry, rx])
+
     return te.compute((n, oh, ow, k), pooled, name=STEM_POOL, attrs={POOL_STRIDE: sh})
