@@ -292,7 +292,9 @@ def _conv2d(L, n, a):
     at = n.attrs
     nhwc = at["layout"] == "NHWC"
     per_group = grouped.padded_outputs(n, L.device)
-    if L.winograd and (tile := winograd.tile_for(n, L.device)):
+    if absorbed := L.absorbed.get(id(n)):  # a stem conv reading its NCHW input through the transpose (stem.py)
+        y = stem.conv2d(L.bb, L.values[id(absorbed[0].inputs[0])], a[1], n)
+    elif L.winograd and (tile := winograd.tile_for(n, L.device)):
         y = winograd.conv2d(L.bb, a[0], n, tile, L.row_limit(n.inputs[1].shape[3]))
     else:
         weight = a[1] if per_group is None else L.const(grouped.pad_weight(n.inputs[1].const, at["group"], per_group))
@@ -337,12 +339,8 @@ def _fused_layer(L, n, a):
     absorbed = L.absorbed.get(id(n), [])
     if absorbed and absorbed[0].op != "transpose":  # a depthwise conv with the expand conv before it
         return expand_depthwise.emit(L, L.values[id(absorbed[0].inputs[0])], absorbed[0], n)
-    if absorbed:  # a stem conv reading its NCHW input through the transpose (stem.py)
-        y = stem.conv2d(L.bb, L.values[id(absorbed[0].inputs[0])], a[1], n)
-        y = y if len(a) < 3 or a[2] is None else R.add(y, R.reshape(a[2], (1, 1, 1, -1)))
-    else:
-        y = RULES["conv2d" if n.op == "fused_conv2d" else "dense"](L, n, a[:3])
-    return layer_epilogue(L, n, y, a[3] if len(a) > 3 else None)
+    base = RULES["conv2d" if n.op == "fused_conv2d" else "dense"]  # conv2d reads an absorbed transpose's input
+    return layer_epilogue(L, n, base(L, n, a[:3]), a[3] if len(a) > 3 else None)
 
 
 absorbs("max_pool2d")(stem.absorbed_stem)

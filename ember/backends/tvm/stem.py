@@ -97,7 +97,7 @@ def conv_pool(bb: relax.BlockBuilder, x: relax.Expr, conv: Node, pool: Node) -> 
 def _conv_pool(x, w, b, strides, pads, dilations, act, pool):
     """max_pool(act(conv(transpose(x), w) + b)): the conv as TOPI builds it, then the activation and the pool as
     blocks of their own (STEM_ACTIVATION, STEM_POOL) for the schedule to compute a strip at a time."""
-    conv = topi.nn.conv(topi.transpose(x, [0, 2, 3, 1]), w, strides, pads, dilations, 1, "NHWC", "HWIO")
+    conv = _transposed_conv(x, w, strides, pads, dilations)
     n, h, wd, k = (int(d) for d in conv.shape)
     activated = te.compute((n, h, wd, k), lambda b_, y, z, c: act(conv[b_, y, z, c] + b[c]), name=STEM_ACTIVATION)
     (ph, pw), (sh, sw), (top, left, bottom, right) = pool
