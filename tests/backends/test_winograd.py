@@ -18,7 +18,7 @@ import ember
 from ember.backends.tvm import schedules
 from ember.backends.tvm.lower import lower_to_relax
 from ember.backends.tvm.targets import resolve
-from ember.backends.tvm.winograd import F2, F4, padded_tiles, tile_for, transform_weight
+from ember.backends.tvm.winograd import F2, F4, fuses_product, padded_tiles, tile_for, transform_weight
 from ember.models.blocks import make_model
 from tests.cli.test_cli import ember as ember_cli
 from tests.conftest import assert_close, ort_run, random_feeds
@@ -62,33 +62,40 @@ def test_transform_matrices_compute_a_3x3_correlation(tile):
 
 
 @pytest.mark.parametrize(
-    "c, k, h, w, batch, pads, residual",
+    "c, k, h, w, batch, pads, residual, fused",
     [
-        (16, 24, 15, 20, 2, (1, 1, 1, 1), False),  # ragged tiles in both directions, two images
-        (32, 16, 12, 12, 1, (0, 0, 0, 0), False),  # no padding: a 10x10 output
-        (16, 16, 13, 11, 1, (2, 0, 0, 2), True),  # uneven padding, residual fused into the output transform
-        (256, 256, 7, 7, 1, (1, 1, 1, 1), True),  # 7x7: F(2x2, 3x3), ragged tiles, a residual
-        (256, 272, 9, 8, 2, (1, 1, 1, 1), False),  # F(2x2, 3x3) on 72 pixels, two images
+        (16, 24, 15, 20, 2, (1, 1, 1, 1), False, True),  # ragged tiles in both directions, two images
+        (32, 16, 12, 12, 1, (0, 0, 0, 0), False, False),  # no padding: a 10x10 output, 3 rows of tiles
+        (16, 16, 13, 11, 1, (2, 0, 0, 2), True, False),  # uneven padding, residual fused into the output transform
+        (16, 16, 28, 26, 1, (1, 1, 1, 1), True, True),  # the same, its matmuls in the output transform's kernel
+        (24, 40, 30, 29, 1, (1, 1, 1, 1), False, True),  # ragged tiles, 40 channels: half-register lanes
+        (256, 256, 7, 7, 1, (1, 1, 1, 1), True, False),  # 7x7: F(2x2, 3x3), ragged tiles, a residual
+        (256, 272, 9, 8, 2, (1, 1, 1, 1), False, False),  # F(2x2, 3x3) on 72 pixels, two images
     ],
 )
-def test_winograd_conv_matches_onnxruntime(c, k, h, w, batch, pads, residual):
+def test_winograd_conv_matches_onnxruntime(c, k, h, w, batch, pads, residual, fused):
     model = conv_model(c, k, h, w, batch, pads, residual)
     art = ember.compile(model)
-    assert {"winograd_input", "winograd_matmul", "winograd_output"} <= set(kernel_names(art.graph))
+    names = set(kernel_names(art.graph))
+    assert {"winograd_input", "winograd_output"} <= names and ("winograd_matmul" in names) is not fused
     (conv,) = [n for n in art.graph.nodes if "conv2d" in n.op]
     assert tile_for(conv, "cpu") is (F4 if h * w >= 100 else F2)
     feeds = random_feeds(model)
     assert_close(art.run(feeds), ort_run(model, feeds))
 
 
-@pytest.mark.parametrize("c, size, alpha", [(32, 28, 6), (256, 7, 4)], ids=["F4", "F2"])
+def scheduled_kernels(model, target=None) -> dict[str, tvm.tirx.PrimFunc]:
+    """The scheduled Winograd kernels of `model` compiled for the host (or `target`), by name."""
+    target = target or resolve("host").target
+    mod = schedules.schedule_module(lower_to_relax(ember.compile(model).graph, target=target), target)
+    return {gv.name_hint: f for gv, f in mod.functions_items() if "winograd" in gv.name_hint}
+
+
+@pytest.mark.parametrize("c, size, alpha", [(128, 28, 6), (256, 7, 4)], ids=["F4", "F2"])
 def test_winograd_kernels_are_scheduled(c, size, alpha):
     """Tiles in parallel, channels in vectors, the transforms' matrix loops unrolled (so their selects fold
     to constants), and the matmul's rows a whole number of register blocks (no masked tail)."""
-    model = conv_model(c, c, size, size)
-    spec = resolve("host")
-    mod = schedules.schedule_module(lower_to_relax(ember.compile(model).graph), spec.target)
-    kernels = {gv.name_hint: f.script() for gv, f in mod.functions_items() if "winograd" in gv.name_hint}
+    kernels = {name: f.script() for name, f in scheduled_kernels(conv_model(c, c, size, size)).items()}
     assert len(kernels) == 3, sorted(kernels)
     for name, text in kernels.items():
         assert "T.parallel(" in text and "T.vectorized(" in text, name
@@ -96,6 +103,40 @@ def test_winograd_kernels_are_scheduled(c, size, alpha):
     assert all(f"T.unroll(T.int64({alpha}))" in t for t in transforms)
     (matmul,) = [t for name, t in kernels.items() if "matmul" in name]
     assert "T.where" not in matmul
+
+
+@pytest.mark.parametrize("batch, rows", [(1, 7), (2, 14)])
+def test_fused_matmuls_run_a_row_of_tiles_per_parallel_iteration(batch, rows):
+    """A 28x28 conv of 32 channels (147 KB of transformed weights): two kernels, the second's parallel loop over
+    the rows of tiles of every image, each computing its 7 tiles' 36 products in register blocks of 7 tiles x 32
+    channels (a stack array of 7 x 32) before transforming them, into a buffer of one row's products, not the
+    whole [36, 49, 32]."""
+    kernels = scheduled_kernels(conv_model(32, 32, 28, 28, batch))
+    assert len(kernels) == 2, sorted(kernels)
+    (fused,) = [f for name, f in kernels.items() if "output" in name]
+    text = fused.script()
+    assert f"T.parallel(T.int64({rows}))" in text
+    assert 'T.sblock("winograd_product_update")' in text and "T.unroll(T.int64(7))" in text
+    steps = ("PlanAndUpdateBufferAllocationLocation", "ConvertBlocksToOpaque", "CompactBufferAllocation")
+    compact = tvm.transform.Sequential([getattr(tvm.s_tir.transform, step)() for step in steps])
+    compacted = compact(tvm.IRModule({"main": fused}))["main"].script()
+    for shape in ("T.int64(36), T.int64(7), T.int64(32)", "T.int64(1), T.int64(7), T.int64(32)"):
+        assert f"sblock_alloc_buffer(({shape}))" in compacted
+
+
+@pytest.mark.parametrize(
+    "c, k, h, fused",
+    [
+        (32, 32, 28, True),  # 147 KB of weights, 7 rows of tiles: SqueezeNet's 27x27 convs' size
+        (64, 64, 56, True),  # 590 KB: ResNet-50's first stage
+        (48, 192, 13, False),  # 1.3 MB: SqueezeNet's 13x13 convs took 1.08-1.10x fused
+        (128, 128, 28, False),  # 2.4 MB
+        (32, 32, 20, False),  # 5 rows of tiles
+    ],
+)
+def test_matmuls_fuse_into_the_output_transform_where_weights_fit_l2(c, k, h, fused):
+    (conv,) = [n for n in ember.compile(conv_model(c, k, h, h)).graph.nodes if "conv2d" in n.op]
+    assert fuses_product(conv, F4) is fused
 
 
 @pytest.mark.parametrize(
@@ -120,10 +161,9 @@ def test_matmul_rows_fit_the_targets_register_blocks(target, rows):
     """A 28x28 output is 49 tiles: AVX-512's tiles of up to 8 rows take them as 7 blocks of 7, AVX2's and NEON's
     of up to 6 pad one zero tile for 10 blocks of 5; scheduled for that target, the matmul has no masked tail."""
     target = resolve(target).target if isinstance(target, str) else tvm.target.Target(target)
-    graph = ember.compile(conv_model(32, 32, 28, 28)).graph
-    mod = schedules.schedule_module(lower_to_relax(graph, target=target), target)
-    (matmul,) = [f.script() for gv, f in mod.functions_items() if "winograd_matmul" in gv.name_hint]
-    assert f"T.Buffer((T.int64(36), T.int64({rows}), T.int64(32))" in matmul
+    kernels = scheduled_kernels(conv_model(128, 128, 28, 28), target)
+    (matmul,) = [f.script() for name, f in kernels.items() if "winograd_matmul" in name]
+    assert f"T.Buffer((T.int64(36), T.int64({rows}), T.int64(128))" in matmul
     assert "T.where" not in matmul
 
 
@@ -171,12 +211,17 @@ def test_winograd_can_be_turned_off(tmp_path):
     not (shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-g++")),
     reason="qemu-aarch64 or aarch64-linux-gnu-g++ is not installed (make tools installs both)",
 )
-def test_aarch64_winograd_bundle_matches_onnxruntime_under_qemu(tmp_path):
-    """NEON's 4-lane vectors: other channel vectors and register blocks than the host's."""
-    model = conv_model(16, 24, 15, 20, batch=2, residual=False)
+@pytest.mark.parametrize(
+    "model, kernels",
+    [(conv_model(16, 24, 15, 20, batch=2), 2), (conv_model(32, 16, 12, 12, pads=(0, 0, 0, 0)), 3)],
+    ids=["fused", "matmul-kernel"],
+)
+def test_aarch64_winograd_bundle_matches_onnxruntime_under_qemu(tmp_path, model, kernels):
+    """NEON's 4-lane vectors: other channel vectors and register blocks than the host's, with the matmuls in the
+    output transform's kernel and in their own."""
     art = ember.compile(model, "aarch64-linux-gnu")
-    kernels = schedules.schedule_module(lower_to_relax(art.graph), resolve("aarch64-linux-gnu").target)
-    assert len([gv for gv, _ in kernels.functions_items() if "winograd" in gv.name_hint]) == 3
+    mod = schedules.schedule_module(lower_to_relax(art.graph), resolve("aarch64-linux-gnu").target)
+    assert len([gv for gv, _ in mod.functions_items() if "winograd" in gv.name_hint]) == kernels
     art.save(tmp_path / "bundle")
     feeds = random_feeds(model)
     assert_close(ember.load(tmp_path / "bundle").run(feeds, emulate=True), ort_run(model, feeds))

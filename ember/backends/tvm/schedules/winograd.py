@@ -3,7 +3,8 @@ vectors, each tile's matrix loops unrolled so the transform matrices fold to con
 out. Of the two matrix products in each transform, the first is computed a row at a time where the second
 reads it: a row is a 384-byte stack array, where a whole tile's 2304 bytes went to a heap workspace (TVM
 allocates above 1 KiB so) and took 1.7x the time. The batched matmul between them: the shared contraction
-schedule, its rows (tiles, padded by the lowering) in whole register blocks."""
+schedule, its rows (tiles, padded by the lowering) in whole register blocks; or, fused into the output
+transform's kernel (winograd.fuses_product), a row of tiles' matmuls at the start of each parallel iteration."""
 
 from __future__ import annotations
 
@@ -11,9 +12,22 @@ import math
 
 from tvm import s_tir, tirx
 
-from ember.backends.tvm.schedules.common import CPURule, bound_loops, extent, lanes_for, vector_factor
-from ember.backends.tvm.schedules.contraction import Blocking, gather_epilogue, schedule_contraction
-from ember.backends.tvm.winograd import INPUT_BLOCK, MATMUL_BLOCK, OUTPUT_BLOCK
+from ember.backends.tvm.schedules.common import (
+    CPURule,
+    bound_loops,
+    divisor_at_most,
+    extent,
+    lanes_for,
+    vector_factor,
+)
+from ember.backends.tvm.schedules.contraction import (
+    Blocking,
+    gather_epilogue,
+    row_limit,
+    schedule_contraction,
+    vectorize_by_registers,
+)
+from ember.backends.tvm.winograd import INPUT_BLOCK, MATMUL_BLOCK, OUTPUT_BLOCK, PRODUCT_BLOCK
 
 MATMUL = Blocking(vector_axis=2, row_axes=(1,), weights_by_lanes=True, exact_rows=True)
 
@@ -29,7 +43,7 @@ class Winograd(CPURule):
         if MATMUL_BLOCK in names:
             return schedule_contraction(sch, names[MATMUL_BLOCK], MATMUL, bits)
         if OUTPUT_BLOCK in names:
-            return _output(sch, names[OUTPUT_BLOCK], bits)
+            return _output(sch, names[OUTPUT_BLOCK], names.get(PRODUCT_BLOCK), bits)
         return None
 
 
@@ -49,7 +63,9 @@ def _input(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
     return sch
 
 
-def _output(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
+def _output(sch: s_tir.Schedule, block, product, bits: int) -> s_tir.Schedule:
+    """Output tiles in parallel; with the `product` block fused in, rows of tiles, each computing its products
+    first (`_product`)."""
     epilogue = gather_epilogue(sch, block)
     rows = sch.get_producers(block)[0]
     m = int(sch.get(rows).writes[0].source.shape[1])  # [alpha, m, tiles, K]: the output tile's size
@@ -58,14 +74,35 @@ def _output(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
     tw, j = sch.split(w, factors=[None, m])
     ko, ki = sch.split(k, factors=[None, vector_factor(extent(sch, k), lanes_for(sch, block, bits))])
     sch.reorder(n, th, tw, ko, j, i, ra, ki)
-    tile = sch.fuse(n, th, tw, ko)
-    sch.parallel(tile)
+    row = sch.fuse(n, th) if product else None
+    tile = sch.fuse(tw, ko) if product else sch.fuse(n, th, tw, ko)
+    sch.parallel(row or tile)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(epilogue)[-1])
     sch.compute_at(rows, j, preserve_unit_loops=True)
     _transform(sch, block, ki, (j, i, ra))
     _stage(sch, rows)
+    if product:
+        sch.compute_at(product, row, preserve_unit_loops=True)
+        _product(sch, product, bits)
     return sch
+
+
+def _product(sch: s_tir.Schedule, block, bits: int) -> None:
+    """A row of tiles' matmuls, point by point: register tiles of tiles x `vector_factor` output channels,
+    accumulated in a stack array LLVM keeps in registers, then stored to the row's product buffer."""
+    e, p, k, rc = sch.get_loops(block)[1:]
+    lanes = lanes_for(sch, block, bits)
+    vec = vector_factor(extent(sch, k), lanes)
+    po, pi = sch.split(p, factors=[None, divisor_at_most(extent(sch, p), row_limit(vec, lanes, bits))])
+    ko, ki = sch.split(k, factors=[None, vec])
+    sch.reorder(e, ko, po, rc, pi, ki)
+    store = sch.cache_write(block, 0, "global")
+    sch.reverse_compute_at(store, po, preserve_unit_loops=True)
+    vectorize_by_registers(sch, sch.get_loops(store)[-1], lanes)
+    sch.unroll(pi)
+    vectorize_by_registers(sch, ki, lanes)
+    vectorize_by_registers(sch, sch.get_loops(sch.decompose_reduction(block, rc))[-1], lanes)
 
 
 def _transform(sch: s_tir.Schedule, block, vector, unrolled) -> None:
