@@ -42,8 +42,10 @@ def conv_model(c, k, h, w, batch=1, pads=(1, 1, 1, 1), residual=False, **conv_at
 
 
 def kernel_names(graph, device: str = "cpu", winograd: bool = True) -> list[str]:
-    """The kernels of a compiled `graph` lowered for a target of `device` kind."""
-    mod = tvm.relax.transform.LegalizeOps()(lower_to_relax(graph, device, winograd))
+    """The kernels of a compiled `graph` lowered for a target of `device` kind (the host's, for a CPU: whether a
+    Winograd conv's matmuls fuse depends on its register blocks)."""
+    target = resolve("host").target if device == "cpu" else None
+    mod = tvm.relax.transform.LegalizeOps()(lower_to_relax(graph, device, winograd, target))
     return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
 
 
@@ -69,6 +71,7 @@ def test_transform_matrices_compute_a_3x3_correlation(tile):
         (16, 16, 13, 11, 1, (2, 0, 0, 2), True, False),  # uneven padding, residual fused into the output transform
         (16, 16, 28, 26, 1, (1, 1, 1, 1), True, True),  # the same, its matmuls in the output transform's kernel
         (24, 40, 30, 29, 1, (1, 1, 1, 1), False, True),  # ragged tiles, 40 channels: half-register lanes
+        (16, 32, 52, 52, 1, (1, 1, 1, 1), False, False),  # 13 tiles a row: no register block divides it
         (256, 256, 7, 7, 1, (1, 1, 1, 1), True, False),  # 7x7: F(2x2, 3x3), ragged tiles, a residual
         (256, 272, 9, 8, 2, (1, 1, 1, 1), False, False),  # F(2x2, 3x3) on 72 pixels, two images
     ],
@@ -105,13 +108,13 @@ def test_winograd_kernels_are_scheduled(c, size, alpha):
     assert "T.where" not in matmul
 
 
-@pytest.mark.parametrize("batch, rows", [(1, 7), (2, 14)])
-def test_fused_matmuls_run_a_row_of_tiles_per_parallel_iteration(batch, rows):
-    """A 28x28 conv of 32 channels (147 KB of transformed weights): two kernels, the second's parallel loop over
-    the rows of tiles of every image, each computing its 7 tiles' 36 products in register blocks of 7 tiles x 32
+@pytest.mark.parametrize("batch, size, rows, tiles", [(1, 28, 7, 7), (2, 28, 14, 7), (1, 56, 14, 14)])
+def test_fused_matmuls_run_a_row_of_tiles_per_parallel_iteration(batch, size, rows, tiles):
+    """A conv of 32 channels (147 KB of transformed weights): two kernels, the second's parallel loop over the
+    rows of tiles of every image, each computing its tiles' 36 products in register blocks of 7 tiles x 32
     channels (a stack array of 7 x 32) before transforming them, into a buffer of one row's products, not the
-    whole [36, 49, 32]."""
-    kernels = scheduled_kernels(conv_model(32, 32, 28, 28, batch))
+    whole image's."""
+    kernels = scheduled_kernels(conv_model(32, 32, size, size, batch))
     assert len(kernels) == 2, sorted(kernels)
     (fused,) = [f for name, f in kernels.items() if "output" in name]
     text = fused.script()
@@ -120,23 +123,27 @@ def test_fused_matmuls_run_a_row_of_tiles_per_parallel_iteration(batch, rows):
     steps = ("PlanAndUpdateBufferAllocationLocation", "ConvertBlocksToOpaque", "CompactBufferAllocation")
     compact = tvm.transform.Sequential([getattr(tvm.s_tir.transform, step)() for step in steps])
     compacted = compact(tvm.IRModule({"main": fused}))["main"].script()
-    for shape in ("T.int64(36), T.int64(7), T.int64(32)", "T.int64(1), T.int64(7), T.int64(32)"):
+    for shape in (f"T.int64(36), T.int64({tiles}), T.int64(32)", "T.int64(1), T.int64(7), T.int64(32)"):
         assert f"sblock_alloc_buffer(({shape}))" in compacted
 
 
 @pytest.mark.parametrize(
-    "c, k, h, fused",
+    "c, k, h, limit, fused",
     [
-        (32, 32, 28, True),  # 147 KB of weights, 7 rows of tiles: SqueezeNet's 27x27 convs' size
-        (64, 64, 56, True),  # 590 KB: ResNet-50's first stage
-        (48, 192, 13, False),  # 1.3 MB: SqueezeNet's 13x13 convs took 1.08-1.10x fused
-        (128, 128, 28, False),  # 2.4 MB
-        (32, 32, 20, False),  # 5 rows of tiles
+        (32, 32, 28, 8, True),  # 147 KB of weights, 7 rows of 7 tiles: SqueezeNet's 27x27 convs (AVX-512)
+        (32, 32, 28, 6, False),  # AVX2's and NEON's blocks of up to 6 tiles: none divides 7
+        (64, 64, 56, 8, True),  # 590 KB, 14 tiles a row: ResNet-50's first stage
+        (32, 32, 52, 8, False),  # 13 tiles a row: no block of 4 to 8 tiles divides it
+        (32, 32, 36, 8, False),  # 9 tiles a row: blocks of 3
+        (16, 16, 36, 16, True),  # the same with one-vector tiles of up to 16 rows: one block of 9
+        (48, 192, 13, 8, False),  # 1.3 MB: SqueezeNet's 13x13 convs took 1.08-1.10x fused
+        (128, 128, 28, 8, False),  # 2.4 MB
+        (32, 32, 20, 8, False),  # 5 rows of tiles
     ],
 )
-def test_matmuls_fuse_into_the_output_transform_where_weights_fit_l2(c, k, h, fused):
+def test_matmuls_fuse_into_the_output_transform_where_weights_fit_l2(c, k, h, limit, fused):
     (conv,) = [n for n in ember.compile(conv_model(c, k, h, h)).graph.nodes if "conv2d" in n.op]
-    assert fuses_product(conv, F4) is fused
+    assert fuses_product(conv, F4, limit) is fused
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,10 @@ OUTPUT_BLOCK, PRODUCT_BLOCK = "winograd_output", "winograd_product"
 # MB of weights, took 1.08-1.10x fused.
 FUSED_WEIGHT_BYTES = 1 << 20
 MIN_FUSED_ROWS = 7  # rows of tiles (the kernel's parallel loop): SqueezeNet's 27x27 convs, 4 and 3 per thread
+# Tiles per register block of the fused matmuls, which must divide a row of tiles: a masked block made the
+# accumulator's region unbounded (a 170-row heap array for 13 tiles a row). Blocks of fewer tiles load each weight
+# vector for fewer multiply-adds; 4 was chosen, not measured (the models above take 7).
+MIN_FUSED_BLOCK = 4
 
 
 def transform_weight(w_hwio: np.ndarray, tile: Tile = F4) -> np.ndarray:
@@ -180,11 +184,15 @@ def product_output(v: te.Tensor, u: te.Tensor, shape, tile: Tile) -> te.Tensor:
     return output_transform(batch_matmul(v, u, PRODUCT_BLOCK), shape, tile)
 
 
-def fuses_product(node: Node, tile: Tile) -> bool:
-    """Whether Winograd conv2d `node` computes its matmuls in its output transform's kernel (`FUSED_WEIGHT_BYTES`)."""
-    kh, kw, c, k = node.inputs[1].shape
-    n, h = node.output.shape[:2]
-    return tile.alpha**2 * c * k * 4 <= FUSED_WEIGHT_BYTES and n * -(-h // tile.m) >= MIN_FUSED_ROWS
+def fuses_product(node: Node, tile: Tile, row_limit: int) -> bool:
+    """Whether Winograd conv2d `node` computes its matmuls in its output transform's kernel (`FUSED_WEIGHT_BYTES`),
+    a row of tiles at a time in register blocks of at most `row_limit` tiles that divide the row."""
+    c, k = node.inputs[1].shape[2:]
+    n, h, w = node.output.shape[:3]
+    weight_bytes = tile.alpha**2 * c * k * 4  # float32
+    rows, row = n * -(-h // tile.m), -(-w // tile.m)
+    block = max(d for d in range(1, min(row, row_limit) + 1) if row % d == 0)
+    return weight_bytes <= FUSED_WEIGHT_BYTES and rows >= MIN_FUSED_ROWS and block >= MIN_FUSED_BLOCK
 
 
 def tile_for(node: Node, device: str) -> Tile | None:
@@ -213,7 +221,7 @@ def conv2d(bb: relax.BlockBuilder, x: relax.Expr, node: Node, tile: Tile, row_li
     weight = relax.const(transform_weight(node.inputs[1].const, tile), "float32")
     pads = list(node.attrs["pads"])
     shape = [int(d) for d in node.output.shape]
-    fused = fuses_product(node, tile)
+    fused = fuses_product(node, tile, row_limit)
     transform = functools.partial(input_transform, tile=tile, row_limit=1 if fused else row_limit)
     v = bb.emit_te(transform, x, pads, primfunc_name_hint=INPUT_BLOCK)
     if fused:  # its matmuls take a row of tiles at a time: no padding to register blocks

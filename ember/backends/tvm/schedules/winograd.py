@@ -23,6 +23,7 @@ from ember.backends.tvm.schedules.common import (
 from ember.backends.tvm.schedules.contraction import (
     Blocking,
     gather_epilogue,
+    lane_tile,
     row_limit,
     schedule_contraction,
     vectorize_by_registers,
@@ -89,11 +90,12 @@ def _output(sch: s_tir.Schedule, block, product, bits: int) -> s_tir.Schedule:
 
 
 def _product(sch: s_tir.Schedule, block, bits: int) -> None:
-    """A row of tiles' matmuls, point by point: register tiles of tiles x `vector_factor` output channels,
-    accumulated in a stack array LLVM keeps in registers, then stored to the row's product buffer."""
+    """A row of tiles' matmuls, point by point: register tiles of tiles (a divisor of the row: the lowering's
+    `fuses_product` checked one of at least 4 exists for the same limit) x `lane_tile` output channels, accumulated
+    in a stack array LLVM keeps in registers, then stored to the row's product buffer."""
     e, p, k, rc = sch.get_loops(block)[1:]
     lanes = lanes_for(sch, block, bits)
-    vec = vector_factor(extent(sch, k), lanes)
+    vec = lane_tile(extent(sch, k), lanes)
     po, pi = sch.split(p, factors=[None, divisor_at_most(extent(sch, p), row_limit(vec, lanes, bits))])
     ko, ki = sch.split(k, factors=[None, vec])
     sch.reorder(e, ko, po, rc, pi, ki)
