@@ -45,9 +45,24 @@ def activation(node: Node) -> Callable[[tirx.PrimExpr], tirx.PrimExpr] | None:
     return None
 
 
+def plain_epilogue(n: Node) -> bool:
+    """Fused layer `n`'s epilogue is one a strip kernel computes itself: a constant bias or none, no residual, and
+    an activation `activation` builds."""
+    return (
+        (len(n.inputs) < 3 or n.inputs[2] is None or n.inputs[2].is_const)
+        and (len(n.inputs) < 4 or n.inputs[3] is None)
+        and activation(n) is not None
+    )
+
+
+def layer_bias(n: Node) -> np.ndarray:
+    """Fused layer `n`'s constant bias, or zeros, float32, one per output channel."""
+    has_bias = len(n.inputs) > 2 and n.inputs[2] is not None
+    return np.asarray(n.inputs[2].const if has_bias else np.zeros(n.output.shape[3]), np.float32)
+
+
 def _plain_layer(n: Node, kernel: tuple[int, int]) -> bool:
-    """A float32 NHWC fused_conv2d with a constant `kernel`-sized weight, no residual and an activation the kernel
-    applies, on static shapes."""
+    """A float32 NHWC fused_conv2d with a constant `kernel`-sized weight and a `plain_epilogue`, on static shapes."""
     at, w = n.attrs, n.inputs[1]
     return (
         n.op == "fused_conv2d"
@@ -55,12 +70,10 @@ def _plain_layer(n: Node, kernel: tuple[int, int]) -> bool:
         and n.output.dtype == "f32"
         and w.is_const
         and tuple(w.shape[:2]) == kernel
-        and (len(n.inputs) < 3 or n.inputs[2] is None or n.inputs[2].is_const)
-        and (len(n.inputs) < 4 or n.inputs[3] is None)
         and list(at["dilations"]) == [1, 1]
         and n.inputs[0].is_static
         and n.output.is_static
-        and activation(n) is not None
+        and plain_epilogue(n)
     )
 
 
@@ -118,11 +131,6 @@ def compute(x: te.Tensor, w1: te.Tensor, b1: te.Tensor, w2: te.Tensor, b2: te.Te
 
 def emit(L: Lowering, x: relax.Expr, expand: Node, depthwise: Node) -> relax.Expr:
     """The fused kernel's call for `expand` (absorbed) and `depthwise` on the expand's input `x`."""
-
-    def bias(n: Node) -> relax.Constant:
-        has_bias = len(n.inputs) > 2 and n.inputs[2] is not None
-        return L.const(n.inputs[2].const if has_bias else np.zeros(n.output.shape[3]), "f32")
-
     kernel = functools.partial(
         compute, stride=int(depthwise.attrs["strides"][0]), act1=activation(expand), act2=activation(depthwise)
     )
@@ -130,8 +138,8 @@ def emit(L: Lowering, x: relax.Expr, expand: Node, depthwise: Node) -> relax.Exp
         kernel,
         x,
         L.const(expand.inputs[1].const.reshape(expand.inputs[1].shape[2:])),
-        bias(expand),
+        L.const(layer_bias(expand), "f32"),
         L.const(depthwise.inputs[1].const.reshape(3, 3, -1)),
-        bias(depthwise),
+        L.const(layer_bias(depthwise), "f32"),
         primfunc_name_hint=DEPTHWISE_BLOCK,
     )

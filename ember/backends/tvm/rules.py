@@ -368,6 +368,8 @@ def _conv2d_transpose(L, n, a):
 
 @rule("max_pool2d", "avg_pool2d")
 def _pool(L, n, a):
+    if absorbed := L.absorbed.get(id(n)):  # a max pool with the stem conv before it (stem.py)
+        return stem.conv_pool(L.bb, L.values[id(absorbed[0].inputs[0])], absorbed[-1], n)
     at = n.attrs
     kw = dict(
         pool_size=at["kernel"],
@@ -377,8 +379,6 @@ def _pool(L, n, a):
         ceil_mode=bool(at["ceil_mode"]),
         layout=at["layout"],
     )
-    if n.op == "max_pool2d" and (absorbed := L.absorbed.get(id(n))):  # a stem conv before it (stem.py)
-        return stem.conv_pool(L.bb, L.values[id(absorbed[0].inputs[0])], absorbed[-1], n)
     if n.op == "max_pool2d":
         return R.nn.max_pool2d(a[0], **kw)
     return R.nn.avg_pool2d(a[0], count_include_pad=bool(at["count_include_pad"]), **kw)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 from tvm import relax, te, tirx, topi
 
 from ember.backends.tvm import expand_depthwise
@@ -67,11 +66,7 @@ def absorbed_stem(graph: Graph, n: Node, device: str) -> list[Node]:
     conv = n.inputs[0].producer
     if conv is None or conv.op != "fused_conv2d" or n.inputs[0].users != [n] or graph.is_output(n.inputs[0]):
         return []
-    if len(conv.inputs) > 3 and conv.inputs[3] is not None or expand_depthwise.activation(conv) is None:
-        return []
-    if conv.output.shape[3] % expand_depthwise.CHANNEL_MULTIPLE:
-        return []
-    if len(conv.inputs) > 2 and conv.inputs[2] is not None and not conv.inputs[2].is_const:
+    if not expand_depthwise.plain_epilogue(conv) or conv.output.shape[3] % expand_depthwise.CHANNEL_MULTIPLE:
         return []
     transpose = absorbed_transpose(graph, conv, device)
     return [*transpose, conv] if transpose and n.output.is_static else []
@@ -81,8 +76,6 @@ def conv_pool(bb: relax.BlockBuilder, x: relax.Expr, conv: Node, pool: Node) -> 
     """The stem kernel's call: max pool `pool` of stem conv `conv` (bias, activation) on its NCHW input `x`."""
     at, pat = conv.attrs, pool.attrs
     w = conv.inputs[1].const
-    has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
-    bias = conv.inputs[2].const if has_bias else np.zeros(w.shape[3], np.float32)
     kernel = functools.partial(
         _conv_pool,
         strides=list(at["strides"]),
@@ -91,7 +84,8 @@ def conv_pool(bb: relax.BlockBuilder, x: relax.Expr, conv: Node, pool: Node) -> 
         act=expand_depthwise.activation(conv),
         pool=(list(pat["kernel"]), list(pat["strides"]), list(pat["pads"])),
     )
-    return bb.emit_te(kernel, x, relax.const(w), relax.const(bias.astype(np.float32)), primfunc_name_hint=STEM_POOL)
+    bias = relax.const(expand_depthwise.layer_bias(conv))
+    return bb.emit_te(kernel, x, relax.const(w), bias, primfunc_name_hint=STEM_POOL)
 
 
 def _conv_pool(x, w, b, strides, pads, dilations, act, pool):

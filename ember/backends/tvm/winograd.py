@@ -191,8 +191,8 @@ def fuses_product(node: Node, tile: Tile, row_limit: int) -> bool:
     n, h, w = node.output.shape[:3]
     weight_bytes = tile.alpha**2 * c * k * 4  # float32
     rows, row = n * -(-h // tile.m), -(-w // tile.m)
-    block = max(d for d in range(1, min(row, row_limit) + 1) if row % d == 0)
-    return weight_bytes <= FUSED_WEIGHT_BYTES and rows >= MIN_FUSED_ROWS and block >= MIN_FUSED_BLOCK
+    blocks = any(row % d == 0 for d in range(MIN_FUSED_BLOCK, min(row, row_limit) + 1))
+    return weight_bytes <= FUSED_WEIGHT_BYTES and rows >= MIN_FUSED_ROWS and blocks
 
 
 def tile_for(node: Node, device: str) -> Tile | None:

@@ -24,7 +24,7 @@ from ember.backends.tvm.schedules.contraction import (
     Blocking,
     gather_epilogue,
     lane_tile,
-    row_limit,
+    matmul_row_limit,
     schedule_contraction,
     vectorize_by_registers,
 )
@@ -75,9 +75,11 @@ def _output(sch: s_tir.Schedule, block, product, bits: int) -> s_tir.Schedule:
     tw, j = sch.split(w, factors=[None, m])
     ko, ki = sch.split(k, factors=[None, vector_factor(extent(sch, k), lanes_for(sch, block, bits))])
     sch.reorder(n, th, tw, ko, j, i, ra, ki)
-    row = sch.fuse(n, th) if product else None
-    tile = sch.fuse(tw, ko) if product else sch.fuse(n, th, tw, ko)
-    sch.parallel(row or tile)
+    if product:  # rows of tiles in parallel, each iteration's tiles in turn
+        row, tile = sch.fuse(n, th), sch.fuse(tw, ko)
+    else:
+        row = tile = sch.fuse(n, th, tw, ko)
+    sch.parallel(row)
     sch.reverse_compute_at(epilogue, tile, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(epilogue)[-1])
     sch.compute_at(rows, j, preserve_unit_loops=True)
@@ -90,13 +92,13 @@ def _output(sch: s_tir.Schedule, block, product, bits: int) -> s_tir.Schedule:
 
 
 def _product(sch: s_tir.Schedule, block, bits: int) -> None:
-    """A row of tiles' matmuls, point by point: register tiles of tiles (a divisor of the row: the lowering's
-    `fuses_product` checked one of at least 4 exists for the same limit) x `lane_tile` output channels, accumulated
-    in a stack array LLVM keeps in registers, then stored to the row's product buffer."""
+    """A row of tiles' matmuls, point by point: register tiles of tiles (a divisor of the row under
+    `matmul_row_limit`, as the lowering's `fuses_product` checked) x `lane_tile` output channels, accumulated in a
+    stack array LLVM keeps in registers, then stored to the row's product buffer."""
     e, p, k, rc = sch.get_loops(block)[1:]
     lanes = lanes_for(sch, block, bits)
     vec = lane_tile(extent(sch, k), lanes)
-    po, pi = sch.split(p, factors=[None, divisor_at_most(extent(sch, p), row_limit(vec, lanes, bits))])
+    po, pi = sch.split(p, factors=[None, divisor_at_most(extent(sch, p), matmul_row_limit(extent(sch, k), bits))])
     ko, ki = sch.split(k, factors=[None, vec])
     sch.reorder(e, ko, po, rc, pi, ki)
     store = sch.cache_write(block, 0, "global")
