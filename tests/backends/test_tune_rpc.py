@@ -16,7 +16,7 @@ from tests.backends.test_tuning import small_conv
 pytest.importorskip("xgboost")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def tracker():
     """A tracker with one RPC server under the key 'ember-test'; yields the tracker's HOST:PORT."""
     from tvm import rpc

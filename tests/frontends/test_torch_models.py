@@ -23,6 +23,9 @@ from tests.frontends.torch_models import MODELS, randomize  # noqa: E402
 
 HEAVY = {"mobilenet_v2", "resnet50", "efficientnet_b0", "vit_tiny"}
 NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in MODELS]
+# Host builds (two compiles each) of the heavy models whose blocks a lighter one compiles too: resnet18's residual
+# blocks, mobilenet_v3_small's and efficientnet_b0's inverted residuals. Their interpreter runs stay.
+HOST_NAMES = [p for p, n in zip(NAMES, MODELS) if n not in {"resnet50", "mobilenet_v2"}]
 
 
 class Case:
@@ -55,6 +58,7 @@ def test_interpreter_matches_eager(case):
     assert_close(got, case.want)
 
 
+@pytest.mark.parametrize("case", HOST_NAMES, indirect=True)
 def test_host_build_matches_eager_and_fuses_like_the_onnx_import(case):
     art = ember.compile(case.program, "host")
     assert_close(art.run(dict(zip(art.input_names, case.arrays))), case.want)

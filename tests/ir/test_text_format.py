@@ -54,7 +54,8 @@ def round_trip(graph: Graph, tmp_path) -> Graph:
     return back
 
 
-MODELS = {f"light-{n}": (lambda n=n: random_light_model(n)) for n in LIGHT_MODELS}
+# vgg19's and zfnet512's 548 and 333 MB of weights take the sidecar path alexnet's 244 MB do, 28 s longer
+MODELS = {f"light-{n}": (lambda n=n: random_light_model(n)) for n in LIGHT_MODELS if n not in {"vgg19", "zfnet512"}}
 MODELS |= {"mobile": lambda: mobile_block(rng), "transformer": lambda: transformer_block(rng)}
 MODELS |= {f"opset-{c}": (lambda c=c: opset_variant(c)) for c in OPSET_CASES}
 
