@@ -529,16 +529,12 @@ def test_vector_width_follows_target_features(target, bits):
     assert schedules.vector_bits(tvm.target.Target(target)) == bits
 
 
-def test_aarch64_nhwc_build_is_scheduled_for_neon_and_links(tmp_path):
-    model = mobilenet_v2(96)
-    kernels = scheduled_kernels(model, "aarch64-linux-gnu")
+def test_aarch64_nhwc_build_is_scheduled_for_neon():
+    """(tests/cli/test_deploy_models.py links this model for aarch64 and runs it under qemu.)"""
+    kernels = scheduled_kernels(mobilenet_v2(96), "aarch64-linux-gnu")
     convs = [t for name, t in kernels.items() if "conv2d" in name]
     assert convs and all("T.parallel(" in t for t in convs)
     assert any("T.vectorized(T.int64(8))" in t or "T.vectorized(T.int64(4))" in t for t in convs)
-    if resolve("aarch64-linux-gnu").cross_compiler is None:
-        pytest.skip("aarch64-linux-gnu-g++ is not installed")
-    ember.compile(model, "aarch64-linux-gnu").save(tmp_path / "mbv2")
-    assert (tmp_path / "mbv2").is_dir()
 
 
 def test_schedules_can_be_turned_off(monkeypatch):
