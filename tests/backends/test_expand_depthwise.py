@@ -16,7 +16,7 @@ from onnx import helper
 import ember
 from ember.backends.tvm import expand_depthwise, schedules
 from ember.backends.tvm.lower import lower_to_relax
-from ember.backends.tvm.schedules.expand_depthwise import STRIP_BYTES, strip_rows
+from ember.backends.tvm.schedules.expand_depthwise import STRIP_BYTES, register_tile, strip_rows
 from ember.backends.tvm.targets import resolve
 from ember.models.blocks import make_model, mobilenet_v2
 from tests.backends.test_winograd import kernel_names
@@ -99,20 +99,36 @@ def test_fused_kernel_runs_in_parallel_strips():
     "target, tile",
     [
         ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "skylake-avx512"}, ("8", "3", "16")),
-        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}, ("8", "1", "8")),  # 16 ymm registers
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell"}, ("4", "3", "8")),  # 16 ymm registers
         ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, ("8", "3", "4")),
     ],
     ids=["avx512", "avx2", "neon"],
 )
 def test_expand_tiles_fit_the_target_registers(target, tile):
     """The expand's register tile (pixels x vectors of lanes over 96 channels) stays within the target's
-    registers: 24 accumulators of 32 with AVX-512 and NEON, 8 of 16 with AVX2."""
+    registers: 24 accumulators of 32 with AVX-512 and NEON, 12 of 16 with AVX2 (4 pixels x 3 vectors, 7 loads
+    for 12 FMAs, where 8 x 1 took 9 for 8)."""
     graph = ember.compile(block_model()).graph
     mod = schedules.schedule_module(lower_to_relax(graph), tvm.target.Target(target))
     (text,) = [f.script() for gv, f in mod.functions_items() if gv.name_hint == expand_depthwise.DEPTHWISE_BLOCK]
     unrolled = re.findall(r"T\.unroll\(T\.int64\((\d+)\)\)", text)
     vectorized = re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", text)
     assert (unrolled[0], unrolled[1], vectorized[0]) == tile  # the expand tile's init: pixels, vectors, lanes
+
+
+@pytest.mark.parametrize(
+    "columns, vectors, accumulators, tile",
+    [
+        (112, 8, 12, (4, 2)),  # ResNet-50's stem with AVX2: 64 channels, 8 x 1 would load 9 times for 8 FMAs
+        (112, 4, 24, (8, 2)),  # the same with AVX-512
+        (111, 8, 12, (3, 2)),  # SqueezeNet's stem with AVX2: 3 divides 111
+        (111, 4, 24, (8, 2)),  # ... with AVX-512: 8 pixels, the last tile masked
+        (7, 12, 24, (7, 3)),  # MobileNetV2's 7x7 rows with AVX-512 or NEON
+        (7, 120, 12, (4, 3)),  # ... with AVX2: two tiles of 4, the second masked, load less than 7 x 1
+    ],
+)
+def test_register_tile_loads_least_per_fma(columns, vectors, accumulators, tile):
+    assert register_tile(columns, vectors, accumulators) == tile
 
 
 @pytest.mark.parametrize(

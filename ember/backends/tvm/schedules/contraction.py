@@ -253,15 +253,16 @@ def inline_prologue(sch: s_tir.Schedule, block: SBlockRV, bits: int) -> None:
         reduction *= int(iv.dom.extent) if iv.iter_type == tirx.IterVar.CommReduce else 1
     for producer in sch.get_producers(block):
         for earlier in sch.get_producers(producer):
-            if _copies(sch, earlier):
+            if copies(sch, earlier):
                 sch.compute_inline(earlier)
-        if _copies(sch, producer) or reduction <= SMALL_REDUCTION:
+        if copies(sch, producer) or reduction <= SMALL_REDUCTION:
             sch.compute_inline(producer)
         else:
             schedule_injective(sch, producer, bits)
 
 
-def _copies(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+def copies(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    """Whether `block` only copies (a transpose, a zero-width pad): no arithmetic, no bounds test."""
     body = sch.get(block).body
     return isinstance(body, tirx.BufferStore) and isinstance(body.value, ir.TensorLoad)
 
