@@ -15,6 +15,9 @@ the ratio to onnxruntime holds even when the milliseconds do not. Which worker s
 on 2 cores, so each model is timed twice, onnxruntime's worker started first and then Ember's, and the
 table gives the geometric mean of the two medians (and the ratio in each order). onnxruntime
 keeps its default thread spinning (turning it off made it 16-30% slower here); between turns it is idle.
+GFLOP counts each model's convs and matmuls as computed directly; the GFLOP/s beside it (Ember's, onnxruntime's)
+read against numpy's float32 matmul on as many threads, printed under the table: a ratio below 0.8x needs Ember
+at 1.25x onnxruntime's rate, past that ceiling where onnxruntime already runs near it (the BERT layer's matmuls).
 "TVM default" is Ember's lowering without Ember's schedules, in NCHW (EMBER_SCHEDULES=0); it is about 10x
 slower, so it is timed on its own, with fewer runs.
 With --tune-trials N, each model is first tuned by `ember tune --trials N` (Ember's rule variants for each
@@ -66,6 +69,40 @@ def build_model(name: str) -> onnx.ModelProto:
     if name == "bert":
         return bert_layer()
     return random_light_model(name)
+
+
+def model_gflop(model: onnx.ModelProto) -> float:
+    """The model's GFLOP as its convolutions and matmuls compute them directly (2 per multiply-add; Winograd's
+    fewer multiplies not counted), from ONNX's inferred shapes."""
+    graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph  # data_prop: shapes through Reshape
+    values = (*graph.input, *graph.value_info, *graph.output)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+    shapes.update({t.name: list(t.dims) for t in graph.initializer})
+    flop = 0
+    for node in graph.node:
+        out = shapes.get(node.output[0])
+        if node.op_type == "Conv":  # weight [K, C / group, kh, kw]: each output reduces over C / group x kh x kw
+            flop += 2 * np.prod(out) * np.prod(shapes[node.input[1]][1:])
+        elif node.op_type in ("MatMul", "Gemm"):  # A [..., M, K]
+            k = shapes[node.input[0]][-2 if node.op_type == "Gemm" and _attr(node, "transA") else -1]
+            flop += 2 * np.prod(out) * k
+    return float(flop) / 1e9
+
+
+def _attr(node: onnx.NodeProto, name: str) -> int:
+    return next((a.i for a in node.attribute if a.name == name), 0)
+
+
+def sgemm_gflops(threads: int) -> float:
+    """numpy's float32 matmul (OpenBLAS) of 2048 x 2048 matrices on `threads` threads, best of 10, in GFLOP/s:
+    a hand-tuned kernel's rate, the ceiling the models' rates are read against."""
+    code = (
+        "import numpy as np, time; a = np.ones((2048, 2048), np.float32); a @ a; b = min("
+        "(lambda t: (a @ a, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(10));"
+        "print(2 * 2048**3 / b / 1e9)"
+    )
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout)
 
 
 def prepare(path: str, engine: str, threads: int, tuning_db: str | None):
@@ -163,7 +200,9 @@ def measure_model(path: str, name: str, tmp: str, args) -> list[str]:
         engines["tuned"] = str(db)
     ms, compile_s, orders = in_both_orders(path, engines, args)
     ort_ms = ms["onnxruntime"]
-    row = [name, _ms(ms["ember"]), f"{ms['ember'] / ort_ms:.2f}x", orders, f"{compile_s:.1f}"]
+    gflop = model_gflop(onnx.load(path))
+    rates = f"{gflop:.2f}: {gflop / ms['ember'] * 1e3:.0f} / {gflop / ort_ms * 1e3:.0f}"
+    row = [name, _ms(ms["ember"]), f"{ms['ember'] / ort_ms:.2f}x", orders, f"{compile_s:.1f}", rates]
     if args.tune_trials is not None:
         row += [_ms(ms["tuned"]), f"{ms['tuned'] / ort_ms:.2f}x", f"{tuning_s:.0f}" if tuning_s else "reused"]
     tvm_runs = max(3, args.runs // 8)
@@ -193,7 +232,7 @@ def main() -> None:
     console = Console(width=170)
     title = f"host CPU latency, {args.threads} threads, batch 1, {args.runs} runs in turns, both start orders"
     table = Table(title=title)
-    cols = ["model", "Ember ms", "Ember/ort", "ort first / Ember first", "compile s"]
+    cols = ["model", "Ember ms", "Ember/ort", "ort first / Ember first", "compile s", "GFLOP: GFLOP/s Ember / ort"]
     if args.tune_trials is not None:
         cols += [f"tuned ms ({args.tune_trials} trials)", "tuned/ort", "tuning s"]
     for col in (*cols, "TVM default ms", "TVM/ort", "onnxruntime ms"):
@@ -205,6 +244,7 @@ def main() -> None:
             table.add_row(*measure_model(path, name, tmp, args))
             console.print(f"{name}: done", style="dim")
     console.print(table)
+    console.print(f"numpy sgemm (2048^3, {args.threads} threads): {sgemm_gflops(args.threads):.0f} GFLOP/s")
 
 
 if __name__ == "__main__":
