@@ -125,6 +125,7 @@ def test_expand_tiles_fit_the_target_registers(target, tile):
         (111, 4, 24, (8, 2)),  # ... with AVX-512: 8 pixels, the last tile masked
         (7, 12, 24, (7, 3)),  # MobileNetV2's 7x7 rows with AVX-512 or NEON
         (7, 120, 12, (4, 3)),  # ... with AVX2: two tiles of 4, the second masked, load less than 7 x 1
+        (9, 3, 24, (3, 3)),  # 8 x 3 loads least per FMA, but its second tile would compute 1 pixel of 8
     ],
 )
 def test_register_tile_loads_least_per_fma(columns, vectors, accumulators, tile):
