@@ -83,24 +83,27 @@ def model_gflop(model: onnx.ModelProto) -> float:
         out = shapes.get(node.output[0])
         if node.op_type == "Conv":  # weight [K, C / group, kh, kw]: each output reduces over C / group x kh x kw
             flop += 2 * np.prod(out) * np.prod(shapes[node.input[1]][1:])
-        elif node.op_type in ("MatMul", "Gemm"):  # A [..., M, K]
-            k = shapes[node.input[0]][-2 if node.op_type == "Gemm" and _attr(node, "transA") else -1]
-            flop += 2 * np.prod(out) * k
+        elif node.op_type in ("MatMul", "Gemm"):  # A [..., M, K], or [K, M] for a Gemm with transA
+            transposed = any(a.name == "transA" and a.i for a in node.attribute)
+            flop += 2 * np.prod(out) * shapes[node.input[0]][-2 if transposed else -1]
     return float(flop) / 1e9
-
-
-def _attr(node: onnx.NodeProto, name: str) -> int:
-    return next((a.i for a in node.attribute if a.name == name), 0)
 
 
 def sgemm_gflops(threads: int) -> float:
     """numpy's float32 matmul (OpenBLAS) of 2048 x 2048 matrices on `threads` threads, best of 10, in GFLOP/s:
     a hand-tuned kernel's rate, the ceiling the models' rates are read against."""
-    code = (
-        "import numpy as np, time; a = np.ones((2048, 2048), np.float32); a @ a; b = min("
-        "(lambda t: (a @ a, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(10));"
-        "print(2 * 2048**3 / b / 1e9)"
-    )
+    code = """
+import time
+import numpy as np
+a = np.ones((2048, 2048), np.float32)
+a @ a
+best = float("inf")
+for _ in range(10):
+    start = time.perf_counter()
+    a @ a
+    best = min(best, time.perf_counter() - start)
+print(2 * 2048**3 / best / 1e9)
+"""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout)
 
@@ -190,7 +193,7 @@ def in_both_orders(path: str, engines: dict[str, str], args) -> tuple[dict[str, 
     return ms, compile_s, orders
 
 
-def measure_model(path: str, name: str, tmp: str, args) -> list[str]:
+def measure_model(path: str, name: str, gflop: float, tmp: str, args) -> list[str]:
     """One table row: Ember (and tuned) taking turns with onnxruntime, then TVM's default build on its own."""
     engines = {"onnxruntime": "", "ember": ""}
     tuning_s = 0.0
@@ -200,7 +203,6 @@ def measure_model(path: str, name: str, tmp: str, args) -> list[str]:
         engines["tuned"] = str(db)
     ms, compile_s, orders = in_both_orders(path, engines, args)
     ort_ms = ms["onnxruntime"]
-    gflop = model_gflop(onnx.load(path))
     rates = f"{gflop:.2f}: {gflop / ms['ember'] * 1e3:.0f} / {gflop / ort_ms * 1e3:.0f}"
     row = [name, _ms(ms["ember"]), f"{ms['ember'] / ort_ms:.2f}x", orders, f"{compile_s:.1f}", rates]
     if args.tune_trials is not None:
@@ -240,8 +242,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             path = str(Path(tmp) / f"{name}.onnx")
-            onnx.save(build_model(name), path)
-            table.add_row(*measure_model(path, name, tmp, args))
+            model = build_model(name)
+            onnx.save(model, path)
+            table.add_row(*measure_model(path, name, model_gflop(model), tmp, args))
             console.print(f"{name}: done", style="dim")
     console.print(table)
     console.print(f"numpy sgemm (2048^3, {args.threads} threads): {sgemm_gflops(args.threads):.0f} GFLOP/s")

@@ -79,10 +79,9 @@ def register_tile(columns: int, vectors: int, accumulators: int) -> tuple[int, i
     pixels and half as many (each a divisor of the columns where one of at least half of it does, else masked),
     with the most VECTORS that divide the channels and fit `accumulators`, the tile loading the fewest inputs and
     weights per useful FMA (p * v / (p + v) FMAs a load, times the share of a masked last tile's pixels that
-    exist). With AVX2's 12 accumulators that is 4 x 2 (or 4 x 3) where
-    8 x 1 broadcast each input for one FMA (Zen 3, 2 threads: ResNet-50's stem 1.77 against 1.53 ms, MobileNetV2's
-    three expand-depthwise kernels 0.917 against 0.721 ms, SqueezeNet's stem 3 x 2 0.355 against 8 x 1 0.361 ms);
-    AVX-512's and NEON's 24 keep 8 pixels."""
+    exist). With AVX2's 12 accumulators that is 4 x 2 (or 4 x 3) where 8 x 1 broadcast each input for one FMA
+    (Zen 3, 2 threads: ResNet-50's stem 1.77 against 1.53 ms, MobileNetV2's three expand-depthwise kernels 0.917
+    against 0.721 ms, SqueezeNet's stem 3 x 2 0.355 against 8 x 1 0.361 ms); AVX-512's and NEON's 24 keep 8 pixels."""
 
     def fmas_per_load(tile: tuple[int, int]) -> float:
         pixels, v = tile
