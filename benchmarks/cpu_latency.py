@@ -203,7 +203,7 @@ def measure_model(path: str, name: str, gflop: float, tmp: str, args) -> list[st
         engines["tuned"] = str(db)
     ms, compile_s, orders = in_both_orders(path, engines, args)
     ort_ms = ms["onnxruntime"]
-    rates = f"{gflop:.2f}: {gflop / ms['ember'] * 1e3:.0f} / {gflop / ort_ms * 1e3:.0f}"
+    rates = f"{gflop:.3g}: {gflop / ms['ember'] * 1e3:.0f} / {gflop / ort_ms * 1e3:.0f}"
     row = [name, _ms(ms["ember"]), f"{ms['ember'] / ort_ms:.2f}x", orders, f"{compile_s:.1f}", rates]
     if args.tune_trials is not None:
         row += [_ms(ms["tuned"]), f"{ms['tuned'] / ort_ms:.2f}x", f"{tuning_s:.0f}" if tuning_s else "reused"]
