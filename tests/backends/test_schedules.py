@@ -333,6 +333,20 @@ def test_pointwise_conv_with_few_input_channels_tiles_pixels_over_the_whole_redu
     assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
 
 
+def test_pointwise_conv_with_few_inputs_but_large_weights_is_cache_blocked():
+    """A 1x1 conv of 160 input channels to 960 over 7x7 pixels (MobileNetV2's last expand convs) has 600 KiB of
+    weights, which each of its pixel tiles would read again: its parallel tiles are lane tiles alone, each
+    sweeping all 49 pixels with a K chunk of its weights in L1."""
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"])
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((960, 160, 1, 1)).astype("f4"), "b": rng.standard_normal(960).astype("f4")}
+    model = make_model([conv], [("x", [1, 160, 7, 7])], [("y", None)], inits, opset=13)
+    (text,) = [t for name, t in scheduled_kernels(model).items() if "conv2d" in name]
+    assert f"T.parallel(T.int64({960 // lane_tile(960, schedules.vector_bits(resolve('host').target) // 32)}))" in text
+    feeds = random_feeds(model)
+    assert_close(ember.compile(model, "host").run(feeds), ort_run(model, feeds))
+
+
 def test_cache_blocked_pointwise_conv_gives_each_thread_a_contiguous_half_of_the_pixels():
     """A 1x1 conv of 256 input channels (cache blocked) parallelizes over two halves of its 784 merged pixels
     times the lane tiles, halves outermost: with 2 threads each sweeps the pixels of its half over all lane

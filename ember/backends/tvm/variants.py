@@ -27,7 +27,7 @@ MARGIN = 0.03  # a variant must measure this much faster than the default to be 
 ROUNDS = 3  # each candidate is timed once a round, in turns, a round starting where the last did not; the median
 BUDGETS = {512: (8, 12, 24), 256: (6, 8, 16), 128: (8, 16, 24)}  # accumulators to try besides the default
 K_CHUNKS = (128, 512)
-SMALL_KS = (0, 1 << 20)  # every 1x1 conv cache-blocked; none
+SMALL_KS = (0, 1 << 20)  # every 1x1 conv cache-blocked; only those past conv2d.SMALL_POINTWISE_BYTES
 
 
 def variants(bits: int) -> list[Knobs]:

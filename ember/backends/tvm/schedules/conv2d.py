@@ -39,6 +39,11 @@ SPATIAL_NHWC = replace(POINTWISE_NHWC, cache_block=False)
 # 56x56 0.66-0.93x the time, K=96-160 0.85-1.04x; ResNet-50's K=64 and 128 0.70-0.86x; K=256-512 were
 # 0.87-1.09x, so they keep POINTWISE_NHWC. The bound is Knobs.small_k (160; `ember tune` tries others).
 SMALL_POINTWISE_NHWC = replace(POINTWISE_NHWC, cache_block=False, pixels_outer=True, exact_rows=True)
+# ... unless the weights outgrow half an L2: MobileNetV2's 7x7 160 -> 960 conv (600 KiB of weights, read again
+# by each of its 9 pixel tiles) took 0.324 ms cache-blocked against 0.375 (3 calls, 2 threads, Zen 3, 40 rounds
+# in turns); its 14x14 96 -> 576 (216 KiB) was even, and SqueezeNet's 13x13 64 -> 256 (64 KiB) 0.113 against
+# 0.098 when its output channels outnumbering its pixels was the rule.
+SMALL_POINTWISE_BYTES = 256 << 10
 # A depthwise NHWC conv shares no input between channels, so one vector of channels per tile leaves room for
 # more pixels (8 where two vectors fit 4-6), and rows that divide the width run no masked tail tile. Measured
 # per kernel on MobileNetV2's (Zen 3, one thread, alternating): 0.53-0.93x the time, 7x7 to 112x112.
@@ -57,7 +62,7 @@ class Conv2D(CPURule):
         if len(ivs) != 7 or strided_reads(sch, convs[0], blocking.vector_axis):
             return None
         if sch.get(convs[0]).name_hint == "conv2d_nhwc" and int(ivs[4].dom.extent) * int(ivs[5].dom.extent) == 1:
-            blocking = POINTWISE_NHWC if int(ivs[6].dom.extent) > KNOBS.get().small_k else SMALL_POINTWISE_NHWC
+            blocking = _pointwise_blocking(int(ivs[3].dom.extent), int(ivs[6].dom.extent))
         elif sch.get(convs[0]).name_hint == "conv2d_nhwc" and int(ivs[2].dom.extent) <= MERGED_WIDTH:
             blocking = SPATIAL_NHWC
         if sch.get(convs[0]).name_hint == "group_conv2d_nhwc" and int(ivs[6].dom.extent) == 1:
@@ -65,6 +70,13 @@ class Conv2D(CPURule):
         elif sch.get(convs[0]).name_hint == "group_conv2d_nhwc":
             blocking = replace(blocking, lane_period=_outputs_per_group(sch, convs[0]))
         return schedule_contraction(sch, convs[0], blocking, bits)
+
+
+def _pointwise_blocking(outputs: int, inputs: int) -> Blocking:
+    """A 1x1 conv's lane tiles go inside its pixel loops where it has few inputs and its float32 weights fit in
+    SMALL_POINTWISE_BYTES: every pixel tile reads all of them."""
+    small = inputs <= KNOBS.get().small_k and 4 * inputs * outputs <= SMALL_POINTWISE_BYTES
+    return SMALL_POINTWISE_NHWC if small else POINTWISE_NHWC
 
 
 def _outputs_per_group(sch: s_tir.Schedule, block) -> int:
