@@ -6,6 +6,7 @@ kernel."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -109,6 +110,22 @@ def test_winograd_kernels_are_scheduled(c, size, alpha):
     assert all(f"T.unroll(T.int64({alpha}))" in t for t in transforms)
     (matmul,) = [t for name, t in kernels.items() if "matmul" in name]
     assert "T.where" not in matmul
+
+
+@pytest.mark.parametrize("target", [None, AVX512], ids=["host", "avx512"])
+def test_winograd_matmul_prefetches_the_next_points_weights(target):
+    """Each reduction step of the 14x14 F(4x4) matmul (16 tiles, 256 channels: 256 KiB of weights a point,
+    from DRAM in ResNet-50) first requests, for each cache line of its lane tile's weights, the line the
+    parallel iteration one point later reads: as many iterations ahead as the point has register blocks of
+    tiles."""
+    target = target or resolve("host").target
+    kernels = scheduled_kernels(conv_model(256, 256, 14, 14), target)
+    (text,) = [f.script() for name, f in kernels.items() if "matmul" in name]
+    rows = int(re.search(r"T\.unroll\(T\.int64\((\d+)\)\)", text).group(1))
+    lanes = int(re.search(r"B_global: T\.Buffer\(\((?:T\.int64\(\d+\), )*T\.int64\((\d+)\)\)", text).group(1))
+    reduction = text[text.index("for rc in range(T.int64(256)):") :]
+    prefetches = re.findall(r"llvm\.prefetch\", T\.address_of\(B_global\[(.*)\]\), 0, 3, 1\)", reduction)
+    assert len(prefetches) == lanes // 16 and all(f"fused + T.int64({16 // rows})" in p for p in prefetches)
 
 
 @pytest.mark.parametrize("batch, size, rows, tiles", [(1, 28, 7, 7), (2, 28, 14, 7), (1, 56, 14, 14)])

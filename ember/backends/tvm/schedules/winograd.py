@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis.common_analysis import get_sblockrealize
 
 from ember.backends.tvm.schedules.common import (
     CPURule,
@@ -28,6 +29,7 @@ from ember.backends.tvm.schedules.contraction import (
     schedule_contraction,
     vectorize_by_registers,
 )
+from ember.backends.tvm.schedules.prefetch import prefetch_weights
 from ember.backends.tvm.winograd import INPUT_BLOCK, MATMUL_BLOCK, OUTPUT_BLOCK, PRODUCT_BLOCK
 
 MATMUL = Blocking(vector_axis=2, row_axes=(1,), weights_by_lanes=True, exact_rows=True)
@@ -42,10 +44,24 @@ class Winograd(CPURule):
         if INPUT_BLOCK in names:
             return _input(sch, names[INPUT_BLOCK], bits)
         if MATMUL_BLOCK in names:
-            return schedule_contraction(sch, names[MATMUL_BLOCK], MATMUL, bits)
+            return _matmul(sch, names[MATMUL_BLOCK], bits)
         if OUTPUT_BLOCK in names:
             return _output(sch, names[OUTPUT_BLOCK], names.get(PRODUCT_BLOCK), bits)
         return None
+
+
+def _matmul(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
+    """The shared contraction schedule, each reduction step prefetching the weight line of the next point's
+    (the parallel iterations of one point's register rows read the same weights): at 14x14 and 7x7 a point's
+    weights (256-1024 KiB) come from DRAM, every call, and the hardware prefetcher left the matmuls at 13 GB/s.
+    ResNet-50's Winograd matmuls, 2 threads, Zen 3, in turns: 7.38 ms against 8.04 (2-4 points ahead even)."""
+    sch = schedule_contraction(sch, block, MATMUL, bits)
+    update = sch.get_sblock(MATMUL_BLOCK + "_update")
+    loops = sch.get_loops(update)
+    tiles = get_sblockrealize(sch, update).iter_values[1]  # [point, tile, channel]: tiles are the rows
+    used = tirx.analysis.undefined_vars(tiles)
+    rows = math.prod(extent(sch, lp) for lp in loops[1:] if any(v.same_as(sch.get(lp).loop_var) for v in used))
+    return prefetch_weights(sch, update, loops[0], -(-int(sch.get(update).iter_vars[1].dom.extent) // rows))
 
 
 def _input(sch: s_tir.Schedule, block, bits: int) -> s_tir.Schedule:
