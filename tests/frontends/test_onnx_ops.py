@@ -67,6 +67,15 @@ def opset_variant(op_case: str):
             {},
             13,
         ),
+        "lppool1d-global": (
+            [
+                H("LpPool", ["x"], ["l"], kernel_shape=[3], pads=[1, 1], strides=[2], p=3),
+                H("LpPool", ["l"], ["q"], kernel_shape=[2], pads=[0, 1]),
+                H("GlobalLpPool", ["q"], ["y"], p=1),
+            ],
+            {},
+            18,
+        ),
         "prelu-selu": (
             [H("PRelu", ["x", "s"], ["p"]), H("Selu", ["p"], ["y"], alpha=1.5)],
             {"s": np.array([[0.1], [0.2], [-0.3], [0.4]], np.float32)},
@@ -176,6 +185,7 @@ OPSET_CASES = [
     "conv1d-depthwise-relu",
     "convtranspose1d",
     "pool1d",
+    "lppool1d-global",
     "prelu-selu",
     "instancenorm",
     "resize-10",

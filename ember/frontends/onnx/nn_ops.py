@@ -3,6 +3,8 @@ normalization, softmax and Gemm (registered into ops.ONNX_OPS)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ember.errors import EmberError
 from ember.frontends.onnx.ops import _outs, onnx_op
 from ember.ir.graph import Value
@@ -116,6 +118,47 @@ def _pool(m, n):
         attrs["count_include_pad"] = at.get("count_include_pad", 0)
     op = ("max_pool" if n.op == "MaxPool" else "avg_pool") + f"{x4.rank - 2}d"
     return _emit_spatial(m, n, op, [x4], attrs, x4 is not x)
+
+
+@onnx_op("LpPool")
+def _lp_pool(m, n):
+    """Each window's (sum of |x|^p)^(1/p), its padding zeros: the sum an average pool over the whole kernel
+    (padding counted) times the kernel's size."""
+    x, p = m.inp(n, 0), n.attrs.get("p", 2)
+    at, terms = _spatial(m, n, _powers(m, x, p), volumes=True)
+    kernel = at["kernel_shape"]
+    strides = at.get("strides", [1] * len(kernel))
+    dil = at.get("dilations", [1] * len(kernel))
+    pads = _auto_pads(at, terms, kernel, strides, dil)
+    attrs = {"kernel": kernel, "strides": strides, "dilations": dil, "ceil_mode": at.get("ceil_mode", 0)}
+    pooled = m.emit1(f"avg_pool{terms.rank - 2}d", [terms], {**attrs, "pads": pads, "count_include_pad": 1})
+    if x.rank == 3:
+        pooled = m.emit1("squeeze", [pooled], {"axes": [2]})
+    return _root(m, n, m.emit1("mul", [pooled, m.scalar(float(np.prod(kernel)), x)]), p)
+
+
+@onnx_op("GlobalLpPool")
+def _global_lp_pool(m, n):
+    x, p = m.inp(n, 0), n.attrs.get("p", 2)
+    axes = list(range(2, x.rank))
+    return _root(m, n, m.emit1("reduce_sum", [_powers(m, x, p)], {"axes": axes, "keepdims": 1}), p)
+
+
+def _powers(m, x, p):
+    """|x|^p, as x * x for p = 2."""
+    if p == 2:
+        return m.emit1("mul", [x, x])
+    magnitude = m.emit1("abs", [x])
+    return magnitude if p == 1 else m.emit1("pow", [magnitude, m.scalar(float(p), x)])
+
+
+def _root(m, n, total, p):
+    """total^(1/p) as the node's output."""
+    if p == 1:
+        return m.emit("identity", [total], {}, _outs(n))
+    if p == 2:
+        return m.emit("sqrt", [total], {}, _outs(n))
+    return m.emit("pow", [total, m.scalar(1.0 / p, total)], {}, _outs(n))
 
 
 @onnx_op("BatchNormalization")
