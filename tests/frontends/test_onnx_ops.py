@@ -59,6 +59,11 @@ def opset_variant(op_case: str):
             {"w1": rng.standard_normal((4, 3, 3)).astype(np.float32)},
             13,
         ),
+        "convtranspose1d-output-shape": (  # one more output than the full 17: zeros (then the bias) at the end
+            [H("ConvTranspose", ["x", "w1", "b1"], ["y"], strides=[2], output_shape=[18])],
+            {"w1": rng.standard_normal((4, 3, 3)).astype(np.float32), "b1": np.arange(1, 4, dtype=np.float32)},
+            13,
+        ),
         "pool1d": (
             [
                 H("MaxPool", ["x"], ["p"], kernel_shape=[3], strides=[2], pads=[1, 1]),
@@ -184,6 +189,7 @@ OPSET_CASES = [
     "conv1d-same-strided",
     "conv1d-depthwise-relu",
     "convtranspose1d",
+    "convtranspose1d-output-shape",
     "pool1d",
     "lppool1d-global",
     "prelu-selu",

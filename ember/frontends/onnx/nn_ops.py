@@ -80,11 +80,29 @@ def _conv(m, n):
         attrs["output_padding"] = list(at.get("output_padding", [0] * dims))
         attrs["pads"] = _transposed_pads(at, x4, w, attrs)
     op = f"conv{dims}d" + ("" if n.op == "Conv" else "_transpose")
+    if min(attrs["pads"]) < 0:
+        return _grown_transpose(m, n, op, [x4, w, b], attrs, x4 is not x)
     return _emit_spatial(m, n, op, [x4, w, b], attrs, x4 is not x)
 
 
+def _grown_transpose(m, n, op: str, inputs: list, attrs: dict, one_d: bool) -> list:
+    """A ConvTranspose whose output_shape exceeds its full output (negative pads): the full output, zeros
+    where the pads are negative, then the bias."""
+    x, w, b = inputs
+    pads, dims = attrs["pads"], x.rank - 2
+    y = m.emit1(op, [x, w, None], {**attrs, "pads": [max(p, 0) for p in pads]})
+    grow = [-min(p, 0) for p in pads]
+    y = m.emit1("pad", [y], {"pads": [0, 0, *grow[:dims], 0, 0, *grow[dims:]], "mode": "constant", "value": 0.0})
+    if b is not None:
+        y = m.emit1("add", [y, m.emit1("reshape", [b, m.int_array([-1] + [1] * dims)])])
+    if one_d:
+        return m.emit("squeeze", [y], {"axes": [2]}, _outs(n, 1))
+    return m.emit("identity", [y], {}, _outs(n, 1))
+
+
 def _transposed_pads(at: dict, x, w, attrs: dict) -> list[int]:
-    """A ConvTranspose's pads: as given, or split from the output_shape (or auto_pad's input x stride) it asks for."""
+    """A ConvTranspose's pads: as given, or split from the output_shape (or auto_pad's input x stride) it asks for;
+    an output larger than the full one has a negative end pad."""
     dims, mode = x.rank - 2, at.get("auto_pad", "NOTSET")
     if "output_shape" not in at and mode not in ("SAME_UPPER", "SAME_LOWER"):
         return list(at.get("pads", [0] * 2 * dims))
@@ -94,7 +112,7 @@ def _transposed_pads(at: dict, x, w, attrs: dict) -> list[int]:
     for i in range(dims):
         total = strides[i] * (x.shape[2 + i] - 1) + out_pad[i] + (w.shape[2 + i] - 1) * dil[i] + 1 - want[i]
         lo = total // 2 if mode == "SAME_UPPER" else total - total // 2
-        pads[i], pads[i + dims] = lo, total - lo
+        pads[i], pads[i + dims] = (lo, total - lo) if total >= 0 else (0, total)  # grown at the end, as onnxruntime
     return pads
 
 
