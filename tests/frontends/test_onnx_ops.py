@@ -4,6 +4,7 @@ host build, each compared with onnxruntime."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -301,6 +302,18 @@ def test_pads_reaching_past_the_input_are_refused_at_the_node(mode, pad):
     node = H("Pad", ["x", "p"], ["y"], mode=mode, name="wide_pad")
     model = make_model([node], [("x", [3, 4, 8])], [("y", None)], {"p": i64(0, 0, pad, 0, 0, 0)}, opset=19)
     with pytest.raises(ember.EmberError, match=rf"wide_pad.*pad.*{mode} pads .* reach past the input"):
+        ember.compile(model, "host")
+
+
+@pytest.mark.parametrize("pads", [[], [-1, -1, -1, -1]], ids=["empty", "negative"])
+def test_conv_with_malformed_pads_is_refused_at_the_node(pads):
+    """Only a ConvTranspose's negative pads mean a grown output: a Conv's empty or negative pads are an error
+    naming the node (a fuzzed model's empty pads once reached min() of an empty list)."""
+    node = H("Conv", ["x", "w"], ["y"], name="odd_conv")
+    node.attribute.append(helper.make_attribute("pads", pads, attr_type=onnx.AttributeProto.INTS))
+    w = np.ones((4, 3, 3, 3), np.float32)
+    model = make_model([node], [("x", [1, 3, 8, 8])], [("y", None)], {"w": w}, opset=17)
+    with pytest.raises(ember.EmberError, match=r"odd_conv.*Conv.*'pads' must be four non-negative ints"):
         ember.compile(model, "host")
 
 

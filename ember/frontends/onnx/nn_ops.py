@@ -80,7 +80,7 @@ def _conv(m, n):
         attrs["output_padding"] = list(at.get("output_padding", [0] * dims))
         attrs["pads"] = _transposed_pads(at, x4, w, attrs)
     op = f"conv{dims}d" + ("" if n.op == "Conv" else "_transpose")
-    if min(attrs["pads"]) < 0:
+    if n.op == "ConvTranspose" and any(p < 0 for p in attrs["pads"]):
         return _grown_transpose(m, n, op, [x4, w, b], attrs, x4 is not x)
     return _emit_spatial(m, n, op, [x4, w, b], attrs, x4 is not x)
 
