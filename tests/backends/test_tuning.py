@@ -113,6 +113,21 @@ def test_records_faster_than_ember_rules_are_applied(tuned_db, tmp_path):
     assert artifact.metadata["tuning"]["kernels_kept_on_rules"] == 0
 
 
+def test_db_tuned_under_other_schedule_rules_warns_and_uses_default_schedules(tuned_db, tmp_path, caplog):
+    """Records that beat Ember's rules as they were (a variant's trace replays without what the rules add since)
+    are not applied once the rules change, nor from a database tuned before its rules were stamped."""
+    from ember.backends.tvm.tuning import RULES_FILE
+
+    model, db = tuned_db
+    older = with_baselines(db, tmp_path, 1e3)
+    assert ember.compile(str(model), tuning_db=older).metadata["tuning"]["kernels_from_db"] >= 1
+    (older / RULES_FILE).write_text(json.dumps({"rules": "0123456789abcdef"}))
+    assert ember.compile(str(model), tuning_db=older).metadata["tuning"]["kernels_from_db"] == 0
+    (older / RULES_FILE).unlink()
+    assert ember.compile(str(model), tuning_db=older).metadata["tuning"]["kernels_from_db"] == 0
+    assert sum("another version of Ember's schedule rules" in r.getMessage() for r in caplog.records) == 2
+
+
 def test_tune_prints_ember_baseline_and_best_tuned_per_kernel(tmp_path):
     model = tmp_path / "conv.onnx"
     onnx.save(small_conv(), model)

@@ -147,6 +147,7 @@ def tune(
         kept = found.get(task.name)
         found[task.name] = TunedTask(n, baseline, best, kept.variant if kept and kept.best_s == best else None)
     tuning.write_baselines(db_dir, spec.target, baselines)
+    tuning.write_rules_stamp(db_dir)
     return found
 
 
@@ -182,6 +183,12 @@ class TunedKernels:
                 problem = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
         if problem is not None:
             log.warning(f"tuning database {db_dir} is unusable ({problem}); using the default schedules")
+            return None
+        if tuning.rules_changed(db_dir):
+            log.warning(
+                f"tuning database {db_dir} was measured against another version of Ember's schedule rules, so its "
+                "records may be slower than today's; using the default schedules (re-run 'ember tune' into it)"
+            )
             return None
         records: dict[int, list] = {}
         foreign = set()

@@ -4,6 +4,8 @@ that database at compile time (kernels it lacks keep Ember's schedule rules)."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import inspect
 import json
 import linecache
@@ -277,3 +279,34 @@ def write_baselines(db_dir: str | Path, target: tvm.target.Target, baselines: di
     per_target = stored.setdefault(summary(target), {})
     per_target.update({str(h): s for h, s in baselines.items()})
     write_atomic({path: lambda f: f.write(json.dumps(stored, indent=1, sort_keys=True).encode())})
+
+
+RULES_FILE = "ember_rules.json"
+
+
+@functools.cache
+def rules_fingerprint() -> str:
+    """A hash of Ember's schedule rules and their variants (the sources) and TVM's version: baselines measured
+    under other rules no longer say whether a record beats today's rule schedule."""
+    from ember.backends.tvm import schedules, variants
+
+    digest = hashlib.sha256(tvm.__version__.encode())
+    for source in [*sorted(Path(schedules.__file__).parent.glob("*.py")), Path(variants.__file__)]:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def write_rules_stamp(db_dir: str | Path) -> None:
+    """Record in `db_dir` which rules its baselines were measured under."""
+    from ember.atomic import write_atomic
+
+    stamp = json.dumps({"rules": rules_fingerprint()}).encode()
+    write_atomic({Path(db_dir) / RULES_FILE: lambda f: f.write(stamp)})
+
+
+def rules_changed(db_dir: str | Path) -> bool:
+    """Whether `db_dir` was tuned under other schedule rules than this Ember's (or before they were stamped)."""
+    try:
+        return json.loads((Path(db_dir) / RULES_FILE).read_text()).get("rules") != rules_fingerprint()
+    except (OSError, ValueError, AttributeError):
+        return True
