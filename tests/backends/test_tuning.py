@@ -128,6 +128,24 @@ def test_db_tuned_under_other_schedule_rules_warns_and_uses_default_schedules(tu
     assert sum("another version of Ember's schedule rules" in r.getMessage() for r in caplog.records) == 2
 
 
+def test_tuning_again_retires_a_database_tuned_under_other_rules(tuned_db, tmp_path):
+    """Tuning into a database stamped with other rules moves all of it aside (every model's stale records, which
+    a fresh stamp would otherwise vouch for); one stamped with today's rules, or a new folder, stays as it is."""
+    from ember.backends.tvm.tuning import BASELINES_FILE, DB_FILES, RULES_FILE, retire_stale_database
+
+    _, db = tuned_db
+    assert retire_stale_database(db) is None and retire_stale_database(tmp_path / "new") is None
+    older = with_baselines(db, tmp_path, 1e3)
+    (older / RULES_FILE).write_text(json.dumps({"rules": "0123456789abcdef"}))
+    stale = retire_stale_database(older)
+    assert stale == older / "stale-0123456789abcdef"
+    assert sorted(p.name for p in stale.iterdir()) == sorted([*DB_FILES, BASELINES_FILE, RULES_FILE])
+    assert not any((older / name).exists() for name in (*DB_FILES, BASELINES_FILE, RULES_FILE))
+    shutil.copytree(stale, tmp_path / "again")
+    (tmp_path / "again" / RULES_FILE).unlink()
+    assert retire_stale_database(tmp_path / "again") == tmp_path / "again" / "stale-unstamped"
+
+
 def test_tune_prints_ember_baseline_and_best_tuned_per_kernel(tmp_path):
     model = tmp_path / "conv.onnx"
     onnx.save(small_conv(), model)

@@ -106,6 +106,9 @@ def tune(
     # Sized before the runner starts its workers, which inherit it.
     cores = size_thread_pool() if rpc is None else int(spec.target.export().get("num-cores", 2))
     target = tuning.tuning_target(spec, cores)
+    stale = tuning.retire_stale_database(db_dir)
+    if stale is not None:
+        log.warning(f"{db_dir} was tuned under another version of Ember's schedule rules; moved it to {stale}")
     database = tuning.open_json_database(db_dir, create=True)
     builder = ms.builder.LocalBuilder(max_workers=1, initializer=tuning.builder_initializer, f_build=tuning.BUILD_FUNC)
     runner = _runner(rpc)

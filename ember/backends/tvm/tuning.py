@@ -7,9 +7,11 @@ import contextlib
 import functools
 import hashlib
 import inspect
+import itertools
 import json
 import linecache
 import logging
+import re
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -310,3 +312,24 @@ def rules_changed(db_dir: str | Path) -> bool:
         return json.loads((Path(db_dir) / RULES_FILE).read_text()).get("rules") != rules_fingerprint()
     except (OSError, ValueError, AttributeError):
         return True
+
+
+def retire_stale_database(db_dir: str | Path) -> Path | None:
+    """Move a database tuned under other schedule rules out of `db_dir`'s way, into a `stale-<rules>` folder in
+    it, so tuning into it again starts from no records: its old records (every model's, not only the one being
+    tuned again) would replay rules as they were, and a fresh stamp would vouch for them. Returns the folder."""
+    path = Path(db_dir)
+    if not any((path / name).is_file() for name in DB_FILES) or not rules_changed(path):
+        return None
+    try:
+        old = str(json.loads((path / RULES_FILE).read_text()).get("rules"))
+    except (OSError, ValueError, AttributeError):
+        old = ""
+    old = old if re.fullmatch(r"[0-9a-f]{16}", old) else "unstamped"
+    names = (f"stale-{old}" + (f"-{n}" if n else "") for n in itertools.count())
+    stale = next(path / name for name in names if not (path / name).exists())
+    stale.mkdir()
+    for name in (*DB_FILES, BASELINES_FILE, RULES_FILE):
+        if (path / name).exists():
+            (path / name).rename(stale / name)
+    return stale
